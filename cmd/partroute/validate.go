@@ -1,0 +1,100 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/keying"
+	"github.com/partroute/partroute/resolver"
+)
+
+func runValidate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "partroute.yaml to check (required)")
+	namingPath := fs.String("naming", "", "naming file to check against it (default: the configuration's naming.file)")
+	if err := fs.Parse(args); err != nil {
+		return 1
+	}
+	if *cfgPath == "" || fs.NArg() != 0 {
+		fmt.Fprintln(stderr, "usage: partroute validate -config FILE [-naming FILE]")
+		return 1
+	}
+	cfg, view, err := loadConfigAndView(*cfgPath, *namingPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	for _, s := range cfg.Services {
+		fmt.Fprintln(stdout, summarize(s, view))
+	}
+	return 0
+}
+
+// loadConfigAndView loads the configuration and its file naming view; namingPath overrides the
+// configuration's naming file.
+func loadConfigAndView(cfgPath, namingPath string) (*config.Config, *resolver.View, error) {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	if namingPath == "" {
+		namingPath = cfg.Naming.File
+	}
+	view, err := resolver.LoadViewFile(namingPath, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, view, nil
+}
+
+// summarize describes a service in one line: its match, scheme, key and replicas.
+func summarize(s *config.Service, view *resolver.View) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: match", s.Name)
+	if s.Match.Authority != "" {
+		fmt.Fprintf(&b, " authority=%s", s.Match.Authority)
+	}
+	if s.Match.PathPrefix != "" {
+		fmt.Fprintf(&b, " pathPrefix=%s", s.Match.PathPrefix)
+	}
+	if s.Match == (config.Match{}) {
+		b.WriteString(" every request")
+	}
+	sc := s.Scheme()
+	switch sc.Kind() {
+	case keying.UniformInt64:
+		fmt.Fprintf(&b, "; uniformInt64 [%d, %d] in %d partitions", sc.LowKey(), sc.HighKey(), sc.Count())
+	case keying.Named:
+		fmt.Fprintf(&b, "; named %v", sc.Names())
+	default:
+		b.WriteString("; singleton")
+	}
+	if srcs := s.Keyer.Sources(); len(srcs) > 0 {
+		names := make([]string, len(srcs))
+		for i, src := range srcs {
+			names[i] = src.String()
+		}
+		fmt.Fprintf(&b, "; key from %s by %s", strings.Join(names, ", "), s.Keyer.Transform())
+		if s.Keyer.Transform() == keying.TransformHash {
+			fmt.Fprintf(&b, " (%s)", s.Keyer.Hash())
+		}
+	}
+	fmt.Fprintf(&b, "; reads %s", s.Reads)
+	if sv := view.Services[s.Name]; sv != nil {
+		replicas, healthy := 0, 0
+		for _, p := range sv.Partitions {
+			for _, r := range p.Replicas {
+				replicas++
+				if r.Healthy {
+					healthy++
+				}
+			}
+		}
+		fmt.Fprintf(&b, "; %d replicas (%d healthy)", replicas, healthy)
+	}
+	return b.String()
+}

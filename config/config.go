@@ -1,0 +1,640 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/partroute/partroute/keying"
+)
+
+// ReadPolicy says which replicas may serve a service's reads.
+type ReadPolicy uint8
+
+// The read policies.
+const (
+	// ReadPrimary sends reads to the primary, like writes: the strongest consistency.
+	ReadPrimary ReadPolicy = iota + 1
+	// ReadSecondary prefers healthy secondaries and falls back to the primary when none is.
+	ReadSecondary
+	// ReadAny lets Envoy pick any replica of the partition.
+	ReadAny
+)
+
+// String returns the policy's configuration name.
+func (p ReadPolicy) String() string {
+	switch p {
+	case ReadPrimary:
+		return "primary"
+	case ReadSecondary:
+		return "secondary"
+	case ReadAny:
+		return "any"
+	}
+	return "unknown"
+}
+
+// Defaults of the settings that may be left out.
+const (
+	DefaultExtProcAddr    = "127.0.0.1:50051"
+	DefaultAdminAddr      = "127.0.0.1:9901"
+	DefaultCacheSize      = 100000
+	DefaultCacheTTL       = 30 * time.Second
+	DefaultStaleIfError   = 5 * time.Minute
+	DefaultResolveTimeout = 100 * time.Millisecond
+	DefaultMaxBodyBytes   = 1 << 20
+	// envoyMessageTimeout is the ext_proc filter's default message_timeout. A resolve deadline
+	// at or above it would let Envoy time out before partroute can answer 503 itself.
+	envoyMessageTimeout = 200 * time.Millisecond
+)
+
+// Config is a loaded, validated partroute.yaml. It is immutable.
+type Config struct {
+	// Path is the file the configuration was read from; relative paths in it are resolved
+	// against its directory.
+	Path      string
+	Listen    Listen
+	Naming    Naming
+	Cache     Cache
+	Headers   Headers
+	Unmatched Unmatched
+	// MaxBodyBytes bounds the request body buffered for services that key on it.
+	MaxBodyBytes int
+	// Services in configuration order.
+	Services []*Service
+	// byPrecedence holds the services most specific match first.
+	byPrecedence []*Service
+}
+
+// Listen holds the listen addresses. An empty XDS address turns the xDS server off.
+type Listen struct{ ExtProc, XDS, Admin string }
+
+// Naming says where the naming view comes from.
+type Naming struct {
+	Source string
+	// File is the absolute path of the naming file for the file source.
+	File string
+}
+
+// Cache holds the resolution cache settings.
+type Cache struct {
+	Size           int
+	TTL            time.Duration
+	StaleIfError   time.Duration
+	ResolveTimeout time.Duration
+}
+
+// Headers holds the names of the headers partroute sets on the upstream request and reads
+// from the client.
+type Headers struct {
+	Partition, Role, Key string
+	// Consistency is the request header by which a client asks for a strong (primary) read.
+	Consistency string
+}
+
+// Unmatched says what happens to a request that no service matches.
+type Unmatched uint8
+
+// The behaviours for unmatched requests.
+const (
+	// PassThrough lets the request continue untouched.
+	PassThrough Unmatched = iota + 1
+	// Reject answers 404 no_service.
+	Reject
+)
+
+// Service is one partitioned service.
+type Service struct {
+	Name string
+	// Index is the service's position in the configuration.
+	Index int
+	Match Match
+	Keyer *keying.Keyer
+	Reads ReadPolicy
+	// ReadMethods are the upper-case methods that count as reads.
+	ReadMethods []string
+}
+
+// Scheme returns the service's partition scheme.
+func (s *Service) Scheme() *keying.Scheme { return s.Keyer.Scheme() }
+
+// IsRead reports whether method counts as a read for this service.
+func (s *Service) IsRead(method string) bool {
+	for _, m := range s.ReadMethods {
+		if m == method {
+			return true
+		}
+	}
+	return false
+}
+
+// Match selects a service's requests by authority and path prefix. Both are optional; an empty
+// one matches every request.
+type Match struct {
+	// Authority is an exact host name or "*.suffix".
+	Authority  string
+	PathPrefix string
+}
+
+// Load reads and validates a configuration file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data, abs)
+}
+
+// file is the YAML shape of partroute.yaml.
+type file struct {
+	Listen struct {
+		ExtProc string `yaml:"extproc"`
+		XDS     string `yaml:"xds"`
+		Admin   string `yaml:"admin"`
+	} `yaml:"listen"`
+	Naming struct {
+		Source string `yaml:"source"`
+		File   string `yaml:"file"`
+	} `yaml:"naming"`
+	Cache struct {
+		Size           *int           `yaml:"size"`
+		TTL            *time.Duration `yaml:"ttl"`
+		StaleIfError   *time.Duration `yaml:"staleIfError"`
+		ResolveTimeout *time.Duration `yaml:"resolveTimeout"`
+	} `yaml:"cache"`
+	Headers struct {
+		Partition   string `yaml:"partition"`
+		Role        string `yaml:"role"`
+		Key         string `yaml:"key"`
+		Consistency string `yaml:"consistency"`
+	} `yaml:"headers"`
+	Unmatched    string        `yaml:"unmatched"`
+	MaxBodyBytes *int          `yaml:"maxBodyBytes"`
+	Services     []serviceFile `yaml:"services"`
+}
+
+type serviceFile struct {
+	Name  string `yaml:"name"`
+	Match struct {
+		Authority  string `yaml:"authority"`
+		PathPrefix string `yaml:"pathPrefix"`
+	} `yaml:"match"`
+	Partitioning struct {
+		Scheme  string   `yaml:"scheme"`
+		LowKey  *int64   `yaml:"lowKey"`
+		HighKey *int64   `yaml:"highKey"`
+		Count   *int     `yaml:"count"`
+		Names   []string `yaml:"names"`
+	} `yaml:"partitioning"`
+	Key struct {
+		Sources   []sourceFile `yaml:"sources"`
+		Transform string       `yaml:"transform"`
+		Hash      string       `yaml:"hash"`
+	} `yaml:"key"`
+	Replicas struct {
+		Reads       string   `yaml:"reads"`
+		ReadMethods []string `yaml:"readMethods"`
+	} `yaml:"replicas"`
+}
+
+type sourceFile struct {
+	Path     string `yaml:"path"`
+	Header   string `yaml:"header"`
+	Query    string `yaml:"query"`
+	Cookie   string `yaml:"cookie"`
+	JSONBody string `yaml:"jsonBody"`
+}
+
+// Parse validates configuration data read from path (used to resolve relative paths and in
+// messages).
+func Parse(data []byte, path string) (*Config, error) {
+	errs := &Errors{File: path}
+	var f file
+	lines := DecodeStrict(data, &f, errs)
+	at := func(p string) int { return lines.At(p) }
+	c := &Config{Path: path}
+
+	c.Listen = Listen{ExtProc: f.Listen.ExtProc, XDS: f.Listen.XDS, Admin: f.Listen.Admin}
+	if c.Listen.ExtProc == "" {
+		c.Listen.ExtProc = DefaultExtProcAddr
+	}
+	if c.Listen.Admin == "" {
+		c.Listen.Admin = DefaultAdminAddr
+	}
+	for _, l := range []struct{ field, addr string }{{"listen.extproc", c.Listen.ExtProc}, {"listen.xds", c.Listen.XDS}, {"listen.admin", c.Listen.Admin}} {
+		if l.addr != "" {
+			if err := checkHostPort(l.addr); err != nil {
+				errs.Add(l.field, at(l.field), "%v", err)
+			}
+		}
+	}
+
+	c.Naming.Source = f.Naming.Source
+	switch c.Naming.Source {
+	case "", "file":
+		c.Naming.Source = "file"
+		if f.Naming.File == "" {
+			errs.Add("naming.file", at("naming"), "the file naming source needs a file")
+		} else {
+			c.Naming.File = f.Naming.File
+			if !filepath.IsAbs(c.Naming.File) {
+				c.Naming.File = filepath.Join(filepath.Dir(path), c.Naming.File)
+			}
+		}
+	default:
+		errs.Add("naming.source", at("naming.source"), "%q is not a naming source; use file", f.Naming.Source)
+	}
+
+	c.Cache = Cache{Size: DefaultCacheSize, TTL: DefaultCacheTTL, StaleIfError: DefaultStaleIfError, ResolveTimeout: DefaultResolveTimeout}
+	if f.Cache.Size != nil {
+		c.Cache.Size = *f.Cache.Size
+		if c.Cache.Size < 1 {
+			errs.Add("cache.size", at("cache.size"), "%d is below 1", c.Cache.Size)
+		}
+	}
+	checkDuration := func(field string, v *time.Duration, dst *time.Duration, allowZero bool) {
+		if v == nil {
+			return
+		}
+		*dst = *v
+		if *v < 0 || (*v == 0 && !allowZero) {
+			errs.Add(field, at(field), "%v must be above 0", *v)
+		}
+	}
+	checkDuration("cache.ttl", f.Cache.TTL, &c.Cache.TTL, false)
+	checkDuration("cache.staleIfError", f.Cache.StaleIfError, &c.Cache.StaleIfError, true)
+	checkDuration("cache.resolveTimeout", f.Cache.ResolveTimeout, &c.Cache.ResolveTimeout, false)
+	if c.Cache.ResolveTimeout >= envoyMessageTimeout {
+		errs.Add("cache.resolveTimeout", at("cache.resolveTimeout"), "%v must stay below Envoy's ext_proc message_timeout (%v by default) so that partroute answers 503 before Envoy times out", c.Cache.ResolveTimeout, envoyMessageTimeout)
+	}
+
+	c.Headers = Headers{Partition: "x-partition-id", Role: "x-partition-role", Key: "x-partition-key", Consistency: "x-partroute-consistency"}
+	seenHeader := map[string]string{}
+	for _, h := range []struct {
+		field string
+		val   string
+		dst   *string
+	}{
+		{"headers.partition", f.Headers.Partition, &c.Headers.Partition},
+		{"headers.role", f.Headers.Role, &c.Headers.Role},
+		{"headers.key", f.Headers.Key, &c.Headers.Key},
+		{"headers.consistency", f.Headers.Consistency, &c.Headers.Consistency},
+	} {
+		if h.val != "" {
+			*h.dst = strings.ToLower(h.val)
+			if err := checkSettableHeader(*h.dst); err != nil {
+				errs.Add(h.field, at(h.field), "%v", err)
+			}
+		}
+		if other, dup := seenHeader[*h.dst]; dup {
+			errs.Add(h.field, at(h.field), "%q is already the name of %s", *h.dst, other)
+		}
+		seenHeader[*h.dst] = h.field
+	}
+
+	switch f.Unmatched {
+	case "", "passthrough":
+		c.Unmatched = PassThrough
+	case "reject":
+		c.Unmatched = Reject
+	default:
+		errs.Add("unmatched", at("unmatched"), "%q is not passthrough or reject", f.Unmatched)
+	}
+
+	c.MaxBodyBytes = DefaultMaxBodyBytes
+	if f.MaxBodyBytes != nil {
+		c.MaxBodyBytes = *f.MaxBodyBytes
+		if c.MaxBodyBytes < 1 {
+			errs.Add("maxBodyBytes", at("maxBodyBytes"), "%d is below 1", c.MaxBodyBytes)
+		}
+	}
+
+	names := map[string]int{}
+	for i := range f.Services {
+		p := "services[" + strconv.Itoa(i) + "]"
+		s := parseService(&f.Services[i], i, p, errs, at)
+		if s == nil {
+			continue
+		}
+		if j, dup := names[s.Name]; dup {
+			errs.Add(p+".name", at(p+".name"), "%q is already the name of services[%d]", s.Name, j)
+			continue
+		}
+		names[s.Name] = i
+		c.Services = append(c.Services, s)
+	}
+	c.byPrecedence = append([]*Service(nil), c.Services...)
+	sort.SliceStable(c.byPrecedence, func(i, j int) bool { return morePrecise(c.byPrecedence[i].Match, c.byPrecedence[j].Match) })
+	for i := 1; i < len(c.byPrecedence); i++ {
+		a, b := c.byPrecedence[i-1], c.byPrecedence[i]
+		if a.Match == b.Match {
+			p := "services[" + strconv.Itoa(b.Index) + "].match"
+			errs.Add(p, at(p), "matches exactly the same requests as services[%d] (%s)", a.Index, a.Name)
+		}
+	}
+	if err := errs.Err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func parseService(f *serviceFile, index int, p string, errs *Errors, at func(string) int) *Service {
+	before := len(errs.List)
+	s := &Service{Name: f.Name, Index: index}
+	if s.Name == "" {
+		errs.Add(p+".name", at(p), "every service needs a name")
+	} else if !validName(s.Name) {
+		errs.Add(p+".name", at(p+".name"), "%q may hold only letters, digits, '.', '_' and '-'", s.Name)
+	}
+
+	s.Match = Match{Authority: strings.ToLower(f.Match.Authority), PathPrefix: f.Match.PathPrefix}
+	if a := s.Match.Authority; a != "" {
+		host := strings.TrimPrefix(a, "*.")
+		if host == "" || strings.ContainsAny(host, "*:/ ") {
+			errs.Add(p+".match.authority", at(p+".match.authority"), "%q is not a host name or *.suffix (ports are ignored when matching, so leave them out)", f.Match.Authority)
+		}
+	}
+	if pp := s.Match.PathPrefix; pp != "" && (pp[0] != '/' || strings.ContainsAny(pp, "?# ")) {
+		errs.Add(p+".match.pathPrefix", at(p+".match.pathPrefix"), "%q must start with / and hold no ?, # or space", pp)
+	}
+
+	pf := p + ".partitioning"
+	var scheme *keying.Scheme
+	kind, ok := keying.ParseSchemeKind(f.Partitioning.Scheme)
+	if !ok {
+		if f.Partitioning.Scheme == "" {
+			errs.Add(pf+".scheme", at(pf), "is required: uniformInt64, named or singleton")
+		} else {
+			errs.Add(pf+".scheme", at(pf+".scheme"), "%q is not uniformInt64, named or singleton", f.Partitioning.Scheme)
+		}
+	} else {
+		var err error
+		part := f.Partitioning
+		unused := func(field string, set bool) {
+			if set {
+				errs.Add(pf+"."+field, at(pf+"."+field), "does not apply to a %s scheme", kind)
+			}
+		}
+		switch kind {
+		case keying.Singleton:
+			unused("lowKey", part.LowKey != nil)
+			unused("highKey", part.HighKey != nil)
+			unused("names", part.Names != nil)
+			if part.Count != nil && *part.Count != 1 {
+				errs.Add(pf+".count", at(pf+".count"), "a singleton scheme has exactly 1 partition, not %d", *part.Count)
+			}
+			scheme = keying.NewSingleton()
+		case keying.UniformInt64:
+			unused("names", part.Names != nil)
+			for _, req := range []struct {
+				field string
+				set   bool
+			}{{"lowKey", part.LowKey != nil}, {"highKey", part.HighKey != nil}, {"count", part.Count != nil}} {
+				if !req.set {
+					errs.Add(pf+"."+req.field, at(pf), "is required for a uniformInt64 scheme")
+				}
+			}
+			if part.LowKey != nil && part.HighKey != nil && part.Count != nil {
+				scheme, err = keying.NewUniformInt64(*part.LowKey, *part.HighKey, *part.Count)
+			}
+		case keying.Named:
+			unused("lowKey", part.LowKey != nil)
+			unused("highKey", part.HighKey != nil)
+			if part.Count != nil && *part.Count != len(part.Names) {
+				errs.Add(pf+".count", at(pf+".count"), "%d differs from the number of names, %d", *part.Count, len(part.Names))
+			}
+			scheme, err = keying.NewNamed(part.Names)
+		}
+		if fe, ok := err.(*keying.FieldError); ok {
+			errs.Add(pf+"."+fe.Field, at(pf+"."+fe.Field), "%s", fe.Message)
+		}
+	}
+
+	kf := p + ".key"
+	var sources []keying.Source
+	for i, sf := range f.Key.Sources {
+		sp := kf + ".sources[" + strconv.Itoa(i) + "]"
+		var set []struct {
+			kind keying.SourceKind
+			arg  string
+		}
+		for _, c := range []struct {
+			kind keying.SourceKind
+			arg  string
+		}{{keying.SourcePath, sf.Path}, {keying.SourceHeader, sf.Header}, {keying.SourceQuery, sf.Query}, {keying.SourceCookie, sf.Cookie}, {keying.SourceJSONBody, sf.JSONBody}} {
+			if c.arg != "" {
+				set = append(set, c)
+			}
+		}
+		if len(set) != 1 {
+			errs.Add(sp, at(sp), "a key source names exactly one of path, header, query, cookie or jsonBody, found %d", len(set))
+			continue
+		}
+		src, err := keying.NewSource(set[0].kind, set[0].arg)
+		if err != nil {
+			errs.Add(sp+"."+set[0].kind.String(), at(sp+"."+set[0].kind.String()), "%v", err)
+			continue
+		}
+		sources = append(sources, src)
+	}
+	var transform keying.Transform
+	if f.Key.Transform != "" {
+		if transform, ok = keying.ParseTransform(f.Key.Transform); !ok {
+			errs.Add(kf+".transform", at(kf+".transform"), "%q is not int64, hash or name", f.Key.Transform)
+		}
+	}
+	var hash keying.HashFunc
+	if f.Key.Hash != "" {
+		if hash, ok = keying.ParseHashFunc(f.Key.Hash); !ok {
+			errs.Add(kf+".hash", at(kf+".hash"), "%q is not xxhash64 or fnv1a64", f.Key.Hash)
+		}
+	}
+	if scheme != nil && len(sources) == len(f.Key.Sources) {
+		k, err := keying.NewKeyer(scheme, sources, transform, hash)
+		if fe, ok := err.(*keying.FieldError); ok {
+			field := strings.TrimPrefix(fe.Field, "key.")
+			errs.Add(kf+"."+field, at(kf+"."+field), "%s", fe.Message)
+		}
+		s.Keyer = k
+	}
+
+	rf := p + ".replicas"
+	switch f.Replicas.Reads {
+	case "", "primary":
+		s.Reads = ReadPrimary
+	case "secondary":
+		s.Reads = ReadSecondary
+	case "any":
+		s.Reads = ReadAny
+	default:
+		errs.Add(rf+".reads", at(rf+".reads"), "%q is not primary, secondary or any", f.Replicas.Reads)
+	}
+	s.ReadMethods = []string{"GET", "HEAD", "OPTIONS"}
+	if f.Replicas.ReadMethods != nil {
+		s.ReadMethods = nil
+		for i, m := range f.Replicas.ReadMethods {
+			m = strings.ToUpper(m)
+			if !validMethod(m) {
+				mp := rf + ".readMethods[" + strconv.Itoa(i) + "]"
+				errs.Add(mp, at(mp), "%q is not an HTTP method", f.Replicas.ReadMethods[i])
+				continue
+			}
+			s.ReadMethods = append(s.ReadMethods, m)
+		}
+	}
+	if len(errs.List) > before {
+		return nil
+	}
+	return s
+}
+
+// Service returns the service of the given name.
+func (c *Config) Service(name string) *Service {
+	for _, s := range c.Services {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// Match returns the service a request belongs to, or nil. Precedence, most specific first: an
+// exact authority, then a wildcard authority (longer suffix first), then none; within each, the
+// longer path prefix. It does not allocate.
+func (c *Config) Match(authority, path string) *Service {
+	host := hostOf(authority)
+	for _, s := range c.byPrecedence {
+		if s.Match.matchesHost(host) && s.Match.matchesPath(path) {
+			return s
+		}
+	}
+	return nil
+}
+
+// hostOf strips a port from an authority, keeping IPv6 literals whole.
+func hostOf(authority string) string {
+	if authority == "" {
+		return ""
+	}
+	if authority[0] == '[' {
+		if i := strings.IndexByte(authority, ']'); i >= 0 {
+			return authority[:i+1]
+		}
+		return authority
+	}
+	if i := strings.LastIndexByte(authority, ':'); i >= 0 {
+		return authority[:i]
+	}
+	return authority
+}
+
+func (m Match) matchesHost(host string) bool {
+	switch {
+	case m.Authority == "":
+		return true
+	case strings.HasPrefix(m.Authority, "*."):
+		suffix := m.Authority[1:] // ".example.com"
+		return len(host) > len(suffix) && strings.EqualFold(host[len(host)-len(suffix):], suffix)
+	default:
+		return strings.EqualFold(host, m.Authority)
+	}
+}
+
+// matchesPath matches whole segments: "/api/users" matches "/api/users", "/api/users/42" and
+// "/api/users?x", never "/api/usersX". A prefix that ends in "/" matches as plain text.
+func (m Match) matchesPath(path string) bool {
+	pp := m.PathPrefix
+	if pp == "" {
+		return true
+	}
+	if !strings.HasPrefix(path, pp) {
+		return false
+	}
+	if len(path) == len(pp) || pp[len(pp)-1] == '/' {
+		return true
+	}
+	switch path[len(pp)] {
+	case '/', '?', '#':
+		return true
+	}
+	return false
+}
+
+// authorityRank orders authorities from most to least specific.
+func authorityRank(a string) (class, length int) {
+	switch {
+	case a == "":
+		return 0, 0
+	case strings.HasPrefix(a, "*."):
+		return 1, len(a)
+	}
+	return 2, len(a)
+}
+
+func morePrecise(a, b Match) bool {
+	ac, al := authorityRank(a.Authority)
+	bc, bl := authorityRank(b.Authority)
+	if ac != bc {
+		return ac > bc
+	}
+	if al != bl {
+		return al > bl
+	}
+	return len(a.PathPrefix) > len(b.PathPrefix)
+}
+
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q has port %q, not a number from 0 to 65535", addr, port)
+	}
+	_ = host // an empty host listens on every address, which is the operator's choice
+	return nil
+}
+
+func checkSettableHeader(name string) error {
+	if name == "" || name[0] == ':' || name == "host" || strings.HasPrefix(name, "x-envoy") {
+		return fmt.Errorf("%q cannot be set by an ext_proc server (pseudo-headers, host and x-envoy-* are Envoy's)", name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("%q is not a header name of letters, digits, '-', '_' and '.'", name)
+		}
+	}
+	return nil
+}
+
+func validName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		if m[i] < 'A' || m[i] > 'Z' {
+			return false
+		}
+	}
+	return true
+}

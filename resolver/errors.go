@@ -1,0 +1,82 @@
+package resolver
+
+import "fmt"
+
+// Code is an outcome code of the error table. Every rejection partroute makes is one of these;
+// the table below is the only place that maps them to HTTP.
+type Code uint8
+
+// The outcome codes.
+const (
+	OK Code = iota
+	MissingPartitionKey
+	InvalidPartitionKey
+	PartitionKeyOutOfRange
+	PartitionUnavailable
+	NamingUnavailable
+	NoService
+	BodyTooLarge
+	numCodes
+)
+
+type codeInfo struct {
+	name   string
+	status int
+	// retryAfter marks the transient failures that carry a retry-after header.
+	retryAfter bool
+}
+
+var codeTable = [numCodes]codeInfo{
+	OK:                     {"ok", 200, false},
+	MissingPartitionKey:    {"missing_partition_key", 400, false},
+	InvalidPartitionKey:    {"invalid_partition_key", 400, false},
+	PartitionKeyOutOfRange: {"partition_key_out_of_range", 400, false},
+	PartitionUnavailable:   {"partition_unavailable", 503, true},
+	NamingUnavailable:      {"naming_unavailable", 503, true},
+	NoService:              {"no_service", 404, false},
+	BodyTooLarge:           {"request_body_too_large", 413, false},
+}
+
+// RetryAfterSeconds is the retry-after value of transient rejections: long enough for a
+// failover to settle, short enough that clients come back quickly.
+const RetryAfterSeconds = "1"
+
+// Codes returns every code, for metrics that pre-create one series per code.
+func Codes() []Code {
+	out := make([]Code, 0, numCodes)
+	for c := OK; c < numCodes; c++ {
+		out = append(out, c)
+	}
+	return out
+}
+
+// String returns the code's name as it appears in error bodies, headers and metrics.
+func (c Code) String() string {
+	if c < numCodes {
+		return codeTable[c].name
+	}
+	return "unknown"
+}
+
+// Status returns the HTTP status of the code.
+func (c Code) Status() int {
+	if c < numCodes {
+		return codeTable[c].status
+	}
+	return 500
+}
+
+// RetryAfter reports whether a rejection with this code carries retry-after.
+func (c Code) RetryAfter() bool { return c < numCodes && codeTable[c].retryAfter }
+
+// Error is a request partroute cannot route.
+type Error struct {
+	Code    Code
+	Message string
+}
+
+func (e *Error) Error() string { return e.Code.String() + ": " + e.Message }
+
+func errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}

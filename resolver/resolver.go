@@ -1,0 +1,124 @@
+package resolver
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/keying"
+)
+
+// Naming answers which replicas serve a partition. A View answers from memory; pull sources
+// answer through the resolution cache and may fail.
+type Naming interface {
+	Partition(ctx context.Context, svc *config.Service, key keying.Key) (*Partition, error)
+}
+
+// State is one consistent pair of configuration and naming view.
+type State struct {
+	Config *config.Config
+	Naming Naming
+}
+
+// Resolver turns requests into decisions against the current State.
+type Resolver struct {
+	state atomic.Pointer[State]
+}
+
+// New returns a resolver serving st.
+func New(st *State) *Resolver {
+	r := &Resolver{}
+	r.state.Store(st)
+	return r
+}
+
+// Swap replaces the state in one step; requests in flight finish on the state they started
+// with.
+func (r *Resolver) Swap(st *State) { r.state.Store(st) }
+
+// State returns the current state.
+func (r *Resolver) State() *State { return r.state.Load() }
+
+// Decision is where a request goes.
+type Decision struct {
+	// Service is the matched service; nil when none matched and the request passes through.
+	Service *config.Service
+	Key     keying.Key
+	// Partition and Role are set when the request is routable.
+	Partition *Partition
+	Role      Role
+	// NeedBody is set when the service keys on the body and the request carried none yet: the
+	// caller must come back with the body.
+	NeedBody bool
+	// Err is set when the request is rejected.
+	Err *Error
+}
+
+// Resolve decides where req goes. It never panics on input: every failure is a Decision with
+// Err set. It does not allocate on the success path.
+func (r *Resolver) Resolve(ctx context.Context, req *keying.Request) Decision {
+	st := r.state.Load()
+	svc := st.Config.Match(req.Authority, req.Path)
+	if svc == nil {
+		if st.Config.Unmatched == config.Reject {
+			return Decision{Err: errorf(NoService, "no service matches authority %s and path %s", quoteInput(req.Authority), quoteInput(keying.PathOnly(req.Path)))}
+		}
+		return Decision{}
+	}
+	d := Decision{Service: svc}
+	if req.Body == nil && svc.Keyer.NeedsBody() {
+		d.NeedBody = true
+		return d
+	}
+	key, fail := svc.Keyer.Partition(req)
+	if fail != nil {
+		d.Err = &Error{Code: failureCode(fail.Reason), Message: fail.Message}
+		return d
+	}
+	d.Key = key
+	p, err := st.Naming.Partition(ctx, svc, key)
+	if err != nil {
+		d.Err = namingError(svc, err)
+		return d
+	}
+	d.Partition = p
+	strong := false
+	if v, ok := keying.Get(req.Headers, st.Config.Headers.Consistency); ok && v == "strong" {
+		strong = true
+	}
+	role, ok := ChooseRole(p, svc.Reads, svc.IsRead(req.Method), strong)
+	d.Role = role
+	if !ok {
+		d.Err = errorf(PartitionUnavailable, "partition %s of service %s has no healthy %s replica", p.ID, svc.Name, role)
+	}
+	return d
+}
+
+func failureCode(r keying.Reason) Code {
+	switch r {
+	case keying.Missing:
+		return MissingPartitionKey
+	case keying.Invalid:
+		return InvalidPartitionKey
+	}
+	return PartitionKeyOutOfRange
+}
+
+func namingError(svc *config.Service, err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return errorf(NamingUnavailable, "service %s: naming view unavailable: %v", svc.Name, err)
+}
+
+// quoteInput renders untrusted input for a message: quoted, escaped and cut short.
+func quoteInput(s string) string {
+	const max = 64
+	if len(s) > max {
+		s = s[:max] + "..."
+	}
+	return strconv.QuoteToASCII(s)
+}

@@ -1,0 +1,311 @@
+package resolver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+
+	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/keying"
+)
+
+// Role is a replica's role, or the role a request is sent to.
+type Role uint8
+
+// The roles. RoleAny is only ever a request's target: any replica of the partition.
+const (
+	RolePrimary Role = iota + 1
+	RoleSecondary
+	RoleAny
+)
+
+// String returns the role's name as it appears in metadata and headers.
+func (r Role) String() string {
+	switch r {
+	case RolePrimary:
+		return "primary"
+	case RoleSecondary:
+		return "secondary"
+	case RoleAny:
+		return "any"
+	}
+	return "unknown"
+}
+
+// Replica is one replica of a partition.
+type Replica struct {
+	Address string
+	Role    Role
+	Healthy bool
+}
+
+// Partition is one partition of a service and its replicas.
+type Partition struct {
+	ID    string
+	Index int
+	// LowKey and HighKey bound a uniformInt64 partition; Name names a named one.
+	LowKey, HighKey int64
+	Name            string
+	Replicas        []Replica
+}
+
+// ServiceView is the naming view of one service: its partitions in scheme index order.
+type ServiceView struct {
+	Name       string
+	Kind       keying.SchemeKind
+	Partitions []Partition
+}
+
+// View is an immutable naming view. Version changes exactly when the content changes.
+type View struct {
+	Version  string
+	Services map[string]*ServiceView
+}
+
+// Partition returns the partition a key maps to. A View always answers from memory.
+func (v *View) Partition(_ context.Context, svc *config.Service, key keying.Key) (*Partition, error) {
+	sv := v.Services[svc.Name]
+	if sv == nil || key.Index < 0 || key.Index >= len(sv.Partitions) {
+		return nil, fmt.Errorf("naming view %s has no partition %d of service %s", v.Version, key.Index, svc.Name)
+	}
+	return &sv.Partitions[key.Index], nil
+}
+
+// DefaultPartitionID derives a partition's id from its service and place in the scheme, so
+// that it stays the same across restarts and reloads as long as the partition does:
+// "users/0:8" for an int64 range, "regions/eu" for a named partition, "settings" for a
+// singleton.
+func DefaultPartitionID(service string, kind keying.SchemeKind, low, high int64, name string) string {
+	switch kind {
+	case keying.UniformInt64:
+		return service + "/" + strconv.FormatInt(low, 10) + ":" + strconv.FormatInt(high, 10)
+	case keying.Named:
+		return service + "/" + name
+	}
+	return service
+}
+
+// namingFile is the YAML shape of a naming view.
+type namingFile struct {
+	Services map[string]struct {
+		Partitions []partitionFile `yaml:"partitions"`
+	} `yaml:"services"`
+}
+
+type partitionFile struct {
+	ID       string        `yaml:"id"`
+	LowKey   *int64        `yaml:"lowKey"`
+	HighKey  *int64        `yaml:"highKey"`
+	Name     string        `yaml:"name"`
+	Replicas []replicaFile `yaml:"replicas"`
+}
+
+type replicaFile struct {
+	Address string `yaml:"address"`
+	Role    string `yaml:"role"`
+	Healthy *bool  `yaml:"healthy"`
+}
+
+// LoadViewFile reads and checks a naming file against the configuration.
+func LoadViewFile(path string, cfg *config.Config) (*View, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseView(data, path, cfg)
+}
+
+// ParseView builds a naming view from YAML and checks it against every configured service's
+// scheme: each partition of the scheme must appear exactly once, and nothing else may.
+func ParseView(data []byte, path string, cfg *config.Config) (*View, error) {
+	errs := &config.Errors{File: path}
+	var f namingFile
+	lines := config.DecodeStrict(data, &f, errs)
+	sum := sha256.Sum256(data)
+	v := &View{Version: hex.EncodeToString(sum[:8]), Services: map[string]*ServiceView{}}
+
+	names := make([]string, 0, len(f.Services))
+	for name := range f.Services {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		p := "services." + name
+		svc := cfg.Service(name)
+		if svc == nil {
+			errs.Add(p, lines.At(p), "no service of that name in the configuration")
+			continue
+		}
+		if sv := buildServiceView(svc, f.Services[name].Partitions, p, errs, lines); sv != nil {
+			v.Services[name] = sv
+		}
+	}
+	for _, svc := range cfg.Services {
+		if _, ok := f.Services[svc.Name]; !ok {
+			errs.Add("services."+svc.Name, 0, "configured service is missing from the naming view")
+		}
+	}
+	if err := errs.Err(); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func buildServiceView(svc *config.Service, parts []partitionFile, p string, errs *config.Errors, lines config.Lines) *ServiceView {
+	scheme := svc.Scheme()
+	sv := &ServiceView{Name: svc.Name, Kind: scheme.Kind(), Partitions: make([]Partition, scheme.Count())}
+	seen := make([]int, scheme.Count()) // 1 + the file index that filled the slot
+	ids := map[string]int{}
+	before := len(errs.List)
+	for i := range parts {
+		pf := &parts[i]
+		pp := p + ".partitions[" + strconv.Itoa(i) + "]"
+		at := func(field string) int { return lines.At(pp + field) }
+		idx := -1
+		var part Partition
+		switch scheme.Kind() {
+		case keying.UniformInt64:
+			if pf.Name != "" {
+				errs.Add(pp+".name", at(".name"), "a uniformInt64 partition is given by lowKey and highKey, not a name")
+				continue
+			}
+			if pf.LowKey == nil || pf.HighKey == nil {
+				errs.Add(pp, at(""), "a uniformInt64 partition needs lowKey and highKey")
+				continue
+			}
+			j, ok := scheme.PartitionOfInt64(*pf.LowKey)
+			lo, hi := scheme.Bounds(j)
+			if !ok || lo != *pf.LowKey || hi != *pf.HighKey {
+				errs.Add(pp, at(""), "[%d, %d] is not a partition of the scheme; its partitions are %s", *pf.LowKey, *pf.HighKey, describeRanges(scheme))
+				continue
+			}
+			idx, part.LowKey, part.HighKey = j, lo, hi
+		case keying.Named:
+			if pf.LowKey != nil || pf.HighKey != nil {
+				errs.Add(pp, at(""), "a named partition is given by name, not lowKey and highKey")
+				continue
+			}
+			j, ok := scheme.PartitionOfName(pf.Name)
+			if !ok {
+				errs.Add(pp+".name", at(".name"), "%q is not a partition name of the scheme %q", pf.Name, scheme.Names())
+				continue
+			}
+			idx, part.Name = j, scheme.Names()[j]
+		case keying.Singleton:
+			if pf.LowKey != nil || pf.HighKey != nil || pf.Name != "" {
+				errs.Add(pp, at(""), "a singleton partition takes no lowKey, highKey or name")
+				continue
+			}
+			idx = 0
+		}
+		if seen[idx] != 0 {
+			errs.Add(pp, at(""), "repeats partitions[%d]", seen[idx]-1)
+			continue
+		}
+		seen[idx] = i + 1
+		part.Index = idx
+		part.ID = pf.ID
+		if part.ID == "" {
+			part.ID = DefaultPartitionID(svc.Name, scheme.Kind(), part.LowKey, part.HighKey, part.Name)
+		} else if !validID(part.ID) {
+			errs.Add(pp+".id", at(".id"), "%q may hold only visible ASCII without spaces or quotes", part.ID)
+		}
+		if j, dup := ids[part.ID]; dup {
+			errs.Add(pp+".id", at(".id"), "%q is already the id of partitions[%d]", part.ID, j)
+		}
+		ids[part.ID] = i
+		part.Replicas = buildReplicas(pf.Replicas, pp, errs, lines)
+		sv.Partitions[idx] = part
+	}
+	for j, s := range seen {
+		if s == 0 {
+			errs.Add(p+".partitions", lines.At(p), "scheme partition %s is missing", describePartition(scheme, j))
+		}
+	}
+	if len(errs.List) > before {
+		return nil
+	}
+	return sv
+}
+
+func buildReplicas(rs []replicaFile, pp string, errs *config.Errors, lines config.Lines) []Replica {
+	out := make([]Replica, 0, len(rs))
+	primaries := 0
+	addrs := map[string]int{}
+	for k, rf := range rs {
+		rp := pp + ".replicas[" + strconv.Itoa(k) + "]"
+		r := Replica{Address: rf.Address, Healthy: rf.Healthy == nil || *rf.Healthy}
+		if err := checkAddress(rf.Address); err != nil {
+			errs.Add(rp+".address", lines.At(rp+".address"), "%v", err)
+		}
+		if j, dup := addrs[rf.Address]; dup {
+			errs.Add(rp+".address", lines.At(rp+".address"), "%q is already replicas[%d]", rf.Address, j)
+		}
+		addrs[rf.Address] = k
+		switch rf.Role {
+		case "primary":
+			r.Role = RolePrimary
+			primaries++
+			if primaries > 1 {
+				errs.Add(rp+".role", lines.At(rp+".role"), "a partition has at most one primary")
+			}
+		case "secondary":
+			r.Role = RoleSecondary
+		default:
+			errs.Add(rp+".role", lines.At(rp), "%q is not primary or secondary", rf.Role)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func checkAddress(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q has port %q, not a number from 1 to 65535", addr, port)
+	}
+	return nil
+}
+
+func validID(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func describePartition(s *keying.Scheme, i int) string {
+	switch s.Kind() {
+	case keying.UniformInt64:
+		lo, hi := s.Bounds(i)
+		return fmt.Sprintf("[%d, %d]", lo, hi)
+	case keying.Named:
+		return strconv.Quote(s.Names()[i])
+	}
+	return "(the singleton)"
+}
+
+func describeRanges(s *keying.Scheme) string {
+	const show = 8
+	out := ""
+	for i := 0; i < s.Count() && i < show; i++ {
+		if i > 0 {
+			out += " "
+		}
+		out += describePartition(s, i)
+	}
+	if s.Count() > show {
+		out += fmt.Sprintf(" ... (%d in all)", s.Count())
+	}
+	return out
+}
