@@ -507,6 +507,10 @@ func (c *Config) Service(name string) *Service {
 	return nil
 }
 
+// ServicesByPrecedence returns the services in the order Match tries them, most specific first.
+// Generated Envoy routes follow the same order, so Envoy and partroute agree on every request.
+func (c *Config) ServicesByPrecedence() []*Service { return c.byPrecedence }
+
 // Match returns the service a request belongs to, or nil. Precedence, most specific first: an
 // exact authority, then a wildcard authority (longer suffix first), then none; within each, the
 // longer path prefix. It does not allocate.
