@@ -43,6 +43,9 @@ func (r *Resolver) State() *State { return r.state.Load() }
 
 // Decision is where a request goes.
 type Decision struct {
+	// Config is the configuration the decision was made with: the handler takes header names
+	// and limits from it, so that one request never mixes two configurations.
+	Config *config.Config
 	// Service is the matched service; nil when none matched and the request passes through.
 	Service *config.Service
 	Key     keying.Key
@@ -63,11 +66,11 @@ func (r *Resolver) Resolve(ctx context.Context, req *keying.Request) Decision {
 	svc := st.Config.Match(req.Authority, req.Path)
 	if svc == nil {
 		if st.Config.Unmatched == config.Reject {
-			return Decision{Err: errorf(NoService, "no service matches authority %s and path %s", quoteInput(req.Authority), quoteInput(keying.PathOnly(req.Path)))}
+			return Decision{Config: st.Config, Err: errorf(NoService, "no service matches authority %s and path %s", quoteInput(req.Authority), quoteInput(keying.PathOnly(req.Path)))}
 		}
-		return Decision{}
+		return Decision{Config: st.Config}
 	}
-	d := Decision{Service: svc}
+	d := Decision{Config: st.Config, Service: svc}
 	if req.Body == nil && svc.Keyer.NeedsBody() {
 		d.NeedBody = true
 		return d

@@ -1,0 +1,249 @@
+package extproc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strconv"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/partroute/partroute/keying"
+	"github.com/partroute/partroute/resolver"
+)
+
+// Decider decides where a request goes. *resolver.Resolver is the implementation.
+type Decider interface {
+	Resolve(ctx context.Context, req *keying.Request) resolver.Decision
+}
+
+// LBNamespace is the dynamic metadata namespace that Envoy's router merges into the subset
+// load balancer's match criteria.
+const LBNamespace = "envoy.lb"
+
+// ErrorHeader carries the outcome code on every rejection partroute sends.
+const ErrorHeader = "x-partroute-error"
+
+// Handler serves envoy.service.ext_proc.v3.ExternalProcessor.
+type Handler struct {
+	extprocv3.UnimplementedExternalProcessorServer
+	decider Decider
+	metrics *Metrics
+	log     *slog.Logger
+}
+
+// NewHandler returns a handler deciding with d. metrics and log must not be nil; pass
+// NewMetrics(nil) and a discarding logger where they are not wanted.
+func NewHandler(d Decider, metrics *Metrics, log *slog.Logger) *Handler {
+	return &Handler{decider: d, metrics: metrics, log: log}
+}
+
+// stream is the state of one HTTP request across its messages.
+type stream struct {
+	// pending holds the request headers of a service that keys on the body, until the body
+	// arrives.
+	pending *extprocv3.HttpHeaders
+}
+
+// Process handles one stream: one HTTP request. Envoy ends a stream by half-closing it or by
+// resetting it; both end the loop quietly.
+func (h *Handler) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
+	h.metrics.streams.Inc()
+	h.metrics.activeStreams.Inc()
+	defer h.metrics.activeStreams.Dec()
+	ctx := srv.Context()
+	var st stream
+	for {
+		req, err := srv.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		resp := h.handle(ctx, req, &st)
+		if resp == nil {
+			continue
+		}
+		if err := srv.Send(resp); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// handle answers one message with the response of its kind.
+func (h *Handler) handle(ctx context.Context, req *extprocv3.ProcessingRequest, st *stream) *extprocv3.ProcessingResponse {
+	switch m := req.Request.(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		return h.requestHeaders(ctx, m.RequestHeaders, st)
+	case *extprocv3.ProcessingRequest_RequestBody:
+		return h.requestBody(ctx, m.RequestBody, st)
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}}
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}
+	case *extprocv3.ProcessingRequest_RequestTrailers:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}}
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}
+	}
+	// A message kind this version does not know has no matching response to give; Envoy
+	// never sends one without being configured to, so it is logged and left unanswered.
+	h.log.Warn("ext_proc message of unknown kind ignored")
+	return nil
+}
+
+func (h *Handler) requestHeaders(ctx context.Context, m *extprocv3.HttpHeaders, st *stream) *extprocv3.ProcessingResponse {
+	start := time.Now()
+	var req keying.Request
+	buildRequest(&req, m.GetHeaders())
+	if m.GetEndOfStream() {
+		// A request without a body: a body-keyed service reads an empty one rather than
+		// waiting for a message that never comes.
+		req.Body = []byte{}
+	}
+	d := h.decider.Resolve(ctx, &req)
+	if d.NeedBody {
+		st.pending = m
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{}}}
+	}
+	return h.respond(d, start, false)
+}
+
+func (h *Handler) requestBody(ctx context.Context, m *extprocv3.HttpBody, st *stream) *extprocv3.ProcessingResponse {
+	start := time.Now()
+	if st.pending == nil {
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}
+	}
+	var req keying.Request
+	buildRequest(&req, st.pending.GetHeaders())
+	st.pending = nil
+	req.Body = m.GetBody()
+	if req.Body == nil {
+		req.Body = []byte{}
+	}
+	d := h.decider.Resolve(ctx, &req)
+	if d.Err == nil && d.Config != nil && len(req.Body) > d.Config.MaxBodyBytes {
+		d.Err = &resolver.Error{Code: resolver.BodyTooLarge, Message: "request body of " + strconv.Itoa(len(req.Body)) + " bytes is above the limit of " + strconv.Itoa(d.Config.MaxBodyBytes) + " (maxBodyBytes)"}
+	}
+	return h.respond(d, start, true)
+}
+
+// respond turns a decision into the response to the message that asked for it: the request
+// headers, or the request body of a body-keyed service.
+func (h *Handler) respond(d resolver.Decision, start time.Time, body bool) *extprocv3.ProcessingResponse {
+	var resp *extprocv3.ProcessingResponse
+	switch {
+	case d.Err != nil:
+		resp = rejection(d.Err)
+		h.logRejection(d)
+	case d.Service == nil:
+		resp = &extprocv3.ProcessingResponse{}
+		setCommon(resp, &extprocv3.CommonResponse{}, body)
+	default:
+		resp = &extprocv3.ProcessingResponse{DynamicMetadata: lbMetadata(d)}
+		setCommon(resp, &extprocv3.CommonResponse{HeaderMutation: headerMutation(d)}, body)
+	}
+	h.metrics.decision.Observe(time.Since(start).Seconds())
+	switch {
+	case d.Service != nil:
+		code := resolver.OK
+		if d.Err != nil {
+			code = d.Err.Code
+		}
+		h.metrics.countRequest(d.Service.Name, code)
+	case d.Err != nil:
+		h.metrics.countRequest(unmatchedService, d.Err.Code)
+	default:
+		h.metrics.countPassthrough()
+	}
+	return resp
+}
+
+func setCommon(resp *extprocv3.ProcessingResponse, c *extprocv3.CommonResponse, body bool) {
+	if body {
+		resp.Response = &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{Response: c}}
+		return
+	}
+	resp.Response = &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: c}}
+}
+
+// headerMutation removes any client-sent copy of partroute's headers, so that a client can
+// never choose its own partition or role, and then sets them from the decision. Values go in
+// raw_value only: Envoy rejects a header that sets both.
+func headerMutation(d resolver.Decision) *extprocv3.HeaderMutation {
+	names := &d.Config.Headers
+	set := make([]*corev3.HeaderValueOption, 0, 3)
+	set = append(set,
+		setHeader(names.Partition, []byte(d.Partition.ID)),
+		setHeader(names.Role, []byte(d.Role.String())),
+	)
+	if kind := d.Service.Scheme().Kind(); kind != keying.Singleton {
+		set = append(set, setHeader(names.Key, d.Key.AppendText(make([]byte, 0, 20), kind)))
+	}
+	return &extprocv3.HeaderMutation{
+		RemoveHeaders: []string{names.Partition, names.Role, names.Key},
+		SetHeaders:    set,
+	}
+}
+
+func setHeader(name string, value []byte) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: name, RawValue: value},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+// lbMetadata is {"envoy.lb": {"partition": id, "role": role}}, role left out for "any" so
+// that the [partition] subset selector applies. Values are strings: endpoint metadata holds
+// strings, and a string never matches a number.
+func lbMetadata(d resolver.Decision) *structpb.Struct {
+	fields := make(map[string]*structpb.Value, 2)
+	fields["partition"] = structpb.NewStringValue(d.Partition.ID)
+	if d.Role != resolver.RoleAny {
+		fields["role"] = structpb.NewStringValue(d.Role.String())
+	}
+	return &structpb.Struct{Fields: map[string]*structpb.Value{
+		LBNamespace: structpb.NewStructValue(&structpb.Struct{Fields: fields}),
+	}}
+}
+
+// rejection answers the request itself with the status and JSON body of the error table.
+func rejection(e *resolver.Error) *extprocv3.ProcessingResponse {
+	set := []*corev3.HeaderValueOption{
+		setHeader("content-type", []byte("application/json")),
+		setHeader(ErrorHeader, []byte(e.Code.String())),
+	}
+	if e.Code.RetryAfter() {
+		set = append(set, setHeader("retry-after", []byte(resolver.RetryAfterSeconds)))
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(e.Code.Status())},
+		Headers: &extprocv3.HeaderMutation{SetHeaders: set},
+		Body:    resolver.ErrorBody(e),
+		Details: "partroute_" + e.Code.String(),
+	}}}
+}
+
+// logRejection logs each rejected request once, at debug level, with its code. The check
+// first keeps the attributes from being built when debug logging is off.
+func (h *Handler) logRejection(d resolver.Decision) {
+	if !h.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	service := unmatchedService
+	if d.Service != nil {
+		service = d.Service.Name
+	}
+	h.log.Debug("request rejected", "service", service, "code", d.Err.Code.String(), "message", d.Err.Message)
+}

@@ -1,0 +1,60 @@
+package extproc
+
+import (
+	"unsafe"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/partroute/partroute/keying"
+)
+
+// protoHeaders lets keying read Envoy's header list in place. It is used through a pointer so
+// that storing it in the keying.Headers interface does not allocate.
+type protoHeaders []*corev3.HeaderValue
+
+func (h *protoHeaders) Len() int { return len(*h) }
+
+// At returns header i. Envoy sends values in raw_value; value is read only when raw_value is
+// empty, for older peers. The value aliases the request message, which outlives the decision.
+func (h *protoHeaders) At(i int) (string, string) {
+	hv := (*h)[i]
+	if len(hv.RawValue) > 0 {
+		return hv.Key, bytesToString(hv.RawValue)
+	}
+	return hv.Key, hv.Value
+}
+
+// bytesToString views b as a string without copying. The caller keeps b alive and unchanged
+// for as long as the string is used: here, the lifetime of one request message.
+func bytesToString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+// buildRequest fills req from a header map in one pass over the headers.
+func buildRequest(req *keying.Request, hm *corev3.HeaderMap) {
+	if hm == nil {
+		return
+	}
+	h := (*protoHeaders)(&hm.Headers)
+	req.Headers = h
+	host := ""
+	for i, n := 0, h.Len(); i < n; i++ {
+		k, v := h.At(i)
+		switch k {
+		case ":method":
+			req.Method = v
+		case ":path":
+			req.Path = v
+		case ":authority":
+			req.Authority = v
+		case "host":
+			host = v
+		}
+	}
+	if req.Authority == "" {
+		req.Authority = host
+	}
+}

@@ -1,0 +1,207 @@
+package resolver
+
+import (
+	"context"
+	"crypto/sha256"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/partroute/partroute/config"
+)
+
+// FileSource loads the configuration and its file naming view, and reloads both when either
+// file changes. A reload that fails validation keeps the state that was serving: the error is
+// logged once per distinct broken content and counted.
+type FileSource struct {
+	configPath string
+	log        *slog.Logger
+	metrics    *SourceMetrics
+
+	// What was last read of each file, to tell a real change from a touch.
+	cfgFile, namingFile fileStamp
+	// lastError is the hash of the broken content last reported, so that a broken file that
+	// stays broken is logged once rather than on every poll.
+	lastError [32]byte
+}
+
+type fileStamp struct {
+	path    string
+	modTime time.Time
+	size    int64
+	sum     [32]byte
+}
+
+// SourceMetrics are a naming source's series.
+type SourceMetrics struct {
+	reloads    *prometheus.CounterVec
+	version    *prometheus.GaugeVec
+	lastReload prometheus.Gauge
+}
+
+// NewSourceMetrics registers the naming source series with reg; nil leaves them unregistered.
+func NewSourceMetrics(reg prometheus.Registerer) *SourceMetrics {
+	m := &SourceMetrics{
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "partroute_naming_reloads_total",
+			Help: "Naming view and configuration loads, by result (ok, error, unchanged).",
+		}, []string{"result"}),
+		version: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "partroute_naming_view_info",
+			Help: "The naming view being served: 1 for its version, which changes exactly when its content does.",
+		}, []string{"version"}),
+		lastReload: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "partroute_naming_last_reload_timestamp_seconds",
+			Help: "When the naming view being served was loaded, in Unix seconds.",
+		}),
+	}
+	for _, r := range []string{"ok", "error", "unchanged"} {
+		m.reloads.WithLabelValues(r)
+	}
+	if reg != nil {
+		reg.MustRegister(m.reloads, m.version, m.lastReload)
+	}
+	return m
+}
+
+// Served records that view is now being served.
+func (m *SourceMetrics) Served(view *View, at time.Time) {
+	m.reloads.WithLabelValues("ok").Inc()
+	m.version.Reset() // one series only: the version label never accumulates
+	m.version.WithLabelValues(view.Version).Set(1)
+	m.lastReload.Set(float64(at.UnixNano()) / 1e9)
+}
+
+// Failed records a load that was rejected.
+func (m *SourceMetrics) Failed() { m.reloads.WithLabelValues("error").Inc() }
+
+// NewFileSource returns a source for the configuration at configPath, whose naming.file is
+// the view.
+func NewFileSource(configPath string, metrics *SourceMetrics, log *slog.Logger) *FileSource {
+	// An absolute path keeps naming.file resolving against the configuration's directory even
+	// if the working directory changes.
+	if abs, err := filepath.Abs(configPath); err == nil {
+		configPath = abs
+	}
+	return &FileSource{configPath: configPath, metrics: metrics, log: log}
+}
+
+// Load reads both files and returns the state they describe.
+func (s *FileSource) Load() (*State, *View, error) {
+	st, view, _, err := s.load(true)
+	return st, view, err
+}
+
+// Reload reads the files again when either changed (or always, when force is set, as on
+// SIGHUP) and returns the new state, or nil when nothing changed or the new content is
+// invalid. Invalid content is logged and counted; the caller keeps serving what it has.
+func (s *FileSource) Reload(force bool) (*State, *View) {
+	st, view, changed, err := s.load(force)
+	if err != nil {
+		return nil, nil
+	}
+	if !changed {
+		s.metrics.reloads.WithLabelValues("unchanged").Inc()
+		return nil, nil
+	}
+	return st, view
+}
+
+// Watch polls the files every interval, and reloads at once on each value from hup (SIGHUP),
+// calling apply with every accepted state until ctx ends.
+func (s *FileSource) Watch(ctx context.Context, interval time.Duration, hup <-chan os.Signal, apply func(*State, *View)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		force := false
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-hup:
+			force = true
+			s.log.Info("reloading configuration and naming view on SIGHUP")
+		}
+		if st, view := s.Reload(force); st != nil {
+			apply(st, view)
+		}
+	}
+}
+
+func (s *FileSource) load(force bool) (*State, *View, bool, error) {
+	if !force && !s.movedOnDisk() {
+		return nil, nil, false, nil
+	}
+	cfgStamp, cfgData, err := read(s.configPath)
+	if err != nil {
+		return nil, nil, false, s.fail(err, nil)
+	}
+	cfg, err := config.Parse(cfgData, s.configPath)
+	if err != nil {
+		return nil, nil, false, s.fail(err, cfgData)
+	}
+	namingStamp, namingData, err := read(cfg.Naming.File)
+	if err != nil {
+		return nil, nil, false, s.fail(err, cfgData)
+	}
+	// A touch or a rewrite with the same bytes moves the modification time but changes
+	// nothing: the content hashes decide.
+	changed := force || cfgStamp.sum != s.cfgFile.sum || namingStamp.sum != s.namingFile.sum || namingStamp.path != s.namingFile.path
+	s.cfgFile, s.namingFile = cfgStamp, namingStamp
+	if !changed {
+		return nil, nil, false, nil
+	}
+	view, err := ParseView(namingData, namingStamp.path, cfg)
+	if err != nil {
+		return nil, nil, false, s.fail(err, append(cfgData, namingData...))
+	}
+	s.lastError = [32]byte{}
+	s.metrics.Served(view, time.Now())
+	s.log.Info("naming view loaded", "config", s.configPath, "naming", namingStamp.path, "version", view.Version, "services", len(view.Services))
+	return &State{Config: cfg, Naming: view}, view, true, nil
+}
+
+// movedOnDisk reports whether either file's modification time or size differs from when it
+// was last read: a cheap stat per poll instead of reading and hashing both files.
+func (s *FileSource) movedOnDisk() bool {
+	for _, f := range []fileStamp{s.cfgFile, s.namingFile} {
+		if f.path == "" {
+			return true
+		}
+		fi, err := os.Stat(f.path)
+		if err != nil || !fi.ModTime().Equal(f.modTime) || fi.Size() != f.size {
+			return true
+		}
+	}
+	return false
+}
+
+// fail counts a rejected load and logs it once per distinct content.
+func (s *FileSource) fail(err error, content []byte) error {
+	s.metrics.Failed()
+	sum := sha256.Sum256(append([]byte(err.Error()), content...))
+	if sum != s.lastError {
+		s.lastError = sum
+		s.log.Error("configuration or naming view rejected; still serving the previous one", "error", err)
+	}
+	// The stamps are forgotten so that the next poll reads the files again even if their
+	// modification time does not move (a fix written within the same clock tick).
+	s.cfgFile, s.namingFile = fileStamp{}, fileStamp{}
+	return err
+}
+
+// read returns a file's content and its stamp.
+func read(path string) (fileStamp, []byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}, nil, err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fileStamp{}, nil, err
+	}
+	return fileStamp{path: path, modTime: fi.ModTime(), size: fi.Size(), sum: sha256.Sum256(data)}, data, nil
+}
