@@ -334,12 +334,16 @@ func Parse(data []byte, path string) (*Config, error) {
 	}
 	c.byPrecedence = append([]*Service(nil), c.Services...)
 	sort.SliceStable(c.byPrecedence, func(i, j int) bool { return morePrecise(c.byPrecedence[i].Match, c.byPrecedence[j].Match) })
-	for i := 1; i < len(c.byPrecedence); i++ {
-		a, b := c.byPrecedence[i-1], c.byPrecedence[i]
-		if a.Match == b.Match {
+	// Services of equal precedence need not sit next to each other in byPrecedence, so
+	// identical matches are found by value.
+	firstWith := map[Match]*Service{}
+	for _, b := range c.Services {
+		if a, dup := firstWith[b.Match]; dup {
 			p := "services[" + strconv.Itoa(b.Index) + "].match"
 			errs.Add(p, at(p), "matches exactly the same requests as services[%d] (%s)", a.Index, a.Name)
+			continue
 		}
+		firstWith[b.Match] = b
 	}
 	if err := errs.Err(); err != nil {
 		return nil, err

@@ -77,7 +77,10 @@ func DecodeStrict(data []byte, out any, errs *Errors) Lines {
 	if root.Kind == 0 || len(root.Content) == 0 {
 		return lines // an empty file is an empty document
 	}
-	d := decoder{errs: errs, lines: lines}
+	// Every node of the document is visited once, except through aliases. The budget lets
+	// aliases repeat the document sixteen times over and no more: nested aliases would
+	// otherwise expand a small file into billions of values.
+	d := decoder{errs: errs, lines: lines, budget: 16*len(data) + 1024}
 	d.decode(root.Content[0], reflect.ValueOf(out).Elem(), "")
 	return lines
 }
@@ -101,8 +104,9 @@ func (l Lines) At(path string) int {
 }
 
 type decoder struct {
-	errs  *Errors
-	lines Lines
+	errs   *Errors
+	lines  Lines
+	budget int
 }
 
 func join(path, field string) string {
@@ -130,6 +134,12 @@ func kindName(n *yaml.Node) string {
 }
 
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	if d.budget--; d.budget < 0 {
+		if d.budget == -1 {
+			d.errs.Add(path, n.Line, "aliases expand the document to more than 16 times its size; decoding stopped here")
+		}
+		return
+	}
 	d.lines[path] = n.Line
 	if n.Kind == yaml.AliasNode {
 		d.decode(n.Alias, v, path)

@@ -75,7 +75,9 @@ func (m *Metrics) countRequest(service string, code resolver.Code) {
 	}
 }
 
-func (m *Metrics) countPassthrough() { m.requests.WithLabelValues(unmatchedService, passthroughCode).Inc() }
+func (m *Metrics) countPassthrough() {
+	m.requests.WithLabelValues(unmatchedService, passthroughCode).Inc()
+}
 
 func (m *Metrics) addService(service string) *[len(codeList)]prometheus.Counter {
 	m.mu.Lock()

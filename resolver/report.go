@@ -52,11 +52,13 @@ func (d Decision) Report() Report {
 	if d.Service == nil {
 		return Report{Passthrough: true, Message: "no service matches; the request passes through untouched"}
 	}
-	r := Report{Service: d.Service.Name, Key: string(d.Key.AppendText(nil, d.Service.Scheme().Kind()))}
+	r := Report{Service: d.Service.Name}
 	if d.NeedBody {
+		// No key has been read yet: the zero Key would print as key "0".
 		r.Message = "the service keys on the request body and none was given"
 		return r
 	}
+	r.Key = string(d.Key.AppendText(nil, d.Service.Scheme().Kind()))
 	if p := d.Partition; p != nil {
 		pr := &PartitionReport{ID: p.ID, Index: p.Index, Name: p.Name}
 		if d.Service.Scheme().Kind() == keying.UniformInt64 {
