@@ -48,8 +48,9 @@ func NewHandler(d Decider, metrics *Metrics, log *slog.Logger) *Handler {
 // stream is the state of one HTTP request across its messages.
 type stream struct {
 	// pending holds the request headers of a service that keys on the body, until the body
-	// arrives.
+	// arrives, and maxBody the body limit of the configuration that asked for it.
 	pending *extprocv3.HttpHeaders
+	maxBody int
 }
 
 // Process handles one stream: one HTTP request. Envoy ends a stream by half-closing it or by
@@ -114,7 +115,7 @@ func (h *Handler) requestHeaders(ctx context.Context, m *extprocv3.HttpHeaders, 
 	}
 	d := h.decider.Resolve(ctx, &req)
 	if d.NeedBody {
-		st.pending = m
+		st.pending, st.maxBody = m, d.Config.MaxBodyBytes
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{}}}
 	}
 	return h.respond(d, start, false)
@@ -132,11 +133,13 @@ func (h *Handler) requestBody(ctx context.Context, m *extprocv3.HttpBody, st *st
 	if req.Body == nil {
 		req.Body = []byte{}
 	}
-	d := h.decider.Resolve(ctx, &req)
-	if d.Err == nil && d.Config != nil && len(req.Body) > d.Config.MaxBodyBytes {
-		d.Err = &resolver.Error{Code: resolver.BodyTooLarge, Message: "request body of " + strconv.Itoa(len(req.Body)) + " bytes is above the limit of " + strconv.Itoa(d.Config.MaxBodyBytes) + " (maxBodyBytes)"}
+	// The limit is checked before the body is parsed: an oversized body is rejected as such,
+	// whatever it holds, and never costs a parse.
+	if len(req.Body) > st.maxBody {
+		return h.respond(resolver.Decision{Err: &resolver.Error{Code: resolver.BodyTooLarge,
+			Message: "request body of " + strconv.Itoa(len(req.Body)) + " bytes is above the limit of " + strconv.Itoa(st.maxBody) + " bytes (maxBodyBytes)"}}, start, true)
 	}
-	return h.respond(d, start, true)
+	return h.respond(h.decider.Resolve(ctx, &req), start, true)
 }
 
 // respond turns a decision into the response to the message that asked for it: the request
@@ -148,8 +151,10 @@ func (h *Handler) respond(d resolver.Decision, start time.Time, body bool) *extp
 		resp = rejection(d.Err)
 		h.logRejection(d)
 	case d.Service == nil:
+		// An unmatched request passes through, but never with partition headers a client
+		// chose: an upstream that trusts them must be able to.
 		resp = &extprocv3.ProcessingResponse{}
-		setCommon(resp, &extprocv3.CommonResponse{}, body)
+		setCommon(resp, &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: removeList(d)}}, body)
 	default:
 		resp = &extprocv3.ProcessingResponse{DynamicMetadata: lbMetadata(d)}
 		setCommon(resp, &extprocv3.CommonResponse{HeaderMutation: headerMutation(d)}, body)
@@ -191,10 +196,13 @@ func headerMutation(d resolver.Decision) *extprocv3.HeaderMutation {
 	if kind := d.Service.Scheme().Kind(); kind != keying.Singleton {
 		set = append(set, setHeader(names.Key, d.Key.AppendText(make([]byte, 0, 20), kind)))
 	}
-	return &extprocv3.HeaderMutation{
-		RemoveHeaders: []string{names.Partition, names.Role, names.Key},
-		SetHeaders:    set,
-	}
+	return &extprocv3.HeaderMutation{RemoveHeaders: removeList(d), SetHeaders: set}
+}
+
+// removeList names partroute's headers, which are removed from every request first.
+func removeList(d resolver.Decision) []string {
+	names := &d.Config.Headers
+	return []string{names.Partition, names.Role, names.Key}
 }
 
 func setHeader(name string, value []byte) *corev3.HeaderValueOption {

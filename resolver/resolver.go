@@ -94,7 +94,11 @@ func (r *Resolver) Resolve(ctx context.Context, req *keying.Request) Decision {
 	role, ok := ChooseRole(p, svc.Reads, svc.IsRead(req.Method), strong)
 	d.Role = role
 	if !ok {
-		d.Err = errorf(PartitionUnavailable, "partition %s of service %s has no healthy %s replica", p.ID, svc.Name, role)
+		which := role.String() + " replica"
+		if role == RoleAny {
+			which = "replica"
+		}
+		d.Err = errorf(PartitionUnavailable, "partition %s of service %s has no healthy %s", p.ID, svc.Name, which)
 	}
 	return d
 }
