@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/keying"
 	"github.com/partroute/partroute/resolver"
 )
@@ -48,9 +49,11 @@ func NewHandler(d Decider, metrics *Metrics, log *slog.Logger) *Handler {
 // stream is the state of one HTTP request across its messages.
 type stream struct {
 	// pending holds the request headers of a service that keys on the body, until the body
-	// arrives, and maxBody the body limit of the configuration that asked for it.
+	// arrives, maxBody the body limit of the configuration that asked for it, and service
+	// that service, so that a body over the limit is counted and logged under its name.
 	pending *extprocv3.HttpHeaders
 	maxBody int
+	service *config.Service
 }
 
 // Process handles one stream: one HTTP request. Envoy ends a stream by half-closing it or by
@@ -115,7 +118,7 @@ func (h *Handler) requestHeaders(ctx context.Context, m *extprocv3.HttpHeaders, 
 	}
 	d := h.decider.Resolve(ctx, &req)
 	if d.NeedBody {
-		st.pending, st.maxBody = m, d.Config.MaxBodyBytes
+		st.pending, st.maxBody, st.service = m, d.Config.MaxBodyBytes, d.Service
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{}}}
 	}
 	return h.respond(d, start, false)
@@ -136,7 +139,7 @@ func (h *Handler) requestBody(ctx context.Context, m *extprocv3.HttpBody, st *st
 	// The limit is checked before the body is parsed: an oversized body is rejected as such,
 	// whatever it holds, and never costs a parse.
 	if len(req.Body) > st.maxBody {
-		return h.respond(resolver.Decision{Err: &resolver.Error{Code: resolver.BodyTooLarge,
+		return h.respond(resolver.Decision{Service: st.service, Err: &resolver.Error{Code: resolver.BodyTooLarge,
 			Message: "request body of " + strconv.Itoa(len(req.Body)) + " bytes is above the limit of " + strconv.Itoa(st.maxBody) + " bytes (maxBodyBytes)"}}, start, true)
 	}
 	return h.respond(h.decider.Resolve(ctx, &req), start, true)
