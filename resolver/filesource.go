@@ -33,7 +33,16 @@ type fileStamp struct {
 	modTime time.Time
 	size    int64
 	sum     [32]byte
+	// readAt is when the file was read: a stamp read soon after the file last changed is
+	// not trusted (see racyWindow).
+	readAt time.Time
 }
+
+// racyWindow is how long after a file changes its modification time and size stop proving
+// that it did not change again. File systems keep coarse timestamps (a clock tick, up to two
+// seconds on some), so a second write within that time may leave both as they were; until
+// the window has passed, every poll reads and hashes the file instead of trusting the stamp.
+const racyWindow = 2 * time.Second
 
 // SourceMetrics are a naming source's series.
 type SourceMetrics struct {
@@ -165,14 +174,15 @@ func (s *FileSource) load(force bool) (*State, *View, bool, error) {
 }
 
 // movedOnDisk reports whether either file's modification time or size differs from when it
-// was last read: a cheap stat per poll instead of reading and hashing both files.
+// was last read, or was read too soon after it changed for those to be trusted: a cheap stat
+// per poll instead of reading and hashing both files.
 func (s *FileSource) movedOnDisk() bool {
 	for _, f := range []fileStamp{s.cfgFile, s.namingFile} {
 		if f.path == "" {
 			return true
 		}
 		fi, err := os.Stat(f.path)
-		if err != nil || !fi.ModTime().Equal(f.modTime) || fi.Size() != f.size {
+		if err != nil || !fi.ModTime().Equal(f.modTime) || fi.Size() != f.size || f.readAt.Sub(f.modTime) < racyWindow {
 			return true
 		}
 	}
@@ -195,6 +205,7 @@ func (s *FileSource) fail(err error, content []byte) error {
 
 // read returns a file's content and its stamp.
 func read(path string) (fileStamp, []byte, error) {
+	readAt := time.Now()
 	fi, err := os.Stat(path)
 	if err != nil {
 		return fileStamp{}, nil, err
@@ -203,5 +214,5 @@ func read(path string) (fileStamp, []byte, error) {
 	if err != nil {
 		return fileStamp{}, nil, err
 	}
-	return fileStamp{path: path, modTime: fi.ModTime(), size: fi.Size(), sum: sha256.Sum256(data)}, data, nil
+	return fileStamp{path: path, modTime: fi.ModTime(), size: fi.Size(), sum: sha256.Sum256(data), readAt: readAt}, data, nil
 }
