@@ -93,22 +93,29 @@ func DefaultPartitionID(service string, kind keying.SchemeKind, low, high int64,
 // namingFile is the YAML shape of a naming view.
 type namingFile struct {
 	Services map[string]struct {
-		Partitions []partitionFile `yaml:"partitions"`
+		Partitions []PartitionEntry `yaml:"partitions"`
 	} `yaml:"services"`
 }
 
-type partitionFile struct {
-	ID       string        `yaml:"id"`
-	LowKey   *int64        `yaml:"lowKey"`
-	HighKey  *int64        `yaml:"highKey"`
-	Name     string        `yaml:"name"`
-	Replicas []replicaFile `yaml:"replicas"`
+// PartitionEntry is one partition of a naming view as an operator writes it: an item of a
+// service's partitions list in naming.yaml, and the JSON value of one partition key in etcd.
+type PartitionEntry struct {
+	ID       string         `yaml:"id" json:"id,omitempty"`
+	LowKey   *int64         `yaml:"lowKey" json:"lowKey,omitempty"`
+	HighKey  *int64         `yaml:"highKey" json:"highKey,omitempty"`
+	Name     string         `yaml:"name" json:"name,omitempty"`
+	Replicas []ReplicaEntry `yaml:"replicas" json:"replicas"`
+	// Origin names where the entry was read, such as its etcd key, and stands in for its place
+	// in the list in error messages. It is never read from or written to a file or a value.
+	Origin string `yaml:"-" json:"-"`
 }
 
-type replicaFile struct {
-	Address string `yaml:"address"`
-	Role    string `yaml:"role"`
-	Healthy *bool  `yaml:"healthy"`
+// ReplicaEntry is one replica of a PartitionEntry.
+type ReplicaEntry struct {
+	Address string `yaml:"address" json:"address"`
+	Role    string `yaml:"role" json:"role"`
+	// Healthy is true when absent.
+	Healthy *bool `yaml:"healthy" json:"healthy,omitempty"`
 }
 
 // LoadViewFile reads and checks a naming file against the configuration.
@@ -127,10 +134,24 @@ func ParseView(data []byte, path string, cfg *config.Config) (*View, error) {
 	var f namingFile
 	lines := config.DecodeStrict(data, &f, errs)
 	sum := sha256.Sum256(data)
-	v := &View{Version: hex.EncodeToString(sum[:8]), Services: map[string]*ServiceView{}}
+	entries := make(map[string][]PartitionEntry, len(f.Services))
+	for name, s := range f.Services {
+		entries[name] = s.Partitions
+	}
+	return buildView(entries, cfg, hex.EncodeToString(sum[:8]), errs, lines)
+}
 
-	names := make([]string, 0, len(f.Services))
-	for name := range f.Services {
+// BuildView builds a naming view from partition entries already decoded, by service name, and
+// checks it against cfg as ParseView does. version becomes the view's version; source names
+// where the entries came from in the error message.
+func BuildView(entries map[string][]PartitionEntry, cfg *config.Config, version, source string) (*View, error) {
+	return buildView(entries, cfg, version, &config.Errors{File: source}, nil)
+}
+
+func buildView(entries map[string][]PartitionEntry, cfg *config.Config, version string, errs *config.Errors, lines config.Lines) (*View, error) {
+	v := &View{Version: version, Services: map[string]*ServiceView{}}
+	names := make([]string, 0, len(entries))
+	for name := range entries {
 		names = append(names, name)
 	}
 	sort.Strings(names)
@@ -141,12 +162,12 @@ func ParseView(data []byte, path string, cfg *config.Config) (*View, error) {
 			errs.Add(p, lines.At(p), "no service of that name in the configuration")
 			continue
 		}
-		if sv := buildServiceView(svc, f.Services[name].Partitions, p, errs, lines); sv != nil {
+		if sv := buildServiceView(svc, entries[name], p, errs, lines); sv != nil {
 			v.Services[name] = sv
 		}
 	}
 	for _, svc := range cfg.Services {
-		if _, ok := f.Services[svc.Name]; !ok {
+		if _, ok := entries[svc.Name]; !ok {
 			errs.Add("services."+svc.Name, 0, "configured service is missing from the naming view")
 		}
 	}
@@ -156,7 +177,7 @@ func ParseView(data []byte, path string, cfg *config.Config) (*View, error) {
 	return v, nil
 }
 
-func buildServiceView(svc *config.Service, parts []partitionFile, p string, errs *config.Errors, lines config.Lines) *ServiceView {
+func buildServiceView(svc *config.Service, parts []PartitionEntry, p string, errs *config.Errors, lines config.Lines) *ServiceView {
 	scheme := svc.Scheme()
 	sv := &ServiceView{Name: svc.Name, Kind: scheme.Kind(), Partitions: make([]Partition, scheme.Count())}
 	seen := make([]int, scheme.Count()) // 1 + the file index that filled the slot
@@ -165,6 +186,9 @@ func buildServiceView(svc *config.Service, parts []partitionFile, p string, errs
 	for i := range parts {
 		pf := &parts[i]
 		pp := p + ".partitions[" + strconv.Itoa(i) + "]"
+		if pf.Origin != "" {
+			pp = pf.Origin
+		}
 		at := func(field string) int { return lines.At(pp + field) }
 		idx := -1
 		var part Partition
@@ -204,7 +228,7 @@ func buildServiceView(svc *config.Service, parts []partitionFile, p string, errs
 			idx = 0
 		}
 		if seen[idx] != 0 {
-			errs.Add(pp, at(""), "repeats partitions[%d]", seen[idx]-1)
+			errs.Add(pp, at(""), "repeats %s", entryName(parts, seen[idx]-1))
 			continue
 		}
 		seen[idx] = i + 1
@@ -216,7 +240,7 @@ func buildServiceView(svc *config.Service, parts []partitionFile, p string, errs
 			errs.Add(pp+".id", at(".id"), "%q may hold only visible ASCII without spaces or quotes", part.ID)
 		}
 		if j, dup := ids[part.ID]; dup {
-			errs.Add(pp+".id", at(".id"), "%q is already the id of partitions[%d]", part.ID, j)
+			errs.Add(pp+".id", at(".id"), "%q is already the id of %s", part.ID, entryName(parts, j))
 		}
 		ids[part.ID] = i
 		part.Replicas = buildReplicas(pf.Replicas, pp, errs, lines)
@@ -233,7 +257,15 @@ func buildServiceView(svc *config.Service, parts []partitionFile, p string, errs
 	return sv
 }
 
-func buildReplicas(rs []replicaFile, pp string, errs *config.Errors, lines config.Lines) []Replica {
+// entryName names parts[i] in a message: by its origin when it has one, else by its place.
+func entryName(parts []PartitionEntry, i int) string {
+	if parts[i].Origin != "" {
+		return parts[i].Origin
+	}
+	return "partitions[" + strconv.Itoa(i) + "]"
+}
+
+func buildReplicas(rs []ReplicaEntry, pp string, errs *config.Errors, lines config.Lines) []Replica {
 	out := make([]Replica, 0, len(rs))
 	primaries := 0
 	addrs := map[string]int{}
