@@ -1,0 +1,524 @@
+package envoyconfig
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/resolver"
+)
+
+// Names the generated bootstrap uses, which tests and operators look for in Envoy's admin
+// output.
+const (
+	// ExtProcCluster is the cluster through which Envoy reaches partroute's ext_proc server.
+	ExtProcCluster = "partroute_extproc"
+	// MetadataNamespace is the namespace of the endpoint metadata and of the request criteria
+	// that Envoy's subset load balancer compares.
+	MetadataNamespace = "envoy.lb"
+	// ExtProcHealthService is the gRPC health service name Envoy checks partroute under.
+	ExtProcHealthService = "envoy.service.ext_proc.v3.ExternalProcessor"
+)
+
+// Defaults of the options left at their zero value.
+const (
+	DefaultListenAddress       = "127.0.0.1:10000"
+	DefaultAdminAddress        = "127.0.0.1:9902"
+	DefaultMessageTimeout      = 200 * time.Millisecond
+	DefaultConnectTimeout      = time.Second
+	DefaultHealthCheckInterval = time.Second
+)
+
+// Extension and filter names, as Envoy registers them.
+const (
+	hcmFilterName       = "envoy.filters.network.http_connection_manager"
+	extProcFilterName   = "envoy.filters.http.ext_proc"
+	routerFilterName    = "envoy.filters.http.router"
+	httpProtocolOptions = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	previousHostsName   = "envoy.retry_host_predicates.previous_hosts"
+	retryOn             = "connect-failure,reset,503"
+	// regexDefaultSafeLen is the length up to which an authority regex compiles within Envoy's
+	// default RE2 program size limit of 100, with room to spare.
+	regexDefaultSafeLen  = 80
+	hostSelectionRetries = 3
+)
+
+// Options are the settings of the bootstrap that are not in partroute's configuration.
+type Options struct {
+	// ListenAddress is where Envoy accepts client traffic (DefaultListenAddress when empty). An
+	// empty host listens on every IPv4 address.
+	ListenAddress string
+	// AdminAddress is Envoy's admin endpoint (DefaultAdminAddress when empty); its /ready and
+	// /clusters tell when Envoy can serve. Keep it on loopback: it can stop Envoy.
+	AdminAddress string
+	// ExtProcAddress is where Envoy reaches partroute's ext_proc server; empty means the
+	// configuration's listen.extproc. An unspecified host (":50051", "0.0.0.0:50051") means
+	// loopback, since a server listening on every address is reachable there.
+	ExtProcAddress string
+	// MessageTimeout is the ext_proc filter's message_timeout (DefaultMessageTimeout when
+	// zero). It must exceed the configuration's cache.resolveTimeout, so that partroute answers
+	// 503 itself before Envoy gives up on it.
+	MessageTimeout time.Duration
+	// ConnectTimeout bounds connecting to partroute and to replicas (DefaultConnectTimeout
+	// when zero).
+	ConnectTimeout time.Duration
+	// HealthCheckInterval is how often Envoy checks partroute's gRPC health
+	// (DefaultHealthCheckInterval when zero).
+	HealthCheckInterval time.Duration
+	// Retry adds a retry policy to every service route; nil means no retries.
+	Retry *Retry
+	// ResponseHeaders sends response headers to partroute too, which failure-driven
+	// re-resolution needs; otherwise Envoy skips that round trip.
+	ResponseHeaders bool
+}
+
+// Retry is the retry policy of the service routes. Envoy does not call ext_proc again for a
+// retry: the retry goes to the same partition and role, to another replica when there is one.
+type Retry struct {
+	// NumRetries is the number of retries after the first attempt, at least 1.
+	NumRetries int
+	// PerTryTimeout bounds each attempt; zero leaves only the route's overall timeout.
+	PerTryTimeout time.Duration
+}
+
+// Bootstrap builds the Envoy bootstrap for a configuration and its naming view and validates
+// it, typed extension configs included.
+func Bootstrap(cfg *config.Config, view *resolver.View, opts Options) (*bootstrapv3.Bootstrap, error) {
+	if cfg == nil || view == nil {
+		return nil, errors.New("envoy bootstrap: a configuration and a naming view are required")
+	}
+	opts = withDefaults(cfg, opts)
+	if opts.MessageTimeout <= cfg.Cache.ResolveTimeout {
+		return nil, fmt.Errorf("envoy bootstrap: ext_proc message timeout %v must exceed the configuration's cache.resolveTimeout %v, or Envoy times out before partroute can answer", opts.MessageTimeout, cfg.Cache.ResolveTimeout)
+	}
+	if opts.Retry != nil && opts.Retry.NumRetries < 1 {
+		return nil, fmt.Errorf("envoy bootstrap: a retry policy needs at least 1 retry, not %d", opts.Retry.NumRetries)
+	}
+	listenAddr, err := socketAddress(opts.ListenAddress, "0.0.0.0")
+	if err != nil {
+		return nil, fmt.Errorf("envoy bootstrap: listen address: %w", err)
+	}
+	adminAddr, err := socketAddress(opts.AdminAddress, "")
+	if err != nil {
+		return nil, fmt.Errorf("envoy bootstrap: admin address: %w", err)
+	}
+	extProcAddr, err := socketAddress(opts.ExtProcAddress, "127.0.0.1")
+	if err != nil {
+		return nil, fmt.Errorf("envoy bootstrap: ext_proc address: %w", err)
+	}
+	if ip := net.ParseIP(extProcAddr.GetSocketAddress().GetAddress()); ip.IsUnspecified() {
+		loopback := "127.0.0.1"
+		if ip.To4() == nil {
+			loopback = "::1"
+		}
+		extProcAddr.GetSocketAddress().Address = loopback
+	}
+
+	hcm, err := connectionManager(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	clusters := []*clusterv3.Cluster{extProcCluster(extProcAddr, opts)}
+	for _, svc := range cfg.Services {
+		if svc.Name == ExtProcCluster {
+			return nil, fmt.Errorf("envoy bootstrap: service %q has the name of partroute's own cluster; rename the service", svc.Name)
+		}
+		c, err := serviceCluster(svc, view, opts)
+		if err != nil {
+			return nil, err
+		}
+		clusters = append(clusters, c)
+	}
+
+	b := &bootstrapv3.Bootstrap{
+		Node: &corev3.Node{Id: "partroute-envoy", Cluster: "partroute"},
+		Admin: &bootstrapv3.Admin{
+			Address: adminAddr,
+		},
+		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
+			Listeners: []*listenerv3.Listener{{
+				Name:    "partroute",
+				Address: listenAddr,
+				FilterChains: []*listenerv3.FilterChain{{
+					Filters: []*listenerv3.Filter{{
+						Name:       hcmFilterName,
+						ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
+					}},
+				}},
+			}},
+			Clusters: clusters,
+		},
+	}
+	if limit := regexProgramLimit(cfg); limit > 0 {
+		b.LayeredRuntime = &bootstrapv3.LayeredRuntime{Layers: []*bootstrapv3.RuntimeLayer{
+			{Name: "static", LayerSpecifier: &bootstrapv3.RuntimeLayer_StaticLayer{StaticLayer: &structpb.Struct{Fields: map[string]*structpb.Value{
+				"re2.max_program_size.error_level": structpb.NewNumberValue(float64(limit)),
+			}}}},
+			// Envoy has an admin layer (/runtime_modify) only when the runtime lists one.
+			{Name: "admin", LayerSpecifier: &bootstrapv3.RuntimeLayer_AdminLayer_{AdminLayer: &bootstrapv3.RuntimeLayer_AdminLayer{}}},
+		}}
+	}
+	if err := Validate(b); err != nil {
+		return nil, fmt.Errorf("envoy bootstrap: %w", err)
+	}
+	return b, nil
+}
+
+// regexProgramLimit returns the RE2 program size limit the authority regexes need, or 0 when
+// Envoy's default of 100 is enough. Host names may be up to 253 characters, and Envoy refuses
+// the whole bootstrap when one regex compiles past the limit. For these expressions the
+// program is smaller than the expression is long (Envoy 1.40 measured a 142-character one at
+// 123), so twice the length is a generous bound. The limit guards against runaway
+// expressions; these are linear in one host name.
+func regexProgramLimit(cfg *config.Config) int {
+	longest := 0
+	for _, svc := range cfg.Services {
+		if svc.Match.Authority != "" {
+			if re, err := authorityRegex(svc.Match.Authority); err == nil {
+				longest = max(longest, len(re))
+			}
+		}
+	}
+	if longest <= regexDefaultSafeLen {
+		return 0
+	}
+	return 2*longest + 100
+}
+
+func withDefaults(cfg *config.Config, opts Options) Options {
+	if opts.ListenAddress == "" {
+		opts.ListenAddress = DefaultListenAddress
+	}
+	if opts.AdminAddress == "" {
+		opts.AdminAddress = DefaultAdminAddress
+	}
+	if opts.ExtProcAddress == "" {
+		opts.ExtProcAddress = cfg.Listen.ExtProc
+	}
+	if opts.MessageTimeout == 0 {
+		opts.MessageTimeout = DefaultMessageTimeout
+	}
+	if opts.ConnectTimeout == 0 {
+		opts.ConnectTimeout = DefaultConnectTimeout
+	}
+	if opts.HealthCheckInterval == 0 {
+		opts.HealthCheckInterval = DefaultHealthCheckInterval
+	}
+	return opts
+}
+
+// connectionManager is the listener's HTTP connection manager: ext_proc then the router, and
+// one route per service.
+func connectionManager(cfg *config.Config, opts Options) (*hcmv3.HttpConnectionManager, error) {
+	var routes []*routev3.Route
+	for _, svc := range cfg.ServicesByPrecedence() {
+		r, err := serviceRoute(cfg, svc, opts)
+		if err != nil {
+			return nil, err
+		}
+		routes = append(routes, r)
+	}
+	routes = append(routes, catchAllRoute())
+
+	extProc := &extprocv3.ExternalProcessor{
+		GrpcService: &corev3.GrpcService{
+			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ExtProcCluster}},
+		},
+		// A request partroute could not route must fail rather than go on without partition
+		// criteria, or worse, with a client's own.
+		FailureModeAllow: false,
+		MessageTimeout:   durationpb.New(opts.MessageTimeout),
+		ProcessingMode:   processingMode(opts, false),
+		// Envoy merges a namespace of partroute's dynamic metadata into the request only when
+		// it is listed here; the router then hands envoy.lb to the subset load balancer.
+		MetadataOptions: &extprocv3.MetadataOptions{
+			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{MetadataNamespace}},
+		},
+	}
+	return &hcmv3.HttpConnectionManager{
+		StatPrefix: "partroute",
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		// Normalizing the path (".." and "." segments) before anything reads it means the path
+		// that picked the partition is the path the replica serves, not one that walks out of
+		// the service's prefix.
+		NormalizePath: wrapperspb.Bool(true),
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+			Name: "partroute",
+			VirtualHosts: []*routev3.VirtualHost{{
+				Name:    "partroute",
+				Domains: []string{"*"},
+				Routes:  routes,
+			}},
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{
+			{Name: extProcFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(extProc)}},
+			{Name: routerFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
+		},
+	}, nil
+}
+
+// processingMode says which parts of a request Envoy sends to partroute: the request headers,
+// the response headers only when asked for, and the request body only on routes whose key may
+// come from it.
+func processingMode(opts Options, body bool) *extprocv3.ProcessingMode {
+	m := &extprocv3.ProcessingMode{
+		RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
+		ResponseHeaderMode:  extprocv3.ProcessingMode_SKIP,
+		RequestBodyMode:     extprocv3.ProcessingMode_NONE,
+		ResponseBodyMode:    extprocv3.ProcessingMode_NONE,
+		RequestTrailerMode:  extprocv3.ProcessingMode_SKIP,
+		ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
+	}
+	if opts.ResponseHeaders {
+		m.ResponseHeaderMode = extprocv3.ProcessingMode_SEND
+	}
+	if body {
+		m.RequestBodyMode = extprocv3.ProcessingMode_BUFFERED
+	}
+	return m
+}
+
+// serviceRoute sends a service's requests to its cluster, where the subset load balancer picks
+// a replica of the partition and role partroute put in the request's envoy.lb metadata.
+func serviceRoute(cfg *config.Config, svc *config.Service, opts Options) (*routev3.Route, error) {
+	match, err := routeMatch(svc.Match)
+	if err != nil {
+		return nil, fmt.Errorf("envoy bootstrap: service %s: %w", svc.Name, err)
+	}
+	action := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: svc.Name}}
+	if opts.Retry != nil {
+		action.RetryPolicy = &routev3.RetryPolicy{
+			RetryOn:    retryOn,
+			NumRetries: wrapperspb.UInt32(uint32(opts.Retry.NumRetries)),
+			// Prefer a replica the request has not tried yet; when the subset holds only one,
+			// Envoy settles for it after these attempts.
+			RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{
+				Name:       previousHostsName,
+				ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(&previoushostsv3.PreviousHostsPredicate{})},
+			}},
+			HostSelectionRetryMaxAttempts: hostSelectionRetries,
+		}
+		if opts.Retry.PerTryTimeout > 0 {
+			action.RetryPolicy.PerTryTimeout = durationpb.New(opts.Retry.PerTryTimeout)
+		}
+	}
+	r := &routev3.Route{
+		Name:   svc.Name,
+		Match:  match,
+		Action: &routev3.Route_Route{Route: action},
+	}
+	if svc.Keyer.NeedsBody() {
+		// The key may be in the JSON body, so this route buffers it for partroute, up to the
+		// configuration's maxBodyBytes: Envoy answers 413 to a larger body before partroute
+		// sees it.
+		r.TypedPerFilterConfig = map[string]*anypb.Any{
+			extProcFilterName: mustAny(&extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{
+				Overrides: &extprocv3.ExtProcOverrides{ProcessingMode: processingMode(opts, true)},
+			}}),
+		}
+		r.RequestBodyBufferLimit = wrapperspb.UInt64(uint64(cfg.MaxBodyBytes))
+	}
+	return r, nil
+}
+
+// catchAllRoute answers requests that match no service. Envoy has nowhere to send them: the
+// bootstrap knows only partitioned services, and their clusters accept only requests carrying
+// partition criteria. Answering 404 here, with the error body partroute itself uses, keeps such
+// requests from ending in a bare "no route" or "no healthy upstream" from Envoy. partroute still
+// sees them first, so "unmatched: reject" gives its own 404 no_service; with passthrough this
+// route answers. Operators who front other traffic add their routes before this one.
+func catchAllRoute() *routev3.Route {
+	const body = `{"error":{"code":"no_service","message":"no partroute service matches this request's authority and path"}}` + "\n"
+	return &routev3.Route{
+		Name:  "no_service",
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+			Status: 404,
+			Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: body}},
+		}},
+		ResponseHeadersToAdd: []*corev3.HeaderValueOption{{
+			Header:       &corev3.HeaderValue{Key: "content-type", Value: "application/json"},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		}},
+	}
+}
+
+// extProcCluster is how Envoy reaches partroute: gRPC, so HTTP/2, with a gRPC health check.
+//
+// With health checking on, Envoy marks the host unhealthy until the first check passes and, its
+// panic threshold being 0, sends no ext_proc stream to it until then: a request arriving before
+// partroute is serving fails with 5xx instead of waiting. Whoever starts Envoy and partroute
+// together should wait until Envoy's admin /clusters reports
+// "partroute_extproc::<address>::health_flags::healthy" (not "/failed_active_hc"), not merely
+// until /ready answers.
+func extProcCluster(addr *corev3.Address, opts Options) *clusterv3.Cluster {
+	interval := durationpb.New(opts.HealthCheckInterval)
+	return &clusterv3.Cluster{
+		Name:                 ExtProcCluster,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(opts.ConnectTimeout),
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+		CommonLbConfig:       noPanic(),
+		TypedExtensionProtocolOptions: map[string]*anypb.Any{
+			httpProtocolOptions: mustAny(&upstreamhttpv3.HttpProtocolOptions{
+				UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+					ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+				}},
+			}),
+		},
+		HealthChecks: []*corev3.HealthCheck{{
+			Timeout:            durationpb.New(opts.ConnectTimeout),
+			Interval:           interval,
+			UnhealthyThreshold: wrapperspb.UInt32(1),
+			HealthyThreshold:   wrapperspb.UInt32(1),
+			// Envoy checks a cluster that has carried no traffic only every no_traffic_interval
+			// (60s by default); an unhealthy partroute carries none, so without this Envoy would
+			// notice it is back a minute late.
+			NoTrafficInterval: interval,
+			HealthChecker: &corev3.HealthCheck_GrpcHealthCheck_{GrpcHealthCheck: &corev3.HealthCheck_GrpcHealthCheck{
+				ServiceName: ExtProcHealthService,
+			}},
+		}},
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: ExtProcCluster,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{
+				LbEndpoints: []*endpointv3.LbEndpoint{{
+					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: addr}},
+				}},
+			}},
+		},
+	}
+}
+
+// serviceCluster holds every replica of every partition of a service, each tagged with its
+// partition and role, and a subset load balancer that picks among the replicas matching the
+// request's criteria and never outside them.
+func serviceCluster(svc *config.Service, view *resolver.View, opts Options) (*clusterv3.Cluster, error) {
+	sv := view.Services[svc.Name]
+	if sv == nil {
+		return nil, fmt.Errorf("envoy bootstrap: naming view %s has no service %s", view.Version, svc.Name)
+	}
+	var endpoints []*endpointv3.LbEndpoint
+	for _, p := range sv.Partitions {
+		for _, r := range p.Replicas {
+			addr, err := replicaAddress(r.Address)
+			if err != nil {
+				return nil, fmt.Errorf("envoy bootstrap: service %s partition %s: %w", svc.Name, p.ID, err)
+			}
+			health := corev3.HealthStatus_HEALTHY
+			if !r.Healthy {
+				health = corev3.HealthStatus_UNHEALTHY
+			}
+			endpoints = append(endpoints, &endpointv3.LbEndpoint{
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: addr}},
+				HealthStatus:   health,
+				Metadata:       EndpointMetadata(p.ID, r.Role),
+			})
+		}
+	}
+	return &clusterv3.Cluster{
+		Name:                 svc.Name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(opts.ConnectTimeout),
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+		CommonLbConfig:       noPanic(),
+		LbSubsetConfig: &clusterv3.Cluster_LbSubsetConfig{
+			// A request without criteria, or for a partition and role with no replica, gets
+			// no host at all: never a replica of some other partition.
+			FallbackPolicy: clusterv3.Cluster_LbSubsetConfig_NO_FALLBACK,
+			SubsetSelectors: []*clusterv3.Cluster_LbSubsetConfig_LbSubsetSelector{
+				{Keys: []string{"partition", "role"}},
+				{Keys: []string{"partition"}},
+			},
+		},
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: svc.Name,
+			Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: endpoints}},
+		},
+	}, nil
+}
+
+// EndpointMetadata is the envoy.lb metadata of a replica's endpoint. Both values are strings,
+// as in the criteria partroute sends: Envoy compares protobuf Values, and the string "3" does
+// not match the number 3.
+func EndpointMetadata(partitionID string, role resolver.Role) *corev3.Metadata {
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+		MetadataNamespace: {Fields: map[string]*structpb.Value{
+			"partition": structpb.NewStringValue(partitionID),
+			"role":      structpb.NewStringValue(role.String()),
+		}},
+	}}
+}
+
+// noPanic turns off Envoy's panic mode, in which a host set with too few healthy hosts (under
+// 50% by default) balances over all of them, unhealthy ones included. Subsets are small (one
+// primary, a few secondaries), so panic mode would routinely send requests to replicas the
+// naming view marks unhealthy.
+func noPanic() *clusterv3.Cluster_CommonLbConfig {
+	return &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 0}}
+}
+
+// socketAddress parses host:port into an Envoy socket address; an empty host becomes
+// emptyHost, or is an error when emptyHost is empty.
+func socketAddress(hostport, emptyHost string) (*corev3.Address, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not host:port", hostport)
+	}
+	if host == "" {
+		host = emptyHost
+	}
+	if net.ParseIP(host) == nil {
+		return nil, fmt.Errorf("%q: host %q is not an IP address", hostport, host)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("%q has port %q, not a number from 0 to 65535", hostport, port)
+	}
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address:       host,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(n)},
+	}}}, nil
+}
+
+// replicaAddress parses a replica's address. The clusters are STATIC, which takes IP addresses
+// only: resolving host names would take a DNS cluster per name, so the static bootstrap refuses
+// them rather than guess.
+func replicaAddress(hostport string) (*corev3.Address, error) {
+	addr, err := socketAddress(hostport, "")
+	if err != nil {
+		return nil, fmt.Errorf("replica address %w (the static Envoy bootstrap needs IP addresses)", err)
+	}
+	return addr, nil
+}
+
+// mustAny packs a message into an Any. Marshalling the generator's own well-formed messages
+// cannot fail, so a failure is a bug worth a panic.
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic(fmt.Sprintf("envoy bootstrap: packing %T: %v", m, err))
+	}
+	return a
+}
