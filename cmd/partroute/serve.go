@@ -222,9 +222,16 @@ func adminMux(reg *prometheus.Registry, res *resolver.Resolver, ready *atomic.Bo
 			http.Error(w, "url is required: /debug/resolve?method=GET&url=http://host/path&header=name:value", http.StatusBadRequest)
 			return
 		}
-		req, err := buildRequest(method, target, q["header"], q.Get("body"))
-		if err != nil || strings.HasPrefix(q.Get("body"), "@") {
-			http.Error(w, fmt.Sprintf("bad request: %v (body must be inline)", err), http.StatusBadRequest)
+		// "@file" reads a file in the CLI; over HTTP it is refused before anything is opened,
+		// so that a query can never make partroute read (or block on) a file of its host.
+		body := q.Get("body")
+		if strings.HasPrefix(body, "@") {
+			http.Error(w, "bad request: body must be inline, not @file", http.StatusBadRequest)
+			return
+		}
+		req, err := buildRequest(method, target, q["header"], body)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("bad request: %v", err), http.StatusBadRequest)
 			return
 		}
 		d := res.Resolve(r.Context(), req)
