@@ -34,6 +34,10 @@ import (
 const (
 	// ExtProcCluster is the cluster through which Envoy reaches partroute's ext_proc server.
 	ExtProcCluster = "partroute_extproc"
+	// XDSCluster is the cluster through which Envoy reaches partroute's ADS server.
+	XDSCluster = "partroute_xds"
+	// DefaultNodeID identifies Envoy to partroute's xDS server when Options.NodeID is empty.
+	DefaultNodeID = "partroute-envoy"
 	// MetadataNamespace is the namespace of the endpoint metadata and of the request criteria
 	// that Envoy's subset load balancer compares.
 	MetadataNamespace = "envoy.lb"
@@ -88,6 +92,13 @@ type Options struct {
 	HealthCheckInterval time.Duration
 	// Retry adds a retry policy to every service route; nil means no retries.
 	Retry *Retry
+	// XDSAddress, when set, makes the service clusters and their endpoints come from
+	// partroute's ADS server at this address instead of being written into the bootstrap:
+	// Envoy then follows every change of the naming view. The listener and routes stay static.
+	XDSAddress string
+	// NodeID names this Envoy to the xDS server (DefaultNodeID when empty). Give each Envoy
+	// its own, so that partroute can tell which of them acknowledged an update.
+	NodeID string
 	// ResponseHeaders sends response headers to partroute too, which failure-driven
 	// re-resolution needs; otherwise Envoy skips that round trip.
 	ResponseHeaders bool
@@ -139,10 +150,32 @@ func Bootstrap(cfg *config.Config, view *resolver.View, opts Options) (*bootstra
 	if err != nil {
 		return nil, err
 	}
-	clusters := []*clusterv3.Cluster{extProcCluster(extProcAddr, opts)}
+	clusters := []*clusterv3.Cluster{grpcCluster(ExtProcCluster, extProcAddr, opts, ExtProcHealthService)}
+	var dynamic *bootstrapv3.Bootstrap_DynamicResources
+	if opts.XDSAddress != "" {
+		xdsAddr, err := socketAddress(opts.XDSAddress, "127.0.0.1")
+		if err != nil {
+			return nil, fmt.Errorf("envoy bootstrap: xds address: %w", err)
+		}
+		clusters = append(clusters, grpcCluster(XDSCluster, xdsAddr, opts, ""))
+		dynamic = &bootstrapv3.Bootstrap_DynamicResources{
+			AdsConfig: &corev3.ApiConfigSource{
+				ApiType:             corev3.ApiConfigSource_GRPC,
+				TransportApiVersion: corev3.ApiVersion_V3,
+				GrpcServices: []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
+					EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: XDSCluster},
+				}}},
+				SetNodeOnFirstMessageOnly: true,
+			},
+			CdsConfig: adsSource(),
+		}
+	}
 	for _, svc := range cfg.Services {
-		if svc.Name == ExtProcCluster {
-			return nil, fmt.Errorf("envoy bootstrap: service %q has the name of partroute's own cluster; rename the service", svc.Name)
+		if svc.Name == ExtProcCluster || svc.Name == XDSCluster {
+			return nil, fmt.Errorf("envoy bootstrap: service %q has the name of one of partroute's own clusters; rename the service", svc.Name)
+		}
+		if dynamic != nil {
+			continue // served over ADS
 		}
 		c, err := serviceCluster(svc, view, opts)
 		if err != nil {
@@ -152,7 +185,8 @@ func Bootstrap(cfg *config.Config, view *resolver.View, opts Options) (*bootstra
 	}
 
 	b := &bootstrapv3.Bootstrap{
-		Node: &corev3.Node{Id: "partroute-envoy", Cluster: "partroute"},
+		Node:             &corev3.Node{Id: opts.NodeID, Cluster: "partroute"},
+		DynamicResources: dynamic,
 		Admin: &bootstrapv3.Admin{
 			Address: adminAddr,
 		},
@@ -224,6 +258,9 @@ func withDefaults(cfg *config.Config, opts Options) Options {
 	}
 	if opts.HealthCheckInterval == 0 {
 		opts.HealthCheckInterval = DefaultHealthCheckInterval
+	}
+	if opts.NodeID == "" {
+		opts.NodeID = DefaultNodeID
 	}
 	return opts
 }
@@ -364,18 +401,13 @@ func catchAllRoute() *routev3.Route {
 	}
 }
 
-// extProcCluster is how Envoy reaches partroute: gRPC, so HTTP/2, with a gRPC health check.
-//
-// With health checking on, Envoy marks the host unhealthy until the first check passes and, its
-// panic threshold being 0, sends no ext_proc stream to it until then: a request arriving before
-// partroute is serving fails with 5xx instead of waiting. Whoever starts Envoy and partroute
-// together should wait until Envoy's admin /clusters reports
-// "partroute_extproc::<address>::health_flags::healthy" (not "/failed_active_hc"), not merely
-// until /ready answers.
-func extProcCluster(addr *corev3.Address, opts Options) *clusterv3.Cluster {
-	interval := durationpb.New(opts.HealthCheckInterval)
-	return &clusterv3.Cluster{
-		Name:                 ExtProcCluster,
+// grpcCluster is how Envoy reaches a partroute gRPC server: HTTP/2, and for the ext_proc
+// server a gRPC health check, so that Envoy stops sending to a partroute that is draining or
+// has nothing loaded. Envoy routes nothing to a health-checked host before its first check
+// passes: tests and the demo wait for the cluster to be healthy in Envoy's /clusters.
+func grpcCluster(name string, addr *corev3.Address, opts Options, healthService string) *clusterv3.Cluster {
+	c := &clusterv3.Cluster{
+		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 		ConnectTimeout:       durationpb.New(opts.ConnectTimeout),
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
@@ -387,7 +419,18 @@ func extProcCluster(addr *corev3.Address, opts Options) *clusterv3.Cluster {
 				}},
 			}),
 		},
-		HealthChecks: []*corev3.HealthCheck{{
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: name,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{
+				LbEndpoints: []*endpointv3.LbEndpoint{{
+					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: addr}},
+				}},
+			}},
+		},
+	}
+	if healthService != "" {
+		interval := durationpb.New(opts.HealthCheckInterval)
+		c.HealthChecks = []*corev3.HealthCheck{{
 			Timeout:            durationpb.New(opts.ConnectTimeout),
 			Interval:           interval,
 			UnhealthyThreshold: wrapperspb.UInt32(1),
@@ -397,28 +440,49 @@ func extProcCluster(addr *corev3.Address, opts Options) *clusterv3.Cluster {
 			// notice it is back a minute late.
 			NoTrafficInterval: interval,
 			HealthChecker: &corev3.HealthCheck_GrpcHealthCheck_{GrpcHealthCheck: &corev3.HealthCheck_GrpcHealthCheck{
-				ServiceName: ExtProcHealthService,
+				ServiceName: healthService,
 			}},
-		}},
-		LoadAssignment: &endpointv3.ClusterLoadAssignment{
-			ClusterName: ExtProcCluster,
-			Endpoints: []*endpointv3.LocalityLbEndpoints{{
-				LbEndpoints: []*endpointv3.LbEndpoint{{
-					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: addr}},
-				}},
-			}},
-		},
+		}}
 	}
+	return c
 }
 
-// serviceCluster holds every replica of every partition of a service, each tagged with its
-// partition and role, and a subset load balancer that picks among the replicas matching the
-// request's criteria and never outside them.
-func serviceCluster(svc *config.Service, view *resolver.View, opts Options) (*clusterv3.Cluster, error) {
-	sv := view.Services[svc.Name]
-	if sv == nil {
-		return nil, fmt.Errorf("envoy bootstrap: naming view %s has no service %s", view.Version, svc.Name)
+// ServiceCluster is a service's cluster: every replica of every partition, each tagged with
+// its partition and role, behind a subset load balancer that picks among the replicas matching
+// the request's criteria and never outside them. With eds set the endpoints come from EDS over
+// ADS (partroute's xDS server); otherwise they are static, from LoadAssignment.
+func ServiceCluster(svc *config.Service, opts Options, eds bool) (*clusterv3.Cluster, error) {
+	if opts.ConnectTimeout == 0 {
+		opts.ConnectTimeout = DefaultConnectTimeout
 	}
+	c := &clusterv3.Cluster{
+		Name:           svc.Name,
+		ConnectTimeout: durationpb.New(opts.ConnectTimeout),
+		LbPolicy:       clusterv3.Cluster_ROUND_ROBIN,
+		CommonLbConfig: noPanic(),
+		LbSubsetConfig: &clusterv3.Cluster_LbSubsetConfig{
+			// A request without criteria, or for a partition and role with no replica, gets
+			// no host at all: never a replica of some other partition.
+			FallbackPolicy: clusterv3.Cluster_LbSubsetConfig_NO_FALLBACK,
+			SubsetSelectors: []*clusterv3.Cluster_LbSubsetConfig_LbSubsetSelector{
+				{Keys: []string{"partition", "role"}},
+				{Keys: []string{"partition"}},
+			},
+		},
+	}
+	if eds {
+		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
+		c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()}
+	} else {
+		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
+	}
+	return c, nil
+}
+
+// LoadAssignment lists a service's replicas as endpoints, each carrying its partition and role
+// as envoy.lb metadata and its health from the naming view, so that Envoy never picks a
+// replica the view marks unhealthy.
+func LoadAssignment(svc *config.Service, sv *resolver.ServiceView) (*endpointv3.ClusterLoadAssignment, error) {
 	var endpoints []*endpointv3.LbEndpoint
 	for _, p := range sv.Partitions {
 		for _, r := range p.Replicas {
@@ -437,26 +501,34 @@ func serviceCluster(svc *config.Service, view *resolver.View, opts Options) (*cl
 			})
 		}
 	}
-	return &clusterv3.Cluster{
-		Name:                 svc.Name,
-		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
-		ConnectTimeout:       durationpb.New(opts.ConnectTimeout),
-		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
-		CommonLbConfig:       noPanic(),
-		LbSubsetConfig: &clusterv3.Cluster_LbSubsetConfig{
-			// A request without criteria, or for a partition and role with no replica, gets
-			// no host at all: never a replica of some other partition.
-			FallbackPolicy: clusterv3.Cluster_LbSubsetConfig_NO_FALLBACK,
-			SubsetSelectors: []*clusterv3.Cluster_LbSubsetConfig_LbSubsetSelector{
-				{Keys: []string{"partition", "role"}},
-				{Keys: []string{"partition"}},
-			},
-		},
-		LoadAssignment: &endpointv3.ClusterLoadAssignment{
-			ClusterName: svc.Name,
-			Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: endpoints}},
-		},
+	return &endpointv3.ClusterLoadAssignment{
+		ClusterName: svc.Name,
+		Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: endpoints}},
 	}, nil
+}
+
+// serviceCluster is the static cluster of a service, endpoints included.
+func serviceCluster(svc *config.Service, view *resolver.View, opts Options) (*clusterv3.Cluster, error) {
+	sv := view.Services[svc.Name]
+	if sv == nil {
+		return nil, fmt.Errorf("envoy bootstrap: naming view %s has no service %s", view.Version, svc.Name)
+	}
+	c, err := ServiceCluster(svc, opts, false)
+	if err != nil {
+		return nil, err
+	}
+	if c.LoadAssignment, err = LoadAssignment(svc, sv); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// adsSource points a resource at the ADS stream Envoy holds with partroute.
+func adsSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+	}
 }
 
 // EndpointMetadata is the envoy.lb metadata of a replica's endpoint. Both values are strings,

@@ -26,12 +26,14 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
 	perTry := fs.Duration("per-try-timeout", 0, "timeout of each attempt when -retry is set (0: only the route timeout)")
 	msgTimeout := fs.Duration("message-timeout", envoyconfig.DefaultMessageTimeout, "ext_proc message_timeout; must exceed the configuration's cache.resolveTimeout")
 	respHeaders := fs.Bool("response-headers", false, "also send response headers to partroute (for failure-driven re-resolution)")
+	xds := fs.Bool("xds", false, "take the service clusters and endpoints from partroute's xDS server (the configuration's listen.xds) instead of writing them in")
+	nodeID := fs.String("node-id", envoyconfig.DefaultNodeID, "the Envoy node id the xDS server sees; give each Envoy its own")
 	out := fs.String("o", "", "file to write the bootstrap to (default: standard output)")
 	if err := fs.Parse(args); err != nil {
 		return 1
 	}
 	if *cfgPath == "" || fs.NArg() != 0 {
-		fmt.Fprintln(stderr, "usage: partroute envoy-bootstrap -config FILE [-naming FILE] [-listen ADDR] [-admin ADDR] [-extproc ADDR] [-retry N [-per-try-timeout D]] [-message-timeout D] [-response-headers] [-o FILE]")
+		fmt.Fprintln(stderr, "usage: partroute envoy-bootstrap -config FILE [-naming FILE] [-listen ADDR] [-admin ADDR] [-extproc ADDR] [-retry N [-per-try-timeout D]] [-message-timeout D] [-response-headers] [-xds [-node-id ID]] [-o FILE]")
 		return 1
 	}
 	if *retries < 0 || (*perTry != 0 && *retries == 0) {
@@ -49,6 +51,14 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
 		ExtProcAddress:  *extProc,
 		MessageTimeout:  *msgTimeout,
 		ResponseHeaders: *respHeaders,
+		NodeID:          *nodeID,
+	}
+	if *xds {
+		if cfg.Listen.XDS == "" {
+			fmt.Fprintf(stderr, "partroute envoy-bootstrap: -xds needs listen.xds in %s\n", cfg.Path)
+			return 1
+		}
+		opts.XDSAddress = cfg.Listen.XDS
 	}
 	if *retries > 0 {
 		opts.Retry = &envoyconfig.Retry{NumRetries: *retries, PerTryTimeout: *perTry}

@@ -3,5 +3,8 @@
 //
 //	partroute validate -config FILE [-naming FILE]
 //	partroute resolve -config FILE [-naming FILE] [-H 'name: value']... [-d BODY] METHOD URL
+//	partroute serve -config FILE [flags]
+//	partroute envoy-bootstrap -config FILE [-naming FILE] [flags]
+//	partroute demo [-config FILE] [-once]
 //	partroute version
 package main

@@ -27,8 +27,10 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
+	envoyconfig "github.com/partroute/partroute/envoy-config"
 	"github.com/partroute/partroute/extproc"
 	"github.com/partroute/partroute/resolver"
+	"github.com/partroute/partroute/xds"
 )
 
 // extProcServiceName is the gRPC service Envoy's health check asks about.
@@ -108,11 +110,18 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, log *slog.
 	reg.MustRegister(buildInfo)
 
 	src := resolver.NewFileSource(o.configPath, resolver.NewSourceMetrics(reg), log)
-	st, _, err := src.Load()
+	st, view, err := src.Load()
 	if err != nil {
 		return err
 	}
 	res := resolver.New(st)
+	var xdsSrv *xds.Server
+	if st.Config.Listen.XDS != "" {
+		xdsSrv = xds.New(ctx, log, reg)
+		if _, err := xdsSrv.Update(st.Config, view, envoyconfig.Options{}); err != nil {
+			return err
+		}
+	}
 	handler := extproc.NewHandler(res, extproc.NewMetrics(reg), log)
 
 	gs := grpc.NewServer(
@@ -142,17 +151,45 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, log *slog.
 		return fmt.Errorf("listen.admin: %w", err)
 	}
 	var ready atomic.Bool
-	admin := &http.Server{Handler: adminMux(reg, res, &ready), ReadHeaderTimeout: 5 * time.Second}
+	mux := adminMux(reg, res, &ready)
+	errc := make(chan error, 3)
+	if xdsSrv != nil {
+		xdsLis, err := net.Listen("tcp", cfg.Listen.XDS)
+		if err != nil {
+			grpcLis.Close()
+			adminLis.Close()
+			return fmt.Errorf("listen.xds: %w", err)
+		}
+		// The xDS server has its own gRPC server: its streams live as long as Envoy does and
+		// must not be cut by the ext_proc server's connection age.
+		xdsGRPC := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
+		xdsSrv.Register(xdsGRPC)
+		go func() { errc <- xdsGRPC.Serve(xdsLis) }()
+		defer xdsGRPC.Stop()
+		mux.HandleFunc("/debug/xds", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("content-type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]any{"serving": xdsSrv.Current(), "acknowledged": xdsSrv.Acked()})
+		})
+		log.Info("xds serving", "address", xdsLis.Addr().String())
+	}
+	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
-	errc := make(chan error, 2)
 	go func() { errc <- gs.Serve(grpcLis) }()
 	go func() { errc <- admin.Serve(adminLis) }()
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	go src.Watch(watchCtx, o.poll, hup, func(next *resolver.State, _ *resolver.View) {
+	go src.Watch(watchCtx, o.poll, hup, func(next *resolver.State, view *resolver.View) {
 		if next.Config.Listen != res.State().Config.Listen {
 			log.Warn("listen addresses changed in the configuration; they take effect on restart")
+		}
+		// Envoy's endpoints and partroute's decisions change together: the snapshot first, so
+		// that a view Envoy cannot be given is refused whole, then the decisions.
+		if xdsSrv != nil {
+			if _, err := xdsSrv.Update(next.Config, view, envoyconfig.Options{}); err != nil {
+				log.Error("naming view refused: no xds snapshot can be built from it; still serving the previous one", "error", err)
+				return
+			}
 		}
 		res.Swap(next)
 	})
