@@ -302,6 +302,9 @@ func connectionManager(cfg *config.Config, opts Options) (*hcmv3.HttpConnectionM
 		NormalizePath: wrapperspb.Bool(true),
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
 			Name: "partroute",
+			// With clusters from xDS, the static routes name clusters that arrive only after
+			// start; Envoy would refuse them if it checked them at load.
+			ValidateClusters: validateClusters(opts),
 			VirtualHosts: []*routev3.VirtualHost{{
 				Name:    "partroute",
 				Domains: []string{"*"},
@@ -593,4 +596,14 @@ func mustAny(m proto.Message) *anypb.Any {
 		panic(fmt.Sprintf("envoy bootstrap: packing %T: %v", m, err))
 	}
 	return a
+}
+
+// validateClusters is false when the service clusters come over xDS. A request for a cluster
+// Envoy has not received yet gets a 503 from Envoy; partroute serves the snapshot before it
+// reports ready, so in practice Envoy has the clusters before the first request.
+func validateClusters(opts Options) *wrapperspb.BoolValue {
+	if opts.XDSAddress != "" {
+		return wrapperspb.Bool(false)
+	}
+	return nil
 }

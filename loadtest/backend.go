@@ -48,6 +48,10 @@ func (b *Backend) FailWith(status int) { b.status.Store(int32(status)) }
 // Close stops the backend at once; requests in flight are cut off, as when a replica dies.
 func (b *Backend) Close() error { return b.srv.Close() }
 
+// Stop stops the backend the way a replica process shuts down: it refuses new connections,
+// finishes the requests it has accepted, and closes idle ones.
+func (b *Backend) Stop(ctx context.Context) error { return b.srv.Shutdown(ctx) }
+
 func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s := b.status.Load(); s != 0 {
 		w.Header().Set(BackendHeader, b.Addr)

@@ -1,0 +1,312 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	envoyconfig "github.com/partroute/partroute/envoy-config"
+	"github.com/partroute/partroute/loadtest"
+	"github.com/partroute/partroute/xds"
+)
+
+// failoverConfig is one service of two partitions; the load goes to partition 0, whose
+// primary moves. %[1]s, %[2]s, %[3]s are the ext_proc, admin and xDS addresses.
+const failoverConfig = `
+listen: {extproc: "%[1]s", admin: "%[2]s", xds: "%[3]s"}
+naming: {source: file, file: naming.yaml}
+services:
+  - name: orders
+    match: {pathPrefix: /api/orders}
+    partitioning: {scheme: uniformInt64, lowKey: 0, highKey: 99, count: 2}
+    key: {sources: [{path: "/api/orders/{id}"}], transform: int64}
+`
+
+// failoverStack is partroute serving xDS and ext_proc to a real Envoy, over backends a, b, c
+// (partition 0) and d (partition 1).
+type failoverStack struct {
+	t          *testing.T
+	namingPath string
+	admin      string
+	envoy      string
+	backends   *loadtest.Backends
+	a, b, c, d string
+	client     *http.Client
+}
+
+func (f *failoverStack) writeNaming(primary string, secondaries ...string) {
+	f.t.Helper()
+	y := "services:\n  orders:\n    partitions:\n"
+	y += fmt.Sprintf("      - {lowKey: 0, highKey: 49, id: orders-0, replicas: [{address: %q, role: primary}", primary)
+	for _, s := range secondaries {
+		y += fmt.Sprintf(", {address: %q, role: secondary}", s)
+	}
+	y += "]}\n"
+	y += fmt.Sprintf("      - {lowKey: 50, highKey: 99, id: orders-1, replicas: [{address: %q, role: primary}]}\n", f.d)
+	// Write and rename, as an operator's tooling should: the poller never reads half a file.
+	tmp := f.namingPath + ".tmp"
+	if err := os.WriteFile(tmp, []byte(y), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, f.namingPath); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func startFailoverStack(t *testing.T, retry *envoyconfig.Retry) *failoverStack {
+	t.Helper()
+	envoyBin, err := envoyconfig.FindEnvoy()
+	if err != nil {
+		t.Fatalf("failover tests need Envoy: %v", err)
+	}
+	ports := freePorts(t, 9)
+	dir := t.TempDir()
+	f := &failoverStack{t: t, namingPath: filepath.Join(dir, "naming.yaml"), admin: ports[1], envoy: ports[3],
+		a: ports[5], b: ports[6], c: ports[7], d: ports[8], client: &http.Client{Timeout: 10 * time.Second}}
+	cfgPath := filepath.Join(dir, "partroute.yaml")
+	write(t, cfgPath, fmt.Sprintf(failoverConfig, ports[0], ports[1], ports[2]))
+	f.writeNaming(f.a, f.b, f.c)
+	if f.backends, err = loadtest.StartBackends([]string{f.a, f.b, f.c, f.d}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.backends.Close)
+
+	log := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() {
+		served <- serve(ctx, serveOptions{configPath: cfgPath, poll: 20 * time.Millisecond, shutdownTimeout: 2 * time.Second, maxConnAge: time.Hour}, nil,
+			slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-served
+		if t.Failed() {
+			t.Logf("partroute log:\n%s", log.String())
+		}
+	})
+	if err := waitHTTP(context.Background(), "http://"+f.admin+"/readyz", served); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg, view, err := loadConfigAndView(cfgPath, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot, err := envoyconfig.Bootstrap(cfg, view, envoyconfig.Options{ListenAddress: f.envoy, AdminAddress: ports[4], XDSAddress: ports[2], NodeID: "envoy-failover", Retry: retry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := envoyconfig.MarshalYAML(boot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bootPath := filepath.Join(dir, "envoy.yaml")
+	write(t, bootPath, string(y))
+	envoyLog := &syncBuffer{}
+	envoy, err := envoyconfig.StartEnvoy(envoyBin, bootPath, ports[4], envoyLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = envoy.Stop(5 * time.Second)
+		if t.Failed() {
+			t.Logf("envoy log:\n%s", envoyLog.String())
+		}
+	})
+	readyCtx, done := context.WithTimeout(context.Background(), 60*time.Second)
+	defer done()
+	if err := envoy.WaitReady(readyCtx, envoyconfig.ExtProcCluster, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.waitAcked(readyCtx, xds.Versions{}); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// waitAcked waits until Envoy has acknowledged a snapshot other than old, as partroute's
+// /debug/xds reports it, and returns when it saw that.
+func (f *failoverStack) waitAcked(ctx context.Context, old xds.Versions) (time.Time, error) {
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		resp, err := f.client.Get("http://" + f.admin + "/debug/xds")
+		if err == nil {
+			var st struct {
+				Serving      xds.Versions
+				Acknowledged map[string]xds.Versions
+			}
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			if err == nil && st.Serving != old && st.Acknowledged["envoy-failover"] == st.Serving {
+				return time.Now(), nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("Envoy did not acknowledge a new snapshot: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+func (f *failoverStack) serving() xds.Versions {
+	resp, err := f.client.Get("http://" + f.admin + "/debug/xds")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct{ Serving xds.Versions }
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		f.t.Fatal(err)
+	}
+	return st.Serving
+}
+
+// writeResult is one request of the steady load.
+type writeResult struct {
+	sent, done time.Time
+	status     int
+	backend    string
+}
+
+// steadyWrites sends PUTs to partition 0 at rate per second for d, calling change once after
+// the given delay. It is bounded by both the duration and the request count.
+func (f *failoverStack) steadyWrites(rate int, d, changeAfter time.Duration, change func()) []writeResult {
+	var (
+		mu     sync.Mutex
+		writes []writeResult
+		wg     sync.WaitGroup
+	)
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	start := time.Now()
+	changed := false
+	maxRequests := int(d.Seconds()*float64(rate)) + 1
+	for i := 0; i < maxRequests && time.Since(start) < d; i++ {
+		<-tick.C
+		if !changed && time.Since(start) >= changeAfter {
+			changed = true
+			change()
+		}
+		wg.Add(1)
+		go func(key int) {
+			defer wg.Done()
+			w := writeResult{sent: time.Now()}
+			req, _ := http.NewRequest("PUT", fmt.Sprintf("http://%s/api/orders/%d", f.envoy, key%50), nil)
+			resp, err := f.client.Do(req)
+			w.done = time.Now()
+			if err == nil {
+				w.status = resp.StatusCode
+				w.backend = resp.Header.Get(loadtest.BackendHeader)
+				resp.Body.Close()
+			}
+			mu.Lock()
+			writes = append(writes, w)
+			mu.Unlock()
+		}(i)
+	}
+	wg.Wait()
+	return writes
+}
+
+func TestFailoverFileSourceThroughXDS(t *testing.T) {
+	f := startFailoverStack(t, nil)
+	before := f.serving()
+	var changedAt, ackedAt time.Time
+	ackErr := make(chan error, 1)
+	writes := f.steadyWrites(50, 10*time.Second, 3*time.Second, func() {
+		changedAt = time.Now()
+		f.writeNaming(f.b, f.a, f.c) // promote b, demote a
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			var err error
+			ackedAt, err = f.waitAcked(ctx, before)
+			ackErr <- err
+		}()
+	})
+	if err := <-ackErr; err != nil {
+		t.Fatal(err)
+	}
+
+	var firstOnNew time.Time
+	toOldAfterChange, toOldAfterAck := 0, 0
+	for _, w := range writes {
+		if w.status != http.StatusOK {
+			t.Errorf("write sent at %v: status %d", w.sent.Sub(changedAt), w.status)
+			continue
+		}
+		switch {
+		case w.backend == f.b && w.sent.After(changedAt) && (firstOnNew.IsZero() || w.done.Before(firstOnNew)):
+			firstOnNew = w.done
+		case w.backend == f.a && w.sent.After(changedAt):
+			toOldAfterChange++
+			if w.sent.After(ackedAt) {
+				toOldAfterAck++
+			}
+		case w.backend != f.a && w.backend != f.b:
+			t.Errorf("a write reached %s, which is no primary of partition 0", w.backend)
+		}
+	}
+	if firstOnNew.IsZero() {
+		t.Fatal("no write reached the new primary")
+	}
+	convergence := firstOnNew.Sub(changedAt)
+	t.Logf("file source: %d writes; convergence %v (change to first write on the new primary); Envoy acknowledged after %v; writes to the old primary after the change: %d, after the acknowledgement: %d",
+		len(writes), convergence.Round(time.Millisecond), ackedAt.Sub(changedAt).Round(time.Millisecond), toOldAfterChange, toOldAfterAck)
+	if convergence > time.Second {
+		t.Errorf("convergence %v is above 1s", convergence)
+	}
+	if toOldAfterAck != 0 {
+		t.Errorf("%d writes reached the demoted primary after Envoy acknowledged the new snapshot", toOldAfterAck)
+	}
+	for _, w := range writes {
+		if w.sent.After(ackedAt) && w.backend != f.b {
+			t.Fatalf("a write sent after the acknowledgement reached %s, not the new primary", w.backend)
+		}
+	}
+}
+
+func TestFailoverWithRetriesLosesNoWrite(t *testing.T) {
+	f := startFailoverStack(t, &envoyconfig.Retry{NumRetries: 5, PerTryTimeout: time.Second})
+	old := f.backends.Get(f.a)
+	writes := f.steadyWrites(50, 6*time.Second, 2*time.Second, func() {
+		// The old primary goes away at the moment of failover, as when its process is
+		// stopped: requests it accepted finish, new connections are refused.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = old.Stop(ctx)
+		f.writeNaming(f.b, f.c)
+	})
+	ok, failed := 0, 0
+	for _, w := range writes {
+		switch w.status {
+		case http.StatusOK:
+			ok++
+		case http.StatusServiceUnavailable:
+			failed++
+		default:
+			t.Errorf("write answered %d; every write must succeed or get a clear 503", w.status)
+		}
+	}
+	var recorded int64
+	for _, b := range f.backends.All() {
+		recorded += b.Writes()
+	}
+	t.Logf("with retries: %d writes, %d succeeded, %d answered 503, %d recorded by the replicas", len(writes), ok, failed, recorded)
+	if int64(ok) != recorded {
+		t.Errorf("%d writes succeeded but the replicas recorded %d: a write was lost or applied twice", ok, recorded)
+	}
+	if ok == 0 || f.backends.Get(f.b).Writes() == 0 {
+		t.Error("no write reached the new primary")
+	}
+}
