@@ -11,6 +11,8 @@ FUZZTIME    ?= 5s
 # Every fuzz target, as package:Target. A bounded run of each is part of `make ci`.
 FUZZ_TARGETS := \
 	./keying:FuzzParseInt64 \
+	./config:FuzzConfigParse \
+	./resolver:FuzzNamingParse \
 	./keying:FuzzPathTemplateMatch
 
 .PHONY: all build test bench fuzz lint demo ci deps envoy etcd clean

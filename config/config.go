@@ -403,7 +403,7 @@ func parseService(f *serviceFile, index int, p string, errs *Errors, at func(str
 				field string
 				set   bool
 			}{{"lowKey", part.LowKey != nil}, {"highKey", part.HighKey != nil}, {"count", part.Count != nil}} {
-				if !req.set {
+				if !req.set && !hasError(errs, pf+"."+req.field) {
 					errs.Add(pf+"."+req.field, at(pf), "is required for a uniformInt64 scheme")
 				}
 			}
@@ -598,6 +598,17 @@ func morePrecise(a, b Match) bool {
 		return al > bl
 	}
 	return len(a.PathPrefix) > len(b.PathPrefix)
+}
+
+// hasError reports whether path already has an error, such as a value of the wrong type that
+// leaves the field unset.
+func hasError(errs *Errors, path string) bool {
+	for _, e := range errs.List {
+		if e.Path == path {
+			return true
+		}
+	}
+	return false
 }
 
 func checkHostPort(addr string) error {

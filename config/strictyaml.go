@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -151,10 +152,14 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	}
 	switch v.Kind() {
 	case reflect.Pointer:
-		if v.IsNil() {
-			v.Set(reflect.New(v.Type().Elem()))
+		// The pointer is set only when its value decodes: a value that does not reads as
+		// "not set", so that the checks that follow do not report its zero value as well.
+		before := len(d.errs.List)
+		elem := reflect.New(v.Type().Elem())
+		d.decode(n, elem.Elem(), path)
+		if len(d.errs.List) == before && d.budget >= 0 {
+			v.Set(elem)
 		}
-		d.decode(n, v.Elem(), path)
 	case reflect.Struct:
 		if _, isScalar := v.Addr().Interface().(yaml.Unmarshaler); isScalar {
 			d.scalar(n, v, path)
@@ -168,6 +173,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, item := range n.Content {
+			if d.budget < 0 {
+				s = s.Slice(0, i) // keep no empty items for the checks to report
+				break
+			}
 			d.decode(item, s.Index(i), path+"["+strconv.Itoa(i)+"]")
 		}
 		v.Set(s)
@@ -237,10 +246,17 @@ func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
 		d.errs.Add(path, n.Line, "want a single value, found %s", kindName(n))
 		return
 	}
+	// The yaml library truncates a float into an integer field (0.5 reads as 0).
+	if n.Tag == "!!float" && v.CanInt() && v.Type() != durationType {
+		d.errs.Add(path, n.Line, "want a whole number, found %s", kindName(n))
+		return
+	}
 	if err := n.Decode(v.Addr().Interface()); err != nil {
 		d.errs.Add(path, n.Line, "%s", cleanYAMLError(err))
 	}
 }
+
+var durationType = reflect.TypeFor[time.Duration]()
 
 // cleanYAMLError strips the yaml library's prefixes ("yaml: unmarshal errors:\n  line 3: ")
 // because the path and line are reported by the caller.
