@@ -220,6 +220,9 @@ func Parse(data []byte, path string) (*Config, error) {
 	errs := &Errors{File: path}
 	var f file
 	lines := DecodeStrict(data, &f, errs)
+	if lines == nil {
+		return nil, errs.Err()
+	}
 	at := func(p string) int { return lines.At(p) }
 	c := &Config{Path: path}
 
@@ -646,12 +649,14 @@ func validName(s string) bool {
 	return s != ""
 }
 
+// validMethod accepts an upper-cased HTTP method token, such as GET or M-SEARCH.
 func validMethod(m string) bool {
 	if m == "" {
 		return false
 	}
 	for i := 0; i < len(m); i++ {
-		if m[i] < 'A' || m[i] > 'Z' {
+		c := m[i]
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
 			return false
 		}
 	}

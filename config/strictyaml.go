@@ -67,13 +67,14 @@ func (e *Errors) Err() error {
 // DecodeStrict decodes YAML into out, which must be a pointer to a struct whose fields carry
 // yaml tags. Unlike yaml.Unmarshal it rejects unknown and repeated fields and keeps going after
 // an error, naming each by its path, so one run of the loader shows every mistake in the file.
-// It returns the line of every field it set, by path, for the semantic checks that follow.
+// It returns the line of every field it set, by path, for the semantic checks that follow, or
+// nil when the data is not YAML at all: checks of an undecoded file would only add noise.
 func DecodeStrict(data []byte, out any, errs *Errors) Lines {
 	lines := Lines{}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		errs.Add("", 0, "not valid YAML: %v", err)
-		return lines
+		return nil // nil tells the caller there is nothing to check further
 	}
 	if root.Kind == 0 || len(root.Content) == 0 {
 		return lines // an empty file is an empty document

@@ -83,6 +83,9 @@ func NewKeyer(scheme *Scheme, sources []Source, transform Transform, hash HashFu
 		if len(sources) > 0 {
 			return nil, &FieldError{"key.sources", "a singleton service reads no key; remove the key sources"}
 		}
+		if transform != 0 || hash != 0 {
+			return nil, &FieldError{"key.transform", "a singleton service reads no key; remove the key transform and hash"}
+		}
 		return k, nil
 	}
 	if len(sources) == 0 {

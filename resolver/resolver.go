@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/partroute/partroute/config"
@@ -88,7 +89,7 @@ func (r *Resolver) Resolve(ctx context.Context, req *keying.Request) Decision {
 	}
 	d.Partition = p
 	strong := false
-	if v, ok := keying.Get(req.Headers, st.Config.Headers.Consistency); ok && v == "strong" {
+	if v, ok := keying.Get(req.Headers, st.Config.Headers.Consistency); ok && strings.EqualFold(v, "strong") {
 		strong = true
 	}
 	role, ok := ChooseRole(p, svc.Reads, svc.IsRead(req.Method), strong)

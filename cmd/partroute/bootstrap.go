@@ -30,7 +30,7 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
 	nodeID := fs.String("node-id", envoyconfig.DefaultNodeID, "the Envoy node id the xDS server sees; give each Envoy its own")
 	out := fs.String("o", "", "file to write the bootstrap to (default: standard output)")
 	if err := fs.Parse(args); err != nil {
-		return 1
+		return parseExit(err)
 	}
 	if *cfgPath == "" || fs.NArg() != 0 {
 		fmt.Fprintln(stderr, "usage: partroute envoy-bootstrap -config FILE [-naming FILE] [-listen ADDR] [-admin ADDR] [-extproc ADDR] [-retry N [-per-try-timeout D]] [-message-timeout D] [-response-headers] [-xds [-node-id ID]] [-o FILE]")

@@ -15,19 +15,19 @@ func TestCLIValidate(t *testing.T) {
 			`users: match authority=*.example.com pathPrefix=/api/users; uniformInt64 [0, 33] in 4 partitions; key from path "/api/users/{id}", header "x-user-id", query "user" by int64; reads any; 8 replicas (7 healthy)`,
 			`sessions: match pathPrefix=/api/sessions; uniformInt64 [-9223372036854775808, 9223372036854775807] in 2 partitions; key from cookie "session", header "x-session" by hash (xxhash64); reads secondary; 4 replicas (4 healthy)`,
 			`regions: match pathPrefix=/api/regions; named [eu us apac]; key from path "/api/regions/{region}" by name; reads primary; 4 replicas (4 healthy)`,
-			`settings: match pathPrefix=/api/settings; singleton; reads primary; 1 replicas (1 healthy)`,
+			`settings: match pathPrefix=/api/settings; singleton; reads primary; 1 replica (1 healthy)`,
 		}},
 		{"examples, naming file given", []string{"-config", cliExampleConfig, "-naming", cliExampleNaming}, []string{
 			`users: match authority=*.example.com pathPrefix=/api/users; uniformInt64 [0, 33] in 4 partitions; key from path "/api/users/{id}", header "x-user-id", query "user" by int64; reads any; 8 replicas (7 healthy)`,
 			`sessions: match pathPrefix=/api/sessions; uniformInt64 [-9223372036854775808, 9223372036854775807] in 2 partitions; key from cookie "session", header "x-session" by hash (xxhash64); reads secondary; 4 replicas (4 healthy)`,
 			`regions: match pathPrefix=/api/regions; named [eu us apac]; key from path "/api/regions/{region}" by name; reads primary; 4 replicas (4 healthy)`,
-			`settings: match pathPrefix=/api/settings; singleton; reads primary; 1 replicas (1 healthy)`,
+			`settings: match pathPrefix=/api/settings; singleton; reads primary; 1 replica (1 healthy)`,
 		}},
 		{"examples, another naming view", []string{"-naming", "testdata/unhealthy-naming.yaml", "-config", cliExampleConfig}, []string{
 			`users: match authority=*.example.com pathPrefix=/api/users; uniformInt64 [0, 33] in 4 partitions; key from path "/api/users/{id}", header "x-user-id", query "user" by int64; reads any; 8 replicas (6 healthy)`,
 			`sessions: match pathPrefix=/api/sessions; uniformInt64 [-9223372036854775808, 9223372036854775807] in 2 partitions; key from cookie "session", header "x-session" by hash (xxhash64); reads secondary; 4 replicas (3 healthy)`,
 			`regions: match pathPrefix=/api/regions; named [eu us apac]; key from path "/api/regions/{region}" by name; reads primary; 4 replicas (4 healthy)`,
-			`settings: match pathPrefix=/api/settings; singleton; reads primary; 1 replicas (1 healthy)`,
+			`settings: match pathPrefix=/api/settings; singleton; reads primary; 1 replica (1 healthy)`,
 		}},
 		{"test configuration", []string{"-config", cliTestConfig}, []string{
 			`orders: match pathPrefix=/orders; uniformInt64 [1, 100] in 3 partitions; key from jsonBody "/customer/id" by int64; reads secondary; 5 replicas (4 healthy)`,

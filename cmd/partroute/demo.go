@@ -39,7 +39,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.envoyAdmin, "envoy-admin", "127.0.0.1:9902", "Envoy's admin listener")
 	fs.BoolVar(&o.once, "once", false, "stop after the sample requests instead of waiting for Ctrl-C")
 	if err := fs.Parse(args); err != nil {
-		return 1
+		return parseExit(err)
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintln(stderr, "usage: partroute demo [-config FILE] [-once]")

@@ -31,7 +31,7 @@ func runResolve(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&headers, "H", "a request header 'name: value' (repeatable)")
 	data := fs.String("d", "", "the request body, or @FILE to read it from a file")
 	if err := fs.Parse(args); err != nil {
-		return 1
+		return parseExit(err)
 	}
 	if *cfgPath == "" || fs.NArg() != 2 {
 		fmt.Fprintln(stderr, resolveUsage)

@@ -59,7 +59,7 @@ func runServe(args []string, _, stderr io.Writer) int {
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long streams in flight may take to finish after the drain delay")
 	fs.DurationVar(&o.maxConnAge, "max-connection-age", 5*time.Minute, "age at which a gRPC connection is asked to reconnect, so that Envoy rebalances over partroute replicas")
 	if err := fs.Parse(args); err != nil {
-		return 1
+		return parseExit(err)
 	}
 	if o.configPath == "" || fs.NArg() != 0 {
 		fmt.Fprintln(stderr, "usage: partroute serve -config FILE [flags]")

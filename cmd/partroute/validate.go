@@ -17,7 +17,7 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("config", "", "partroute.yaml to check (required)")
 	namingPath := fs.String("naming", "", "naming file to check against it (default: the configuration's naming.file)")
 	if err := fs.Parse(args); err != nil {
-		return 1
+		return parseExit(err)
 	}
 	if *cfgPath == "" || fs.NArg() != 0 {
 		fmt.Fprintln(stderr, "usage: partroute validate -config FILE [-naming FILE]")
@@ -94,7 +94,11 @@ func summarize(s *config.Service, view *resolver.View) string {
 				}
 			}
 		}
-		fmt.Fprintf(&b, "; %d replicas (%d healthy)", replicas, healthy)
+		noun := "replicas"
+		if replicas == 1 {
+			noun = "replica"
+		}
+		fmt.Fprintf(&b, "; %d %s (%d healthy)", replicas, noun, healthy)
 	}
 	return b.String()
 }
