@@ -133,6 +133,9 @@ func ParseView(data []byte, path string, cfg *config.Config) (*View, error) {
 	errs := &config.Errors{File: path}
 	var f namingFile
 	lines := config.DecodeStrict(data, &f, errs)
+	if lines == nil {
+		return nil, errs.Err()
+	}
 	sum := sha256.Sum256(data)
 	entries := make(map[string][]PartitionEntry, len(f.Services))
 	for name, s := range f.Services {
@@ -182,6 +185,9 @@ func buildServiceView(svc *config.Service, parts []PartitionEntry, p string, err
 	sv := &ServiceView{Name: svc.Name, Kind: scheme.Kind(), Partitions: make([]Partition, scheme.Count())}
 	seen := make([]int, scheme.Count()) // 1 + the file index that filled the slot
 	ids := map[string]int{}
+	// Replica addresses are unique across the service: Envoy's cluster holds one endpoint per
+	// address, and an address in two partitions would carry two partitions' metadata.
+	addrs := map[string]string{}
 	before := len(errs.List)
 	for i := range parts {
 		pf := &parts[i]
@@ -243,7 +249,7 @@ func buildServiceView(svc *config.Service, parts []PartitionEntry, p string, err
 			errs.Add(pp+".id", at(".id"), "%q is already the id of %s", part.ID, entryName(parts, j))
 		}
 		ids[part.ID] = i
-		part.Replicas = buildReplicas(pf.Replicas, pp, errs, lines)
+		part.Replicas = buildReplicas(pf.Replicas, pp, addrs, errs, lines)
 		sv.Partitions[idx] = part
 	}
 	for j, s := range seen {
@@ -265,20 +271,20 @@ func entryName(parts []PartitionEntry, i int) string {
 	return "partitions[" + strconv.Itoa(i) + "]"
 }
 
-func buildReplicas(rs []ReplicaEntry, pp string, errs *config.Errors, lines config.Lines) []Replica {
+func buildReplicas(rs []ReplicaEntry, pp string, addrs map[string]string, errs *config.Errors, lines config.Lines) []Replica {
 	out := make([]Replica, 0, len(rs))
 	primaries := 0
-	addrs := map[string]int{}
 	for k, rf := range rs {
 		rp := pp + ".replicas[" + strconv.Itoa(k) + "]"
 		r := Replica{Address: rf.Address, Healthy: rf.Healthy == nil || *rf.Healthy}
 		if err := checkAddress(rf.Address); err != nil {
 			errs.Add(rp+".address", lines.At(rp+".address"), "%v", err)
 		}
-		if j, dup := addrs[rf.Address]; dup {
-			errs.Add(rp+".address", lines.At(rp+".address"), "%q is already replicas[%d]", rf.Address, j)
+		if other, dup := addrs[rf.Address]; dup {
+			errs.Add(rp+".address", lines.At(rp+".address"), "%q is already %s", rf.Address, other)
+		} else {
+			addrs[rf.Address] = rp
 		}
-		addrs[rf.Address] = k
 		switch rf.Role {
 		case "primary":
 			r.Role = RolePrimary
