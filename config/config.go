@@ -76,9 +76,12 @@ type Listen struct{ ExtProc, XDS, Admin string }
 
 // Naming says where the naming view comes from.
 type Naming struct {
+	// Source is SourceFile, SourceEtcd or SourceServiceFabric.
 	Source string
 	// File is the absolute path of the naming file for the file source.
-	File string
+	File          string
+	Etcd          Etcd
+	ServiceFabric ServiceFabric
 }
 
 // Cache holds the resolution cache settings.
@@ -118,6 +121,10 @@ type Service struct {
 	Reads ReadPolicy
 	// ReadMethods are the upper-case methods that count as reads.
 	ReadMethods []string
+	// Upstream is how Envoy talks to the replicas.
+	Upstream Upstream
+	// Fabric maps the service to Service Fabric, for the servicefabric naming source.
+	Fabric Fabric
 }
 
 // Scheme returns the service's partition scheme.
@@ -161,11 +168,8 @@ type file struct {
 		XDS     string `yaml:"xds"`
 		Admin   string `yaml:"admin"`
 	} `yaml:"listen"`
-	Naming struct {
-		Source string `yaml:"source"`
-		File   string `yaml:"file"`
-	} `yaml:"naming"`
-	Cache struct {
+	Naming namingFile `yaml:"naming"`
+	Cache  struct {
 		Size           *int           `yaml:"size"`
 		TTL            *time.Duration `yaml:"ttl"`
 		StaleIfError   *time.Duration `yaml:"staleIfError"`
@@ -204,6 +208,8 @@ type serviceFile struct {
 		Reads       string   `yaml:"reads"`
 		ReadMethods []string `yaml:"readMethods"`
 	} `yaml:"replicas"`
+	Upstream upstreamFile `yaml:"upstream"`
+	Fabric   fabricFile   `yaml:"fabric"`
 }
 
 type sourceFile struct {
@@ -241,21 +247,7 @@ func Parse(data []byte, path string) (*Config, error) {
 		}
 	}
 
-	c.Naming.Source = f.Naming.Source
-	switch c.Naming.Source {
-	case "", "file":
-		c.Naming.Source = "file"
-		if f.Naming.File == "" {
-			errs.Add("naming.file", at("naming"), "the file naming source needs a file")
-		} else {
-			c.Naming.File = f.Naming.File
-			if !filepath.IsAbs(c.Naming.File) {
-				c.Naming.File = filepath.Join(filepath.Dir(path), c.Naming.File)
-			}
-		}
-	default:
-		errs.Add("naming.source", at("naming.source"), "%q is not a naming source; use file", f.Naming.Source)
-	}
+	c.Naming = parseNaming(&f.Naming, path, errs, at)
 
 	c.Cache = Cache{Size: DefaultCacheSize, TTL: DefaultCacheTTL, StaleIfError: DefaultStaleIfError, ResolveTimeout: DefaultResolveTimeout}
 	if f.Cache.Size != nil {
@@ -334,6 +326,14 @@ func Parse(data []byte, path string) (*Config, error) {
 		}
 		names[s.Name] = i
 		c.Services = append(c.Services, s)
+	}
+	if c.Naming.Source == SourceServiceFabric {
+		for _, s := range c.Services {
+			if s.Fabric.Name == "" {
+				p := "services[" + strconv.Itoa(s.Index) + "].fabric.name"
+				errs.Add(p, at("services["+strconv.Itoa(s.Index)+"]"), "the servicefabric naming source needs each service's Service Fabric name, such as fabric:/app/%s", s.Name)
+			}
+		}
 	}
 	c.byPrecedence = append([]*Service(nil), c.Services...)
 	sort.SliceStable(c.byPrecedence, func(i, j int) bool { return morePrecise(c.byPrecedence[i].Match, c.byPrecedence[j].Match) })
@@ -498,6 +498,8 @@ func parseService(f *serviceFile, index int, p string, errs *Errors, at func(str
 			s.ReadMethods = append(s.ReadMethods, m)
 		}
 	}
+	s.Upstream = parseUpstream(&f.Upstream, p, errs, at)
+	s.Fabric = parseFabric(&f.Fabric, p, errs, at)
 	if len(errs.List) > before {
 		return nil
 	}

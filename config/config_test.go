@@ -36,7 +36,7 @@ func TestLoadExample(t *testing.T) {
 	if c.Path != abs {
 		t.Errorf("Path = %q, want %q", c.Path, abs)
 	}
-	if want := filepath.Join(filepath.Dir(abs), "naming.yaml"); c.Naming != (config.Naming{Source: "file", File: want}) {
+	if want := filepath.Join(filepath.Dir(abs), "naming.yaml"); !reflect.DeepEqual(c.Naming, config.Naming{Source: "file", File: want}) {
 		t.Errorf("Naming = %+v, want file %q", c.Naming, want)
 	}
 	if want := (config.Listen{ExtProc: "127.0.0.1:50051", Admin: "127.0.0.1:9901"}); c.Listen != want {

@@ -410,18 +410,12 @@ func catchAllRoute() *routev3.Route {
 // passes: tests and the demo wait for the cluster to be healthy in Envoy's /clusters.
 func grpcCluster(name string, addr *corev3.Address, opts Options, healthService string) *clusterv3.Cluster {
 	c := &clusterv3.Cluster{
-		Name:                 name,
-		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
-		ConnectTimeout:       durationpb.New(opts.ConnectTimeout),
-		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
-		CommonLbConfig:       noPanic(),
-		TypedExtensionProtocolOptions: map[string]*anypb.Any{
-			httpProtocolOptions: mustAny(&upstreamhttpv3.HttpProtocolOptions{
-				UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
-					ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
-				}},
-			}),
-		},
+		Name:                          name,
+		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:                durationpb.New(opts.ConnectTimeout),
+		LbPolicy:                      clusterv3.Cluster_ROUND_ROBIN,
+		CommonLbConfig:                noPanic(),
+		TypedExtensionProtocolOptions: map[string]*anypb.Any{httpProtocolOptions: http2Options()},
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: name,
 			Endpoints: []*endpointv3.LocalityLbEndpoints{{
@@ -455,12 +449,16 @@ func grpcCluster(name string, addr *corev3.Address, opts Options, healthService 
 // the request's criteria and never outside them. With eds set the endpoints come from EDS over
 // ADS (partroute's xDS server); otherwise they are static, from LoadAssignment.
 func ServiceCluster(svc *config.Service, opts Options, eds bool) (*clusterv3.Cluster, error) {
-	if opts.ConnectTimeout == 0 {
-		opts.ConnectTimeout = DefaultConnectTimeout
+	timeout := svc.Upstream.ConnectTimeout
+	if timeout == 0 {
+		timeout = opts.ConnectTimeout
+	}
+	if timeout == 0 {
+		timeout = DefaultConnectTimeout
 	}
 	c := &clusterv3.Cluster{
 		Name:           svc.Name,
-		ConnectTimeout: durationpb.New(opts.ConnectTimeout),
+		ConnectTimeout: durationpb.New(timeout),
 		LbPolicy:       clusterv3.Cluster_ROUND_ROBIN,
 		CommonLbConfig: noPanic(),
 		LbSubsetConfig: &clusterv3.Cluster_LbSubsetConfig{
@@ -478,6 +476,23 @@ func ServiceCluster(svc *config.Service, opts Options, eds bool) (*clusterv3.Clu
 		c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()}
 	} else {
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
+	}
+	if svc.Upstream.Protocol == "http2" {
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptions: http2Options()}
+	}
+	if hc := svc.Upstream.HealthCheck; hc != nil {
+		// Envoy's own checks add to the naming view's health: a replica the view calls healthy
+		// but that fails its check takes no traffic, and the view's UNHEALTHY is never
+		// overridden by a passing check.
+		c.HealthChecks = []*corev3.HealthCheck{{
+			Timeout:            durationpb.New(hc.Timeout),
+			Interval:           durationpb.New(hc.Interval),
+			UnhealthyThreshold: wrapperspb.UInt32(2),
+			HealthyThreshold:   wrapperspb.UInt32(1),
+			HealthChecker: &corev3.HealthCheck_HttpHealthCheck_{HttpHealthCheck: &corev3.HealthCheck_HttpHealthCheck{
+				Path: hc.Path,
+			}},
+		}}
 	}
 	return c, nil
 }
@@ -606,4 +621,13 @@ func validateClusters(opts Options) *wrapperspb.BoolValue {
 		return wrapperspb.Bool(false)
 	}
 	return nil
+}
+
+// http2Options makes a cluster speak HTTP/2 to its hosts.
+func http2Options() *anypb.Any {
+	return mustAny(&upstreamhttpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+		}},
+	})
 }
