@@ -28,6 +28,7 @@ func commands() []command {
 		{"resolve", "print where a request would go, as JSON, without Envoy", runResolve},
 		{"serve", "serve Envoy's ext_proc calls, with an admin listener for metrics and health", runServe},
 		{"envoy-bootstrap", "write the Envoy bootstrap for a configuration and its naming view", runEnvoyBootstrap},
+		{"naming", "put, get or fail over the naming view stored in etcd", runNaming},
 		{"demo", "run demo backends, partroute and Envoy on the example files and show where requests land", runDemo},
 		{"version", "print the version", func(_ []string, stdout, _ io.Writer) int {
 			fmt.Fprintln(stdout, "partroute", version)
