@@ -20,9 +20,10 @@ import (
 )
 
 const namingUsage = `usage:
-  partroute naming put      -config FILE -etcd ENDPOINTS [-prefix P] [-file NAMING]
-  partroute naming get      -config FILE -etcd ENDPOINTS [-prefix P]
-  partroute naming failover -config FILE -etcd ENDPOINTS [-prefix P] -service S -partition ID -to ADDRESS`
+  partroute naming put      -config FILE [-etcd ENDPOINTS] [-prefix P] [-file NAMING]
+  partroute naming get      -config FILE [-etcd ENDPOINTS] [-prefix P]
+  partroute naming failover -config FILE [-etcd ENDPOINTS] [-prefix P] -service S -partition ID -to ADDRESS
+-etcd and -prefix default to the configuration's naming.etcd when its naming.source is etcd.`
 
 // runNaming manages the naming view stored in etcd: put writes a naming file, get prints what
 // is stored, failover moves a partition's primary.
@@ -38,8 +39,8 @@ func runNaming(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("naming "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "partroute.yaml whose services the view must fit (required)")
-	endpoints := fs.String("etcd", "", "etcd endpoints, comma-separated host:port or URLs (required)")
-	prefix := fs.String("prefix", etcdsource.DefaultPrefix, "the key prefix of the naming view")
+	endpoints := fs.String("etcd", "", "etcd endpoints, comma-separated host:port or URLs (default: the configuration's naming.etcd.endpoints)")
+	prefix := fs.String("prefix", "", "the key prefix of the naming view (default: the configuration's naming.etcd.prefix, else "+etcdsource.DefaultPrefix+")")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long the whole command may take")
 	var file, service, partition, to *string
 	switch sub {
@@ -60,7 +61,7 @@ func runNaming(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
-	missing := *cfgPath == "" || *endpoints == "" || fs.NArg() != 0
+	missing := *cfgPath == "" || fs.NArg() != 0
 	if sub == "failover" {
 		missing = missing || *service == "" || *partition == "" || *to == ""
 	}
@@ -71,6 +72,19 @@ func runNaming(args []string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	// A configuration that follows etcd already says where: the flags need not repeat it.
+	if cfg.Naming.Source == config.SourceEtcd {
+		if *endpoints == "" {
+			*endpoints = strings.Join(cfg.Naming.Etcd.Endpoints, ",")
+		}
+		if *prefix == "" {
+			*prefix = cfg.Naming.Etcd.Prefix
+		}
+	}
+	if *endpoints == "" {
+		fmt.Fprintf(stderr, "partroute naming %s: no etcd endpoints: give -etcd, or use a configuration whose naming.source is etcd\n", sub)
 		return 1
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)

@@ -109,6 +109,35 @@ func TestNamingPutUnderAnotherPrefix(t *testing.T) {
 	}
 }
 
+// TestNamingEtcdFromTheConfiguration checks that a configuration whose naming source is etcd
+// gives the endpoints and prefix, and that put then needs -file.
+func TestNamingEtcdFromTheConfiguration(t *testing.T) {
+	ep := etcdsource.StartEtcd(t)
+	src, err := os.ReadFile(namingExampleConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fileNaming := "naming:\n  source: file\n  file: naming.yaml             # relative to this file\n"
+	if !strings.Contains(string(src), fileNaming) {
+		t.Fatalf("the example configuration's naming section changed; update this test")
+	}
+	etcdNaming := "naming:\n  source: etcd\n  etcd: {endpoints: [" + strings.TrimPrefix(ep, "http://") + "], prefix: /from-config/}\n"
+	cfgPath := filepath.Join(t.TempDir(), "partroute.yaml")
+	if err := os.WriteFile(cfgPath, []byte(strings.Replace(string(src), fileNaming, etcdNaming, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := namingCLI("naming", "put", "-config", cfgPath); r.code != 1 || !strings.Contains(r.stderr, "no naming file: give -file") {
+		t.Errorf("put without -file: %+v", r)
+	}
+	r := namingCLI("naming", "put", "-config", cfgPath, "-file", namingExampleFile)
+	if r.code != 0 || !strings.Contains(r.stdout, "under /from-config/ at revision") {
+		t.Fatalf("put: %+v", r)
+	}
+	if r := namingCLI("naming", "get", "-config", cfgPath); r.code != 0 || !strings.HasPrefix(r.stdout, "# naming view from etcd prefix /from-config/") {
+		t.Errorf("get: %+v", r)
+	}
+}
+
 func TestNamingPutRejectsAnInvalidFile(t *testing.T) {
 	ep := etcdsource.StartEtcd(t)
 	bad := filepath.Join(t.TempDir(), "naming.yaml")
@@ -189,8 +218,8 @@ func TestNamingUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"naming"},
 		{"naming", "list"},
-		{"naming", "put", "-config", namingExampleConfig},
 		{"naming", "get", "-etcd", "127.0.0.1:2379"},
+		{"naming", "-config", namingExampleConfig},
 		{"naming", "failover", "-config", namingExampleConfig, "-etcd", "127.0.0.1:2379", "-service", "users"},
 		{"naming", "get", "-config", namingExampleConfig, "-etcd", "127.0.0.1:2379", "extra"},
 	} {
@@ -198,6 +227,10 @@ func TestNamingUsageErrors(t *testing.T) {
 		if r.code != 1 || !strings.Contains(r.stderr, "usage:") {
 			t.Errorf("%v: %+v", args, r)
 		}
+	}
+	// The example configuration uses the file source, so it cannot stand in for -etcd.
+	if r := namingCLI("naming", "get", "-config", namingExampleConfig); r.code != 1 || !strings.Contains(r.stderr, "no etcd endpoints: give -etcd") {
+		t.Errorf("get without -etcd: %+v", r)
 	}
 	if r := namingCLI("naming", "-h"); r.code != 0 || !strings.Contains(r.stderr, "partroute naming failover") {
 		t.Errorf("naming -h: %+v", r)
