@@ -23,6 +23,9 @@ type FileSource struct {
 
 	// What was last read of each file, to tell a real change from a touch.
 	cfgFile, namingFile fileStamp
+	// configOnly is set while the configuration names another naming source: the file source
+	// then follows the configuration alone, and States it returns carry no Naming.
+	configOnly bool
 	// lastError is the hash of the broken content last reported, so that a broken file that
 	// stays broken is logged once rather than on every poll.
 	lastError [32]byte
@@ -98,7 +101,8 @@ func NewFileSource(configPath string, metrics *SourceMetrics, log *slog.Logger) 
 	return &FileSource{configPath: configPath, metrics: metrics, log: log}
 }
 
-// Load reads both files and returns the state they describe.
+// Load reads both files and returns the state they describe. When the configuration names
+// another naming source, only the configuration is read, and the State has no Naming.
 func (s *FileSource) Load() (*State, *View, error) {
 	st, view, _, err := s.load(true)
 	return st, view, err
@@ -152,6 +156,16 @@ func (s *FileSource) load(force bool) (*State, *View, bool, error) {
 	if err != nil {
 		return nil, nil, false, s.fail(err, cfgData)
 	}
+	if cfg.Naming.Source != config.SourceFile {
+		changed := force || cfgStamp.sum != s.cfgFile.sum || !s.configOnly
+		s.cfgFile, s.namingFile, s.configOnly = cfgStamp, fileStamp{}, true
+		if !changed {
+			return nil, nil, false, nil
+		}
+		s.log.Info("configuration loaded", "config", s.configPath, "naming_source", cfg.Naming.Source)
+		return &State{Config: cfg}, nil, true, nil
+	}
+	s.configOnly = false
 	namingStamp, namingData, err := read(cfg.Naming.File)
 	if err != nil {
 		return nil, nil, false, s.fail(err, cfgData)
@@ -177,7 +191,11 @@ func (s *FileSource) load(force bool) (*State, *View, bool, error) {
 // was last read, or was read too soon after it changed for those to be trusted: a cheap stat
 // per poll instead of reading and hashing both files.
 func (s *FileSource) movedOnDisk() bool {
-	for _, f := range []fileStamp{s.cfgFile, s.namingFile} {
+	stamps := []fileStamp{s.cfgFile, s.namingFile}
+	if s.configOnly {
+		stamps = stamps[:1]
+	}
+	for _, f := range stamps {
 		if f.path == "" {
 			return true
 		}

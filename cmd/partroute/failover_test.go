@@ -12,16 +12,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/partroute/partroute/config"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
 	"github.com/partroute/partroute/loadtest"
+	"github.com/partroute/partroute/resolver/etcdsource"
 	"github.com/partroute/partroute/xds"
 )
 
 // failoverConfig is one service of two partitions; the load goes to partition 0, whose
-// primary moves. %[1]s, %[2]s, %[3]s are the ext_proc, admin and xDS addresses.
+// primary moves. %[1]s, %[2]s, %[3]s are the ext_proc, admin and xDS addresses, %[4]s the
+// naming block.
 const failoverConfig = `
 listen: {extproc: "%[1]s", admin: "%[2]s", xds: "%[3]s"}
-naming: {source: file, file: naming.yaml}
+naming: %[4]s
 services:
   - name: orders
     match: {pathPrefix: /api/orders}
@@ -30,11 +33,15 @@ services:
 `
 
 // failoverStack is partroute serving xDS and ext_proc to a real Envoy, over backends a, b, c
-// (partition 0) and d (partition 1).
+// (partition 0) and d (partition 1). With etcd, a second partroute instance follows the same
+// view; Envoy talks to the first.
 type failoverStack struct {
 	t          *testing.T
 	namingPath string
+	etcd       *etcdsource.TestServer
+	cfg        *config.Config
 	admin      string
+	admins     []string
 	envoy      string
 	backends   *loadtest.Backends
 	a, b, c, d string
@@ -60,46 +67,68 @@ func (f *failoverStack) writeNaming(primary string, secondaries ...string) {
 	}
 }
 
-func startFailoverStack(t *testing.T, retry *envoyconfig.Retry) *failoverStack {
+func startFailoverStack(t *testing.T, retry *envoyconfig.Retry, withEtcd bool) *failoverStack {
 	t.Helper()
 	envoyBin, err := envoyconfig.FindEnvoy()
 	if err != nil {
 		t.Fatalf("failover tests need Envoy: %v", err)
 	}
-	ports := freePorts(t, 9)
+	ports := freePorts(t, 12)
 	dir := t.TempDir()
 	f := &failoverStack{t: t, namingPath: filepath.Join(dir, "naming.yaml"), admin: ports[1], envoy: ports[3],
 		a: ports[5], b: ports[6], c: ports[7], d: ports[8], client: &http.Client{Timeout: 10 * time.Second}}
-	cfgPath := filepath.Join(dir, "partroute.yaml")
-	write(t, cfgPath, fmt.Sprintf(failoverConfig, ports[0], ports[1], ports[2]))
 	f.writeNaming(f.a, f.b, f.c)
+	write(t, filepath.Join(dir, "file.yaml"), fmt.Sprintf(failoverConfig, ports[0], ports[1], ports[2], "{source: file, file: naming.yaml}"))
+	cfg, view, err := loadConfigAndView(filepath.Join(dir, "file.yaml"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.cfg = cfg
+	namingBlock := "{source: file, file: naming.yaml}"
+	instances := 1
+	if withEtcd {
+		f.etcd = etcdsource.StartTestServer(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := etcdsource.Write(ctx, f.etcd.Client(), config.DefaultEtcdPrefix, view); err != nil {
+			t.Fatal(err)
+		}
+		namingBlock = fmt.Sprintf("{source: etcd, etcd: {endpoints: [%q]}}", f.etcd.Endpoint)
+		instances = 2
+	}
 	if f.backends, err = loadtest.StartBackends([]string{f.a, f.b, f.c, f.d}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.backends.Close)
 
-	log := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() {
-		served <- serve(ctx, serveOptions{configPath: cfgPath, poll: 20 * time.Millisecond, shutdownTimeout: 2 * time.Second, maxConnAge: time.Hour}, nil,
-			slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelInfo})))
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-served
-		if t.Failed() {
-			t.Logf("partroute log:\n%s", log.String())
+	for i := 0; i < instances; i++ {
+		// The second instance listens on its own ports; Envoy talks only to the first.
+		extproc, admin, xdsAddr := ports[0], ports[1], ports[2]
+		if i == 1 {
+			extproc, admin, xdsAddr = ports[9], ports[10], ports[11]
 		}
-	})
-	if err := waitHTTP(context.Background(), "http://"+f.admin+"/readyz", served); err != nil {
-		t.Fatal(err)
+		cfgPath := filepath.Join(dir, fmt.Sprintf("partroute-%d.yaml", i))
+		write(t, cfgPath, fmt.Sprintf(failoverConfig, extproc, admin, xdsAddr, namingBlock))
+		f.admins = append(f.admins, admin)
+		log := &syncBuffer{}
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() {
+			served <- serve(ctx, serveOptions{configPath: cfgPath, poll: 20 * time.Millisecond, shutdownTimeout: 2 * time.Second, maxConnAge: time.Hour}, nil,
+				slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelInfo})))
+		}()
+		t.Cleanup(func() {
+			cancel()
+			<-served
+			if t.Failed() {
+				t.Logf("partroute %d log:\n%s", i, log.String())
+			}
+		})
+		if err := waitHTTP(context.Background(), "http://"+admin+"/readyz", served); err != nil {
+			t.Fatal(err)
+		}
 	}
 
-	cfg, view, err := loadConfigAndView(cfgPath, "")
-	if err != nil {
-		t.Fatal(err)
-	}
 	boot, err := envoyconfig.Bootstrap(cfg, view, envoyconfig.Options{ListenAddress: f.envoy, AdminAddress: ports[4], XDSAddress: ports[2], NodeID: "envoy-failover", Retry: retry})
 	if err != nil {
 		t.Fatal(err)
@@ -132,13 +161,34 @@ func startFailoverStack(t *testing.T, retry *envoyconfig.Retry) *failoverStack {
 	return f
 }
 
+// promote makes newPrimary the primary of partition 0 and the old primary a secondary: in
+// the naming file, or with one compare-and-swap in etcd.
+func (f *failoverStack) promote(newPrimary string, secondaries ...string) {
+	f.t.Helper()
+	if f.etcd == nil {
+		f.writeNaming(newPrimary, secondaries...)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := etcdsource.Failover(ctx, f.etcd.Client(), config.DefaultEtcdPrefix, f.cfg, "orders", "orders-0", newPrimary); err != nil {
+		f.t.Error(err)
+	}
+}
+
 // waitAcked waits until Envoy has acknowledged a snapshot other than old, as partroute's
 // /debug/xds reports it, and returns when it saw that.
 func (f *failoverStack) waitAcked(ctx context.Context, old xds.Versions) (time.Time, error) {
+	return f.waitServing(ctx, f.admin, old, true)
+}
+
+// waitServing waits until the partroute instance at admin serves a snapshot other than old
+// and, when acked is set, Envoy has acknowledged it.
+func (f *failoverStack) waitServing(ctx context.Context, admin string, old xds.Versions, acked bool) (time.Time, error) {
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		resp, err := f.client.Get("http://" + f.admin + "/debug/xds")
+		resp, err := f.client.Get("http://" + admin + "/debug/xds")
 		if err == nil {
 			var st struct {
 				Serving      xds.Versions
@@ -146,7 +196,7 @@ func (f *failoverStack) waitAcked(ctx context.Context, old xds.Versions) (time.T
 			}
 			err = json.NewDecoder(resp.Body).Decode(&st)
 			resp.Body.Close()
-			if err == nil && st.Serving != old && st.Acknowledged["envoy-failover"] == st.Serving {
+			if err == nil && st.Serving != old && (!acked || st.Acknowledged["envoy-failover"] == st.Serving) {
 				return time.Now(), nil
 			}
 		}
@@ -158,8 +208,8 @@ func (f *failoverStack) waitAcked(ctx context.Context, old xds.Versions) (time.T
 	}
 }
 
-func (f *failoverStack) serving() xds.Versions {
-	resp, err := f.client.Get("http://" + f.admin + "/debug/xds")
+func (f *failoverStack) serving(admin string) xds.Versions {
+	resp, err := f.client.Get("http://" + admin + "/debug/xds")
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -218,14 +268,40 @@ func (f *failoverStack) steadyWrites(rate int, d, changeAfter time.Duration, cha
 	return writes
 }
 
-func TestFailoverFileSourceThroughXDS(t *testing.T) {
-	f := startFailoverStack(t, nil)
-	before := f.serving()
+func TestFailoverFileSourceThroughXDS(t *testing.T) { failover(t, false) }
+
+func TestFailoverEtcdSourceThroughXDS(t *testing.T) { failover(t, true) }
+
+// failover sends steady writes to partition 0, promotes a secondary after 3 s, and measures
+// how fast the writes follow, through Envoy and partroute's xDS server.
+func failover(t *testing.T, withEtcd bool) {
+	f := startFailoverStack(t, nil, withEtcd)
+	source := "file"
+	if withEtcd {
+		source = "etcd"
+	}
+	before := f.serving(f.admin)
 	var changedAt, ackedAt time.Time
 	ackErr := make(chan error, 1)
+	// The other instances are watched from the moment of the change, each on its own.
+	others := make([]chan time.Time, len(f.admins)-1)
+	for i := range others {
+		others[i] = make(chan time.Time, 1)
+	}
 	writes := f.steadyWrites(50, 10*time.Second, 3*time.Second, func() {
 		changedAt = time.Now()
-		f.writeNaming(f.b, f.a, f.c) // promote b, demote a
+		f.promote(f.b, f.a, f.c) // promote b, demote a
+		for i, admin := range f.admins[1:] {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				at, err := f.waitServing(ctx, admin, before, false)
+				if err != nil {
+					t.Errorf("partroute at %s: %v", admin, err)
+				}
+				others[i] <- at
+			}()
+		}
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -261,8 +337,8 @@ func TestFailoverFileSourceThroughXDS(t *testing.T) {
 		t.Fatal("no write reached the new primary")
 	}
 	convergence := firstOnNew.Sub(changedAt)
-	t.Logf("file source: %d writes; convergence %v (change to first write on the new primary); Envoy acknowledged after %v; writes to the old primary after the change: %d, after the acknowledgement: %d",
-		len(writes), convergence.Round(time.Millisecond), ackedAt.Sub(changedAt).Round(time.Millisecond), toOldAfterChange, toOldAfterAck)
+	t.Logf("%s source: %d writes; convergence %v (change to first write on the new primary); Envoy acknowledged after %v; writes to the old primary after the change: %d, after the acknowledgement: %d",
+		source, len(writes), convergence.Round(time.Millisecond), ackedAt.Sub(changedAt).Round(time.Millisecond), toOldAfterChange, toOldAfterAck)
 	if convergence > time.Second {
 		t.Errorf("convergence %v is above 1s", convergence)
 	}
@@ -274,10 +350,22 @@ func TestFailoverFileSourceThroughXDS(t *testing.T) {
 			t.Fatalf("a write sent after the acknowledgement reached %s, not the new primary", w.backend)
 		}
 	}
+	// Every partroute instance following the view converges to the same snapshot: the
+	// versions are content hashes, so equal content means equal versions.
+	for i, admin := range f.admins[1:] {
+		at := <-others[i]
+		if at.IsZero() {
+			continue
+		}
+		if got, want := f.serving(admin), f.serving(f.admin); got != want {
+			t.Errorf("partroute at %s serves %+v, the first instance %+v", admin, got, want)
+		}
+		t.Logf("%s source: the second partroute instance served the new view %v after the change", source, at.Sub(changedAt).Round(time.Millisecond))
+	}
 }
 
 func TestFailoverWithRetriesLosesNoWrite(t *testing.T) {
-	f := startFailoverStack(t, &envoyconfig.Retry{NumRetries: 5, PerTryTimeout: time.Second})
+	f := startFailoverStack(t, &envoyconfig.Retry{NumRetries: 5, PerTryTimeout: time.Second}, false)
 	old := f.backends.Get(f.a)
 	writes := f.steadyWrites(50, 6*time.Second, 2*time.Second, func() {
 		// The old primary goes away at the moment of failover, as when its process is

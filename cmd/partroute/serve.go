@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -27,6 +28,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/partroute/partroute/config"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
 	"github.com/partroute/partroute/extproc"
 	"github.com/partroute/partroute/resolver"
@@ -109,10 +111,21 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, log *slog.
 	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	reg.MustRegister(buildInfo)
 
-	src := resolver.NewFileSource(o.configPath, resolver.NewSourceMetrics(reg), log)
+	sourceMetrics := resolver.NewSourceMetrics(reg)
+	src := resolver.NewFileSource(o.configPath, sourceMetrics, log)
 	st, view, err := src.Load()
 	if err != nil {
 		return err
+	}
+	follower, err := newNamingFollower(st.Config, sourceMetrics, reg, log)
+	if err != nil {
+		return err
+	}
+	if follower != nil {
+		defer follower.close()
+		if st.Naming, view, err = follower.initial(ctx, st.Config); err != nil {
+			return err
+		}
 	}
 	res := resolver.New(st)
 	var xdsSrv *xds.Server
@@ -179,20 +192,61 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, log *slog.
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	go src.Watch(watchCtx, o.poll, hup, func(next *resolver.State, view *resolver.View) {
-		if next.Config.Listen != res.State().Config.Listen {
-			log.Warn("listen addresses changed in the configuration; they take effect on restart")
+	// apply serves a new state. Envoy's endpoints and partroute's decisions change together:
+	// the snapshot first, so that a view Envoy cannot be given is refused whole, then the
+	// decisions. Configuration reloads and naming changes arrive from different goroutines;
+	// the lock keeps each whole.
+	var applyMu sync.Mutex
+	apply := func(next func(cur *resolver.State) (*resolver.State, *resolver.View, error)) {
+		applyMu.Lock()
+		defer applyMu.Unlock()
+		st, view, err := next(res.State())
+		if err != nil {
+			sourceMetrics.Failed()
+			log.Error("change refused; still serving the previous configuration and naming view", "error", err)
+			return
 		}
-		// Envoy's endpoints and partroute's decisions change together: the snapshot first, so
-		// that a view Envoy cannot be given is refused whole, then the decisions.
-		if xdsSrv != nil {
-			if _, err := xdsSrv.Update(next.Config, view, envoyconfig.Options{}); err != nil {
+		if xdsSrv != nil && view != nil {
+			if _, err := xdsSrv.Update(st.Config, view, envoyconfig.Options{}); err != nil {
+				sourceMetrics.Failed()
 				log.Error("naming view refused: no xds snapshot can be built from it; still serving the previous one", "error", err)
 				return
 			}
 		}
-		res.Swap(next)
+		res.Swap(st)
+	}
+	go src.Watch(watchCtx, o.poll, hup, func(next *resolver.State, view *resolver.View) {
+		apply(func(cur *resolver.State) (*resolver.State, *resolver.View, error) {
+			if next.Config.Listen != cur.Config.Listen {
+				log.Warn("listen addresses changed in the configuration; they take effect on restart")
+			}
+			if next.Config.Naming.Source != cur.Config.Naming.Source {
+				return nil, nil, fmt.Errorf("naming.source changed from %s to %s; that takes a restart", cur.Config.Naming.Source, next.Config.Naming.Source)
+			}
+			if follower == nil {
+				return next, view, nil
+			}
+			// The configuration changed under a naming source of its own: the source's
+			// content must fit the new configuration too.
+			naming, view, err := follower.forConfig(next.Config)
+			if err != nil {
+				return nil, nil, fmt.Errorf("the naming view does not fit the new configuration: %w", err)
+			}
+			return &resolver.State{Config: next.Config, Naming: naming}, view, nil
+		})
 	})
+	if follower != nil {
+		go follower.run(watchCtx, func() *config.Config { return res.State().Config }, func(naming resolver.Naming, view *resolver.View) {
+			apply(func(cur *resolver.State) (*resolver.State, *resolver.View, error) {
+				return &resolver.State{Config: cur.Config, Naming: naming}, view, nil
+			})
+		})
+		mux.HandleFunc("/debug/naming", func(w http.ResponseWriter, _ *http.Request) {
+			current, detail := follower.status()
+			w.Header().Set("content-type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]any{"source": res.State().Config.Naming.Source, "current": current, "detail": detail})
+		})
+	}
 
 	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthSrv.SetServingStatus(extProcServiceName, healthpb.HealthCheckResponse_SERVING)
