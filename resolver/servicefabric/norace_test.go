@@ -1,0 +1,5 @@
+//go:build !race
+
+package servicefabric
+
+const raceEnabled = false
