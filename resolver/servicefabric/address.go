@@ -88,12 +88,23 @@ func fromListeners(published, s, listener string) (Address, error) {
 		}
 		return fromURL(published, chosen, doc.Endpoints[chosen])
 	}
+	// An http listener that cannot be used (a bad port, say) is passed over like a non-http
+	// one, but its reason is the one reported when no listener qualifies: it is the likelier
+	// mistake.
+	var first error
 	for _, name := range names {
 		if isHTTPURL(doc.Endpoints[name]) {
-			if a, err := fromURL(published, name, doc.Endpoints[name]); err == nil {
+			a, err := fromURL(published, name, doc.Endpoints[name])
+			if err == nil {
 				return a, nil
 			}
+			if first == nil {
+				first = err
+			}
 		}
+	}
+	if first != nil {
+		return Address{}, first
 	}
 	return Address{}, addressErrorf(published, "has no http or https URL among its listeners %s", listenerList(names))
 }

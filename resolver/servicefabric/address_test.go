@@ -58,7 +58,7 @@ func TestParseAddressRejects(t *testing.T) {
 		{"no such listener", three, "Api", `has no listener "Api"; it has ["Admin" "Zed"]`},
 		{"listener not http", three, "admin", `listener "Admin" has "tcp://10.0.1.4:9000", which is not an http or https URL`},
 		{"no http listener", `{"Endpoints":{"Replication":"net.tcp:\/\/10.0.0.9:20001"}}`, "", `has no http or https URL among its listeners ["Replication"]`},
-		{"bad port", `{"Endpoints":{"":"http:\/\/10.0.0.11:99999"}}`, "", `has no http or https URL`},
+		{"bad port", `{"Endpoints":{"":"http:\/\/10.0.0.11:99999"}}`, "", `port "99999" is not a number from 1 to 65535`},
 		{"bad port named", `{"Endpoints":{"x":"http:\/\/10.0.0.11:99999"}}`, "x", `port "99999" is not a number from 1 to 65535`},
 		{"port zero", "http://h:0", "", `port "0"`},
 		{"user info", "http://user:pw@h:80", "", "carries user information"},
