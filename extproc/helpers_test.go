@@ -341,6 +341,8 @@ func setHeaders(tb testing.TB, hm *extprocv3.HeaderMutation) map[string]string {
 		if o.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
 			tb.Errorf("header %s has append action %v, want OVERWRITE_IF_EXISTS_OR_ADD", h.GetKey(), o.GetAppendAction())
 		}
+		// The deprecated append field is read on purpose: partroute must never set it.
+		//lint:ignore SA1019 checking that the deprecated field stays unset
 		if o.GetAppend() != nil || o.GetKeepEmptyValue() {
 			tb.Errorf("header %s sets the deprecated append or keep_empty_value", h.GetKey())
 		}
