@@ -456,18 +456,48 @@ func (s *Source) InvalidateAll() { s.cache.InvalidateAll() }
 // X-ServiceFabric: ResourceNotFound, with which a service says that the resource, not the
 // replica, is missing. This is the rule of Service Fabric's reverse proxy.
 func ShouldReresolve(status int, header http.Header) bool {
+	notFound := false
+	for _, v := range header.Values("X-ServiceFabric") {
+		notFound = notFound || isResourceNotFound(v)
+	}
+	return reresolveOn(status, notFound)
+}
+
+// ObserveUpstream implements resolver.UpstreamObserver: it applies ShouldReresolve to the
+// response of a request routed to partition index of svc and, when the rule holds, calls
+// Invalidate, whose rate limit applies. It reports whether a re-resolution was accepted.
+func (s *Source) ObserveUpstream(svc *config.Service, index int, status int, headers keying.Headers) bool {
+	if svc == nil || status < 400 {
+		return false
+	}
+	notFound := false
+	if headers != nil {
+		for i, n := 0, headers.Len(); i < n; i++ {
+			if name, v := headers.At(i); strings.EqualFold(name, "x-servicefabric") {
+				notFound = notFound || isResourceNotFound(v)
+			}
+		}
+	}
+	if !reresolveOn(status, notFound) {
+		return false
+	}
+	return s.Invalidate(svc.Name, index)
+}
+
+var _ resolver.UpstreamObserver = (*Source)(nil)
+
+func reresolveOn(status int, resourceNotFound bool) bool {
 	switch status {
 	case http.StatusServiceUnavailable, http.StatusGone:
 		return true
 	case http.StatusNotFound:
-		for _, v := range header.Values("X-ServiceFabric") {
-			if strings.EqualFold(strings.TrimSpace(v), "ResourceNotFound") {
-				return false
-			}
-		}
-		return true
+		return !resourceNotFound
 	}
 	return false
+}
+
+func isResourceNotFound(v string) bool {
+	return strings.EqualFold(strings.TrimSpace(v), "ResourceNotFound")
 }
 
 type sourceMetrics struct {

@@ -535,3 +535,39 @@ func TestShouldReresolve(t *testing.T) {
 		}
 	}
 }
+
+func TestObserveUpstream(t *testing.T) {
+	env := newEnv(t, nil, nil)
+	ctx := context.Background()
+	r := resolver.New(&resolver.State{Config: env.cfg, Naming: env.src})
+	d := r.Resolve(ctx, &keying.Request{Method: "GET", Path: "/api/users/4"})
+	if d.Err != nil {
+		t.Fatal(d.Err)
+	}
+	notFound := keying.HeaderList{{Name: "x-servicefabric", Value: "ResourceNotFound"}}
+	steps := []struct {
+		status  int
+		headers keying.Headers
+		want    bool
+	}{
+		{200, nil, false},
+		{500, nil, false},
+		{404, notFound, false}, // the resource is missing, not the replica
+		{503, keying.HeaderList{}, true},
+		{410, nil, false}, // the rule holds, but the rate limit refuses it
+		{404, keying.HeaderList{{Name: "x-servicefabric", Value: "Other"}}, false},
+	}
+	for i, s := range steps {
+		if got := r.ObserveResponse(&d, s.status, s.headers); got != s.want {
+			t.Errorf("step %d: status %d gave %v, want %v", i, s.status, got, s.want)
+		}
+	}
+	if a, l := counter(t, env.reg, "partroute_servicefabric_reresolves_total", map[string]string{"result": "accepted"}),
+		counter(t, env.reg, "partroute_servicefabric_reresolves_total", map[string]string{"result": "limited"}); a != 1 || l != 2 {
+		t.Errorf("reresolves accepted %v limited %v, want 1 and 2", a, l)
+	}
+	env.clock.Advance(time.Second)
+	if !r.ObserveResponse(&d, 404, nil) {
+		t.Error("a 404 without the header after the interval was not accepted")
+	}
+}
