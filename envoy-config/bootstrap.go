@@ -102,6 +102,10 @@ type Options struct {
 	// ResponseHeaders sends response headers to partroute too, which failure-driven
 	// re-resolution needs; otherwise Envoy skips that round trip.
 	ResponseHeaders bool
+	// NoExtProc leaves the ext_proc filter out, so that requests go straight to the router. It
+	// is the load test's baseline for the cost of the ext_proc hop; without partroute's
+	// criteria, a subset cluster with NO_FALLBACK finds no host for any request.
+	NoExtProc bool
 }
 
 // Retry is the retry policy of the service routes. Envoy does not call ext_proc again for a
@@ -311,11 +315,20 @@ func connectionManager(cfg *config.Config, opts Options) (*hcmv3.HttpConnectionM
 				Routes:  routes,
 			}},
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{
-			{Name: extProcFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(extProc)}},
-			{Name: routerFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
-		},
+		HttpFilters: httpFilters(extProc, opts.NoExtProc),
 	}, nil
+}
+
+// httpFilters is ext_proc then the router, or the router alone when noExtProc is set.
+func httpFilters(extProc *extprocv3.ExternalProcessor, noExtProc bool) []*hcmv3.HttpFilter {
+	router := &hcmv3.HttpFilter{Name: routerFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}
+	if noExtProc {
+		return []*hcmv3.HttpFilter{router}
+	}
+	return []*hcmv3.HttpFilter{
+		{Name: extProcFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(extProc)}},
+		router,
+	}
 }
 
 // processingMode says which parts of a request Envoy sends to partroute: the request headers,
