@@ -1,0 +1,125 @@
+package loadtest
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// The load test's service: requests for ScenarioAuthority with a path under ScenarioPathPrefix,
+// the key being the path's last segment.
+const (
+	ScenarioService    = "users"
+	ScenarioAuthority  = "users.example.com"
+	ScenarioPathPrefix = "/api/users/"
+)
+
+// Scenario is the partroute configuration a load test runs against: one uniformInt64 service
+// whose key, read from the path, goes through the hash transform, with reads sent to
+// secondaries and writes to the primary. Hashing is the transform most services use (any key
+// text maps into the range), and a read policy of secondary makes partroute choose a role for
+// every request.
+type Scenario struct {
+	// Partitions is the number of partitions of the service.
+	Partitions int
+	// Replicas is the number of replicas of each partition: one primary, the rest secondaries.
+	Replicas int
+}
+
+// DefaultScenario is the scenario of the published numbers.
+func DefaultScenario() Scenario { return Scenario{Partitions: 8, Replicas: 3} }
+
+// Check reports a scenario that cannot be written.
+func (s Scenario) Check() error {
+	if s.Partitions < 1 || s.Partitions > 100_000 {
+		return fmt.Errorf("partitions %d is not between 1 and 100000", s.Partitions)
+	}
+	if s.Replicas < 1 || s.Replicas > 16 {
+		return fmt.Errorf("replicas %d is not between 1 and 16", s.Replicas)
+	}
+	return nil
+}
+
+// ReplicaCount is the number of replica addresses the naming view needs.
+func (s Scenario) ReplicaCount() int { return s.Partitions * s.Replicas }
+
+// ConfigYAML is partroute.yaml for the scenario, listening on extproc and admin, with the
+// naming view in naming.yaml next to it.
+func (s Scenario) ConfigYAML(extproc, admin string) string {
+	return fmt.Sprintf(`# The load test's configuration (partroute loadtest writes it).
+listen: {extproc: %q, admin: %q}
+naming: {source: file, file: naming.yaml}
+unmatched: passthrough
+services:
+  - name: %s
+    match: {pathPrefix: %s}
+    partitioning: {scheme: uniformInt64, lowKey: 0, highKey: 1048575, count: %d}
+    key:
+      sources: [{path: "%s{id}"}, {header: x-user-id}]
+      transform: hash
+    replicas: {reads: secondary}
+`, extproc, admin, ScenarioService, strings.TrimSuffix(ScenarioPathPrefix, "/"), s.Partitions, ScenarioPathPrefix)
+}
+
+// NamingYAML is the naming view of the scenario; addrs holds ReplicaCount addresses, replica r
+// of partition p at addrs[p*Replicas+r].
+func (s Scenario) NamingYAML(addrs []string) (string, error) {
+	if len(addrs) != s.ReplicaCount() {
+		return "", fmt.Errorf("scenario needs %d replica addresses, got %d", s.ReplicaCount(), len(addrs))
+	}
+	const high = 1048575
+	n := uint64(high) + 1
+	var b strings.Builder
+	fmt.Fprintf(&b, "services:\n  %s:\n    partitions:\n", ScenarioService)
+	for p := 0; p < s.Partitions; p++ {
+		// The split of [0, 1048575] into Partitions ranges, as the scheme computes it: the first
+		// n mod Partitions ranges hold one key more.
+		per, extra := n/uint64(s.Partitions), n%uint64(s.Partitions)
+		lo := uint64(p)*per + min(uint64(p), extra)
+		width := per
+		if uint64(p) < extra {
+			width++
+		}
+		fmt.Fprintf(&b, "      - lowKey: %d\n        highKey: %d\n        replicas:\n", lo, lo+width-1)
+		for r := 0; r < s.Replicas; r++ {
+			role := "secondary"
+			if r == 0 {
+				role = "primary"
+			}
+			fmt.Fprintf(&b, "          - {address: %q, role: %s}\n", addrs[p*s.Replicas+r], role)
+		}
+	}
+	return b.String(), nil
+}
+
+// WriteFiles writes partroute.yaml and naming.yaml into dir and returns the configuration's
+// path.
+func (s Scenario) WriteFiles(dir, extproc, admin string, addrs []string) (string, error) {
+	if err := s.Check(); err != nil {
+		return "", err
+	}
+	naming, err := s.NamingYAML(addrs)
+	if err != nil {
+		return "", err
+	}
+	cfgPath := filepath.Join(dir, "partroute.yaml")
+	if err := os.WriteFile(cfgPath, []byte(s.ConfigYAML(extproc, admin)), 0o644); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "naming.yaml"), []byte(naming), 0o644); err != nil {
+		return "", err
+	}
+	return cfgPath, nil
+}
+
+// FakeReplicaAddrs returns n distinct loopback addresses (127.0.0.0/8) for a naming view whose
+// replicas are never connected to, as in an ext_proc-only run.
+func FakeReplicaAddrs(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		j := i + 1
+		out[i] = fmt.Sprintf("127.%d.%d.%d:8080", j>>16&255, j>>8&255, j&255)
+	}
+	return out
+}

@@ -1,0 +1,169 @@
+package loadtest
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/extproc"
+	"github.com/partroute/partroute/resolver"
+)
+
+// loadScenario writes the scenario's files into a temporary directory and loads them as
+// partroute does.
+func loadScenario(t *testing.T, sc Scenario, replicas []string) (*config.Config, *resolver.View) {
+	t.Helper()
+	path, err := sc.WriteFiles(t.TempDir(), "127.0.0.1:0", "127.0.0.1:0", replicas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("scenario configuration: %v", err)
+	}
+	view, err := resolver.LoadViewFile(cfg.Naming.File, cfg)
+	if err != nil {
+		t.Fatalf("scenario naming view: %v", err)
+	}
+	return cfg, view
+}
+
+// startPartroute serves partroute's ext_proc handler for the scenario on a loopback port.
+func startPartroute(t *testing.T, reg prometheus.Registerer) *GRPCServer {
+	t.Helper()
+	sc := DefaultScenario()
+	cfg, view := loadScenario(t, sc, FakeReplicaAddrs(sc.ReplicaCount()))
+	h := extproc.NewHandler(resolver.New(&resolver.State{Config: cfg, Naming: view}), extproc.NewMetrics(reg), slog.New(slog.DiscardHandler))
+	srv, err := StartExtProcServer("127.0.0.1:0", h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func dial(t *testing.T, addr string, expectRouted bool) *ExtProcTarget {
+	t.Helper()
+	target, err := DialExtProc(addr, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target.ExpectRouted = expectRouted
+	t.Cleanup(func() { target.Close() })
+	return target
+}
+
+// TestSmokeAgainstPartroute runs the generator against partroute's handler on a loopback gRPC
+// server for a few seconds: every request must be routed, none may fail, and partroute must
+// have counted each one.
+func TestSmokeAgainstPartroute(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	srv := startPartroute(t, reg)
+	res, err := Run(context.Background(), dial(t, srv.Addr, true), Options{
+		Name: "smoke", Mode: Closed, Concurrency: 64,
+		Warmup: 200 * time.Millisecond, Duration: 3 * time.Second, Requests: 50_000, Timeout: 5 * time.Second,
+		Keys:          KeyOptions{Distribution: Zipf, Space: 100_000, ZipfS: 1.1, ZipfV: 1},
+		WriteFraction: 0.2, Seed: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors != 0 {
+		t.Fatalf("%d errors: %v", res.Errors, res.ErrorCodes)
+	}
+	if res.Requests < 200 || res.Throughput <= 0 || res.Latency.P50 <= 0 || res.Latency.Max < res.Latency.P99 {
+		t.Fatalf("implausible result: %d requests, %.0f/s, latency %+v", res.Requests, res.Throughput, res.Latency)
+	}
+	if ok := countedOK(t, reg); ok != float64(res.AllRequests) {
+		t.Errorf("partroute counted %v routed requests, the generator sent %d", ok, res.AllRequests)
+	}
+	t.Logf("%d requests, %.0f/s, p50 %s p99 %s", res.Requests, res.Throughput, FormatNS(float64(res.Latency.P50)), FormatNS(float64(res.Latency.P99)))
+}
+
+// countedOK is partroute's count of requests routed for the scenario's service.
+func countedOK(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "partroute_extproc_requests_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if labels(m)["service"] == ScenarioService && labels(m)["code"] == "ok" {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+func labels(m *dto.Metric) map[string]string {
+	out := map[string]string{}
+	for _, l := range m.GetLabel() {
+		out[l.GetName()] = l.GetValue()
+	}
+	return out
+}
+
+// TestSmokeOpenLoopAgainstNoop paces a second of requests to the no-op server: the rate is
+// kept and nothing fails.
+func TestSmokeOpenLoopAgainstNoop(t *testing.T) {
+	srv, err := StartExtProcServer("127.0.0.1:0", NoopProcessor{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	res, err := Run(context.Background(), dial(t, srv.Addr, false), Options{
+		Mode: Open, Rate: 500, Concurrency: 32, Duration: time.Second,
+		Keys: KeyOptions{Distribution: Uniform, Space: 1000},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors != 0 || res.Requests != 500 {
+		t.Fatalf("%d requests, %d errors %v; want 500 and none", res.Requests, res.Errors, res.ErrorCodes)
+	}
+}
+
+// TestNoopRefusesToRoute checks that the routed check has teeth: the no-op server's empty
+// answers count as unrouted when a routed answer is expected.
+func TestNoopRefusesToRoute(t *testing.T) {
+	srv, err := StartExtProcServer("127.0.0.1:0", NoopProcessor{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	res, err := Run(context.Background(), dial(t, srv.Addr, true), Options{
+		Mode: Closed, Concurrency: 2, Duration: 5 * time.Second, Requests: 20,
+		Keys: KeyOptions{Distribution: Uniform, Space: 10},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ErrorCodes["unrouted"] != 20 {
+		t.Errorf("errors %v, want 20 unrouted", res.ErrorCodes)
+	}
+}
+
+// TestUnreachableServer checks that a server that is not there shows as errors by gRPC code,
+// within the run's bounds.
+func TestUnreachableServer(t *testing.T) {
+	res, err := Run(context.Background(), dial(t, "127.0.0.1:1", false), Options{
+		Mode: Closed, Concurrency: 2, Duration: 5 * time.Second, Requests: 10, Timeout: time.Second,
+		Keys: KeyOptions{Distribution: Uniform, Space: 10},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors != 10 || res.ErrorCodes["grpc_Unavailable"] != 10 {
+		t.Errorf("errors %d %v, want 10 grpc_Unavailable", res.Errors, res.ErrorCodes)
+	}
+}
