@@ -266,6 +266,7 @@ func (s *Source) Run(ctx context.Context, cfg func() *config.Config, onView func
 			}
 			s.apply(cfg(), onView)
 		}
+		started := time.Now()
 		progressed, err := s.follow(ctx, cfg, onView)
 		s.mu.Lock()
 		s.listed = false
@@ -273,7 +274,9 @@ func (s *Source) Run(ctx context.Context, cfg func() *config.Config, onView func
 		if ctx.Err() != nil {
 			return
 		}
-		if progressed {
+		// Only a watch that was created and then lasted resets the backoff: one that etcd ends
+		// as soon as it starts must not turn into a tight loop of reads and watches.
+		if progressed && time.Since(started) >= s.opts.BackoffMax {
 			attempt = 0
 		}
 		var compacted *compactedError
@@ -287,7 +290,7 @@ func (s *Source) Run(ctx context.Context, cfg func() *config.Config, onView func
 
 // follow watches the prefix from the revision after the one last read and applies each batch
 // of events, until the watch ends, a probe fails, or ctx ends. progressed reports whether the
-// watch got as far as being created, which resets the backoff.
+// watch got as far as being created.
 func (s *Source) follow(ctx context.Context, cfg func() *config.Config, onView func(*resolver.View)) (progressed bool, err error) {
 	s.mu.Lock()
 	from := s.rev + 1
