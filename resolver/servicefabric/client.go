@@ -16,24 +16,26 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/partroute/partroute/config"
 )
 
 // Defaults and limits of ClientOptions.
 const (
 	// DefaultAPIVersion is the REST api-version sent with every call. 6.0 is the version the
 	// three operations were documented at, and a cluster accepts it from every later runtime.
-	DefaultAPIVersion = "6.0"
+	DefaultAPIVersion = config.DefaultSFAPIVersion
 	// DefaultTimeout bounds one request. The caller's context bounds the call as a whole,
 	// retries included: on the request path that is the cache's resolveTimeout.
-	DefaultTimeout = 2 * time.Second
+	DefaultTimeout = config.DefaultSFTimeout
 	// DefaultRetries is how many times a failed request is repeated when the configuration
 	// does not say.
-	DefaultRetries = 2
+	DefaultRetries = config.DefaultSFRetries
 	// MaxRetries bounds Retries, so that a misconfiguration cannot turn a gateway outage into
 	// a storm of requests.
 	MaxRetries = 10
 	// DefaultMaxConcurrent is how many requests may be in flight to the gateway at once.
-	DefaultMaxConcurrent = 32
+	DefaultMaxConcurrent = config.DefaultSFMaxConcurrent
 	// DefaultBackoffBase and DefaultBackoffMax shape the wait before a retry: the n-th retry
 	// waits between half and all of min(base*2^(n-1), max).
 	DefaultBackoffBase = 50 * time.Millisecond

@@ -236,7 +236,9 @@ func TestCallerDeadlineStopsRetries(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "abandoned") {
 		t.Fatalf("error %v, want the call abandoned at the caller's deadline", err)
 	}
-	if n := len(gw.requests("/Services/")); n != 1 || len(w.list()) != 0 {
+	// The one request may or may not have reached the gateway by the deadline; no retry may
+	// follow it either way.
+	if n := len(gw.requests("/Services/")); n > 1 || len(w.list()) != 0 {
 		t.Errorf("%d requests, waits %v: the caller's deadline must end the retries", n, w.list())
 	}
 }

@@ -18,7 +18,7 @@ import (
 )
 
 // DefaultEnumerateInterval is how often Run enumerates when the configuration does not say.
-const DefaultEnumerateInterval = 30 * time.Second
+const DefaultEnumerateInterval = config.DefaultSFEnumerateInterval
 
 // Enumerate builds the full naming view of every configured service from GetPartitions and
 // GetReplicas: what the xDS server turns into Envoy endpoints. Every partition of each
@@ -132,7 +132,7 @@ func (s *Source) enumerateAll(ctx context.Context, cfg *config.Config) (map[stri
 }
 
 func (s *Source) enumerateService(ctx context.Context, svc *config.Service) (*resolver.ServiceView, error) {
-	ms, ok := s.services[svc.Name]
+	ms, ok := s.mapping(svc.Name)
 	if !ok {
 		return nil, fmt.Errorf("service %s is not mapped to a Service Fabric service", svc.Name)
 	}

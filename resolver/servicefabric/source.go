@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,7 +24,7 @@ import (
 
 // DefaultReresolveMinInterval is how often, at most, one partition is re-resolved on failure
 // signals or after a failed resolution, when the configuration does not say.
-const DefaultReresolveMinInterval = time.Second
+const DefaultReresolveMinInterval = config.DefaultSFReresolveInterval
 
 // ServiceMapping ties a partroute service to the Service Fabric service that runs it.
 type ServiceMapping struct {
@@ -39,6 +40,7 @@ type SourceOptions struct {
 	// Client calls the gateway. It is required.
 	Client *Client
 	// Services maps partroute service names (services[].name) to Service Fabric services.
+	// SetServices replaces it on a configuration reload.
 	Services map[string]ServiceMapping
 	// Size, TTL, StaleIfError and ResolveTimeout configure the resolution cache, as the
 	// cache section of partroute.yaml does (cache.Options).
@@ -63,8 +65,10 @@ type SourceOptions struct {
 // Source is the Service Fabric naming source. It implements resolver.Naming: Partition answers
 // from the resolution cache, which ResolvePartition fills. It is safe for concurrent use.
 type Source struct {
-	client   *Client
-	services map[string]mapped
+	client *Client
+	// services maps partroute service names to their Service Fabric services. It is replaced
+	// whole by SetServices and read without a lock on the request path.
+	services atomic.Pointer[map[string]mapped]
 	cache    *cache.Cache[partKey, *resolution]
 	now      func() time.Time
 	interval time.Duration
@@ -95,16 +99,22 @@ type mapped struct {
 	serviceID string
 }
 
-// partKey identifies a partition in the cache: the service and the partition's place in the
-// configured scheme. The bounds or name are part of it so that a configuration reload that
-// changes the scheme never serves an entry resolved for the old one.
+// partKey identifies a partition in the cache: the service, the Service Fabric service and
+// listener it is mapped to, and the partition's place in the configured scheme. Everything a
+// configuration reload may change is part of it, so that an entry resolved under the old
+// mapping or scheme is never served for the new one; such entries simply age out.
 type partKey struct {
 	service   string
+	serviceID string
+	listener  string
 	index     int
 	kind      keying.SchemeKind
 	low, high int64
 	name      string
 }
+
+// fabricName is the Service Fabric name of the key's service, for messages.
+func (k partKey) fabricName() string { return "fabric:/" + strings.ReplaceAll(k.serviceID, "~", "/") }
 
 type slot struct {
 	service string
@@ -132,7 +142,6 @@ func NewSource(opts SourceOptions) (*Source, error) {
 	}
 	s := &Source{
 		client:     opts.Client,
-		services:   make(map[string]mapped, len(opts.Services)),
 		now:        opts.Now,
 		interval:   opts.ReresolveMinInterval,
 		log:        opts.Log,
@@ -151,19 +160,8 @@ func NewSource(opts SourceOptions) (*Source, error) {
 	} else if s.interval < 0 {
 		errs = append(errs, fmt.Errorf("naming.servicefabric.reresolveMinInterval: %s is below 0", s.interval))
 	}
-	names := make([]string, 0, len(opts.Services))
-	for name := range opts.Services {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		m := opts.Services[name]
-		id, err := ServiceID(m.FabricName)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("service %s: fabric.name: %w", name, err))
-			continue
-		}
-		s.services[name] = mapped{ServiceMapping: m, serviceID: id}
+	if err := s.SetServices(opts.Services); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -197,24 +195,58 @@ func NewSource(opts SourceOptions) (*Source, error) {
 	return s, nil
 }
 
+// SetServices replaces the mappings, for a configuration reload. It validates every mapping
+// first and changes nothing when one is invalid. Entries already cached stay valid for the
+// services whose mapping did not change; the others are resolved afresh on their next use.
+func (s *Source) SetServices(services map[string]ServiceMapping) error {
+	m := make(map[string]mapped, len(services))
+	var errs []error
+	names := make([]string, 0, len(services))
+	for name := range services {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		sm := services[name]
+		id, err := ServiceID(sm.FabricName)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("service %s: fabric.name: %w", name, err))
+			continue
+		}
+		m[name] = mapped{ServiceMapping: sm, serviceID: id}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	s.services.Store(&m)
+	return nil
+}
+
+// mapping returns the current mapping of a service.
+func (s *Source) mapping(service string) (mapped, bool) {
+	m, ok := (*s.services.Load())[service]
+	return m, ok
+}
+
 // Check reports every mismatch between the mappings and a configuration: a configured service
 // with no Service Fabric service, or a mapping for a service the configuration does not have.
 // The configuration loader calls it so that such a mistake stops a start or a reload.
 func (s *Source) Check(cfg *config.Config) error {
 	var errs []error
+	services := *s.services.Load()
 	for _, svc := range cfg.Services {
-		if _, ok := s.services[svc.Name]; !ok {
+		if _, ok := services[svc.Name]; !ok {
 			errs = append(errs, fmt.Errorf("service %s: has no fabric.name, which the servicefabric naming source needs", svc.Name))
 		}
 	}
-	names := make([]string, 0, len(s.services))
-	for name := range s.services {
+	names := make([]string, 0, len(services))
+	for name := range services {
 		names = append(names, name)
 	}
 	sort.Strings(names)
 	for _, name := range names {
 		if cfg.Service(name) == nil {
-			errs = append(errs, fmt.Errorf("service %s: mapped to %s but not configured", name, s.services[name].FabricName))
+			errs = append(errs, fmt.Errorf("service %s: mapped to %s but not configured", name, services[name].FabricName))
 		}
 	}
 	return errors.Join(errs...)
@@ -230,21 +262,22 @@ func (s *Source) Partition(ctx context.Context, svc *config.Service, key keying.
 	}
 	r, _, err := s.cache.Get(ctx, k)
 	if err != nil {
-		return nil, fmt.Errorf("service %s (%s) partition %s: %w", svc.Name, s.services[svc.Name].FabricName, describeKey(k), err)
+		return nil, fmt.Errorf("service %s (%s) partition %s: %w", svc.Name, k.fabricName(), describeKey(k), err)
 	}
 	return r.partition, nil
 }
 
 // keyOf builds the cache key of partition index of svc's scheme.
 func (s *Source) keyOf(svc *config.Service, index int) (partKey, error) {
-	if _, ok := s.services[svc.Name]; !ok {
+	ms, ok := s.mapping(svc.Name)
+	if !ok {
 		return partKey{}, fmt.Errorf("service %s is not mapped to a Service Fabric service", svc.Name)
 	}
 	scheme := svc.Scheme()
 	if index < 0 || index >= scheme.Count() {
 		return partKey{}, fmt.Errorf("service %s has no partition %d", svc.Name, index)
 	}
-	k := partKey{service: svc.Name, index: index, kind: scheme.Kind()}
+	k := partKey{service: svc.Name, serviceID: ms.serviceID, listener: ms.ListenerName, index: index, kind: scheme.Kind()}
 	switch k.kind {
 	case keying.UniformInt64:
 		k.low, k.high = scheme.Bounds(index)
@@ -270,7 +303,6 @@ func describeKey(k partKey) string {
 // goes along as PreviousRspVersion, which makes the gateway answer with a resolution at least as
 // new as the one held: an answer with the same Version keeps the entry already held.
 func (s *Source) fill(ctx context.Context, k partKey, prev *resolution, hasPrev bool) (*resolution, error) {
-	ms := s.services[k.service]
 	now := s.now()
 	s.mu.Lock()
 	s.slots[slot{k.service, k.index}] = k
@@ -295,10 +327,10 @@ func (s *Source) fill(ctx context.Context, k partKey, prev *resolution, hasPrev 
 	if hasPrev {
 		previous = prev.version
 	}
-	res, err := s.client.ResolvePartition(ctx, ms.serviceID, kind, value, previous)
+	res, err := s.client.ResolvePartition(ctx, k.serviceID, kind, value, previous)
 	var part *resolver.Partition
 	if err == nil {
-		part, err = s.convert(k, ms, res)
+		part, err = s.convert(k, res)
 	}
 	s.mu.Lock()
 	if err != nil {
@@ -330,7 +362,7 @@ func (s *Source) fill(ctx context.Context, k partKey, prev *resolution, hasPrev 
 // endpoints into replicas. An endpoint whose address cannot be used is skipped and reported;
 // when none can be used the resolution fails, so that stale-if-error keeps serving the last
 // good one.
-func (s *Source) convert(k partKey, ms mapped, res *Resolution) (*resolver.Partition, error) {
+func (s *Source) convert(k partKey, res *Resolution) (*resolver.Partition, error) {
 	p := res.Partition
 	if err := matchScheme(k, p); err != nil {
 		return nil, err
@@ -343,7 +375,7 @@ func (s *Source) convert(k partKey, ms mapped, res *Resolution) (*resolver.Parti
 		if !ok {
 			continue
 		}
-		a, err := ParseAddress(e.Address, ms.ListenerName)
+		a, err := ParseAddress(e.Address, k.listener)
 		if err != nil {
 			bad = append(bad, fmt.Errorf("endpoint %d (%s): %w", i, e.Kind, err))
 			continue
@@ -361,7 +393,7 @@ func (s *Source) convert(k partKey, ms mapped, res *Resolution) (*resolver.Parti
 	}
 	for _, err := range bad {
 		s.m.badAddresses.Inc()
-		s.log.Warn("Service Fabric endpoint skipped", "service", k.service, "fabricName", ms.FabricName, "partition", p.ID, "error", err)
+		s.log.Warn("Service Fabric endpoint skipped", "service", k.service, "fabricName", k.fabricName(), "partition", p.ID, "error", err)
 	}
 	if len(part.Replicas) == 0 && len(bad) > 0 {
 		return nil, fmt.Errorf("the Service Fabric partition %s has no usable endpoint: %w", p.ID, errors.Join(bad...))

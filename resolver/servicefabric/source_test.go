@@ -311,7 +311,7 @@ func TestInvalidateRateLimit(t *testing.T) {
 }
 
 func TestGatewayFailuresServeStale(t *testing.T) {
-	env := newEnv(t, func(o *ClientOptions) { o.Timeout = 50 * time.Millisecond }, nil)
+	env := newEnv(t, func(o *ClientOptions) { o.Timeout = 250 * time.Millisecond }, nil)
 	ctx := context.Background()
 	users := env.cfg.Service("users")
 	route := "/Services/shop~users/$/ResolvePartition?PartitionKeyType=2&PartitionKeyValue=0"
