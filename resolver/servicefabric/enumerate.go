@@ -323,8 +323,9 @@ func samePartition(a, b *resolver.Partition) bool {
 	return true
 }
 
-// newView assembles a view and its Version: a hash of every field, services in name order,
-// partitions in index order and replicas in the sorted order they are kept in.
+// newView assembles a view and its Version: 16 hex digits of a hash of every field (the form
+// every naming source's version takes), services in name order, partitions in index order and
+// replicas in the sorted order they are kept in.
 func newView(svs map[string]*resolver.ServiceView) *resolver.View {
 	names := make([]string, 0, len(svs))
 	for name := range svs {
@@ -344,7 +345,7 @@ func newView(svs map[string]*resolver.ServiceView) *resolver.View {
 		}
 	}
 	sum := h.Sum(nil)
-	return &resolver.View{Version: "sf-" + hex.EncodeToString(sum[:8]), Services: svs}
+	return &resolver.View{Version: hex.EncodeToString(sum[:8]), Services: svs}
 }
 
 // joinSorted joins per-service errors in service name order, so that messages are stable.

@@ -22,7 +22,7 @@ func TestEnumerate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(view.Version, "sf-") || len(view.Services) != 4 {
+	if len(view.Version) != 16 || strings.Trim(view.Version, "0123456789abcdef") != "" || len(view.Services) != 4 {
 		t.Fatalf("view %s with %d services", view.Version, len(view.Services))
 	}
 	type part struct {
