@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -38,12 +39,14 @@ type Handler struct {
 	decider Decider
 	metrics *Metrics
 	log     *slog.Logger
+	// parts holds the prebuilt parts of routed responses; see routeParts.
+	parts *partsCache
 }
 
 // NewHandler returns a handler deciding with d. metrics and log must not be nil; pass
 // NewMetrics(nil) and a discarding logger where they are not wanted.
 func NewHandler(d Decider, metrics *Metrics, log *slog.Logger) *Handler {
-	return &Handler{decider: d, metrics: metrics, log: log}
+	return &Handler{decider: d, metrics: metrics, log: log, parts: new(partsCache)}
 }
 
 // stream is the state of one HTTP request across its messages.
@@ -109,19 +112,20 @@ func (h *Handler) handle(ctx context.Context, req *extprocv3.ProcessingRequest, 
 
 func (h *Handler) requestHeaders(ctx context.Context, m *extprocv3.HttpHeaders, st *stream) *extprocv3.ProcessingResponse {
 	start := time.Now()
-	var req keying.Request
-	buildRequest(&req, m.GetHeaders())
+	sc := new(scratch)
+	req := &sc.req
+	buildRequest(req, m.GetHeaders())
 	if m.GetEndOfStream() {
 		// A request without a body: a body-keyed service reads an empty one rather than
 		// waiting for a message that never comes.
 		req.Body = []byte{}
 	}
-	d := h.decider.Resolve(ctx, &req)
+	d := h.decider.Resolve(ctx, req)
 	if d.NeedBody {
 		st.pending, st.maxBody, st.service = m, d.Config.MaxBodyBytes, d.Service
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{}}}
 	}
-	return h.respond(d, start, false)
+	return h.respond(d, start, false, sc)
 }
 
 func (h *Handler) requestBody(ctx context.Context, m *extprocv3.HttpBody, st *stream) *extprocv3.ProcessingResponse {
@@ -129,8 +133,9 @@ func (h *Handler) requestBody(ctx context.Context, m *extprocv3.HttpBody, st *st
 	if st.pending == nil {
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}
 	}
-	var req keying.Request
-	buildRequest(&req, st.pending.GetHeaders())
+	sc := new(scratch)
+	req := &sc.req
+	buildRequest(req, st.pending.GetHeaders())
 	st.pending = nil
 	req.Body = m.GetBody()
 	if req.Body == nil {
@@ -140,14 +145,14 @@ func (h *Handler) requestBody(ctx context.Context, m *extprocv3.HttpBody, st *st
 	// whatever it holds, and never costs a parse.
 	if len(req.Body) > st.maxBody {
 		return h.respond(resolver.Decision{Service: st.service, Err: &resolver.Error{Code: resolver.BodyTooLarge,
-			Message: "request body of " + strconv.Itoa(len(req.Body)) + " bytes is above the limit of " + strconv.Itoa(st.maxBody) + " bytes (maxBodyBytes)"}}, start, true)
+			Message: "request body of " + strconv.Itoa(len(req.Body)) + " bytes is above the limit of " + strconv.Itoa(st.maxBody) + " bytes (maxBodyBytes)"}}, start, true, sc)
 	}
-	return h.respond(h.decider.Resolve(ctx, &req), start, true)
+	return h.respond(h.decider.Resolve(ctx, req), start, true, sc)
 }
 
 // respond turns a decision into the response to the message that asked for it: the request
-// headers, or the request body of a body-keyed service.
-func (h *Handler) respond(d resolver.Decision, start time.Time, body bool) *extprocv3.ProcessingResponse {
+// headers, or the request body of a body-keyed service. The response is built in sc.
+func (h *Handler) respond(d resolver.Decision, start time.Time, body bool, sc *scratch) *extprocv3.ProcessingResponse {
 	var resp *extprocv3.ProcessingResponse
 	switch {
 	case d.Err != nil:
@@ -156,11 +161,12 @@ func (h *Handler) respond(d resolver.Decision, start time.Time, body bool) *extp
 	case d.Service == nil:
 		// An unmatched request passes through, but never with partition headers a client
 		// chose: an upstream that trusts them must be able to.
-		resp = &extprocv3.ProcessingResponse{}
-		setCommon(resp, &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: removeList(d)}}, body)
+		resp = sc.response(d, body)
 	default:
-		resp = &extprocv3.ProcessingResponse{DynamicMetadata: lbMetadata(d)}
-		setCommon(resp, &extprocv3.CommonResponse{HeaderMutation: headerMutation(d)}, body)
+		resp = sc.response(d, body)
+		parts := h.parts.get(d)
+		resp.DynamicMetadata = parts.metadata
+		sc.setHeaders(d, parts)
 	}
 	h.metrics.decision.Observe(time.Since(start).Seconds())
 	switch {
@@ -178,34 +184,104 @@ func (h *Handler) respond(d resolver.Decision, start time.Time, body bool) *extp
 	return resp
 }
 
-func setCommon(resp *extprocv3.ProcessingResponse, c *extprocv3.CommonResponse, body bool) {
+// scratch is everything one request needs on the heap, in one allocation: the keying request,
+// which escapes into the Decider interface, and every message of a routed or passed-through
+// response that changes from request to request. A response is otherwise ten small objects;
+// allocating them together is what keeps the handler's cost per request near the no-op
+// server's (docs/benchmarks.md). A scratch is never reused: gRPC may read a message after Send
+// returns (stats handlers do), so each response owns its memory.
+type scratch struct {
+	req    keying.Request
+	resp   extprocv3.ProcessingResponse
+	rh     extprocv3.ProcessingResponse_RequestHeaders
+	rb     extprocv3.ProcessingResponse_RequestBody
+	hr     extprocv3.HeadersResponse
+	br     extprocv3.BodyResponse
+	common extprocv3.CommonResponse
+	hm     extprocv3.HeaderMutation
+	remove [3]string
+	set    [3]*corev3.HeaderValueOption
+	key    corev3.HeaderValueOption
+	keyHV  corev3.HeaderValue
+	// keyBuf holds the key header's value: 20 bytes fit every int64 in decimal.
+	keyBuf [20]byte
+}
+
+// response returns the scratch's response to request headers (or to the request body) with a
+// header mutation that removes partroute's headers, so that a client can never choose its own
+// partition or role.
+func (sc *scratch) response(d resolver.Decision, body bool) *extprocv3.ProcessingResponse {
+	names := &d.Config.Headers
+	sc.remove = [3]string{names.Partition, names.Role, names.Key}
+	sc.hm.RemoveHeaders = sc.remove[:]
+	sc.common.HeaderMutation = &sc.hm
 	if body {
-		resp.Response = &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{Response: c}}
-		return
+		sc.br.Response = &sc.common
+		sc.rb.RequestBody = &sc.br
+		sc.resp.Response = &sc.rb
+	} else {
+		sc.hr.Response = &sc.common
+		sc.rh.RequestHeaders = &sc.hr
+		sc.resp.Response = &sc.rh
 	}
-	resp.Response = &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: c}}
+	return &sc.resp
 }
 
-// headerMutation removes any client-sent copy of partroute's headers, so that a client can
-// never choose its own partition or role, and then sets them from the decision. Values go in
+// setHeaders sets partroute's headers from the decision, after the removal. Values go in
 // raw_value only: Envoy rejects a header that sets both.
-func headerMutation(d resolver.Decision) *extprocv3.HeaderMutation {
-	names := &d.Config.Headers
-	set := make([]*corev3.HeaderValueOption, 0, 3)
-	set = append(set,
-		setHeader(names.Partition, []byte(d.Partition.ID)),
-		setHeader(names.Role, []byte(d.Role.String())),
-	)
+func (sc *scratch) setHeaders(d resolver.Decision, parts *routeParts) {
+	set := append(sc.set[:0], parts.partition, parts.roleHdr)
 	if kind := d.Service.Scheme().Kind(); kind != keying.Singleton {
-		set = append(set, setHeader(names.Key, d.Key.AppendText(make([]byte, 0, 20), kind)))
+		sc.keyHV = corev3.HeaderValue{Key: d.Config.Headers.Key, RawValue: d.Key.AppendText(sc.keyBuf[:0], kind)}
+		sc.key.Header = &sc.keyHV
+		sc.key.AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		set = append(set, &sc.key)
 	}
-	return &extprocv3.HeaderMutation{RemoveHeaders: removeList(d), SetHeaders: set}
+	sc.hm.SetHeaders = set
 }
 
-// removeList names partroute's headers, which are removed from every request first.
-func removeList(d resolver.Decision) []string {
-	names := &d.Config.Headers
-	return []string{names.Partition, names.Role, names.Key}
+// routeParts are the parts of a routed response that depend only on the partition, the role and
+// the configured header names: the envoy.lb metadata and the partition and role headers. They
+// are built once and shared by every response that routes there. Nothing modifies them after
+// they are built, and marshalling only reads a message, so any number of streams may send them
+// at once.
+type routeParts struct {
+	id        string
+	role      resolver.Role
+	names     config.Headers
+	metadata  *structpb.Struct
+	partition *corev3.HeaderValueOption
+	roleHdr   *corev3.HeaderValueOption
+}
+
+// partsSlots is the size of the parts cache: enough for the hot partitions of any deployment,
+// and at most a few MiB however many partitions the naming view holds.
+const partsSlots = 4096
+
+// partsCache is a direct-mapped cache of routeParts, without locks: a slot holds the parts of
+// the last (partition, role) that mapped to it, and a collision rebuilds them. Entries are found
+// by value (partition id, role, header names), not by pointer, so that a cached entry never
+// keeps a replaced naming view or configuration alive, and a reload needs no invalidation.
+type partsCache struct {
+	slots [partsSlots]atomic.Pointer[routeParts]
+}
+
+func (c *partsCache) get(d resolver.Decision) *routeParts {
+	i := (uint(d.Service.Index)*0x9e3779b1 + uint(d.Partition.Index)*4 + uint(d.Role)) % partsSlots
+	slot := &c.slots[i]
+	if p := slot.Load(); p != nil && p.id == d.Partition.ID && p.role == d.Role && p.names == d.Config.Headers {
+		return p
+	}
+	p := &routeParts{
+		id:        d.Partition.ID,
+		role:      d.Role,
+		names:     d.Config.Headers,
+		metadata:  lbMetadata(d),
+		partition: setHeader(d.Config.Headers.Partition, []byte(d.Partition.ID)),
+		roleHdr:   setHeader(d.Config.Headers.Role, []byte(d.Role.String())),
+	}
+	slot.Store(p)
+	return p
 }
 
 func setHeader(name string, value []byte) *corev3.HeaderValueOption {
