@@ -120,8 +120,8 @@ type Retry struct {
 // Bootstrap builds the Envoy bootstrap for a configuration and its naming view and validates
 // it, typed extension configs included.
 func Bootstrap(cfg *config.Config, view *resolver.View, opts Options) (*bootstrapv3.Bootstrap, error) {
-	if cfg == nil || view == nil {
-		return nil, errors.New("envoy bootstrap: a configuration and a naming view are required")
+	if cfg == nil || (view == nil && opts.XDSAddress == "") {
+		return nil, errors.New("envoy bootstrap: a configuration is required, and a naming view unless the clusters come from xDS")
 	}
 	opts = withDefaults(cfg, opts)
 	if opts.MessageTimeout <= cfg.Cache.ResolveTimeout {

@@ -10,7 +10,9 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/partroute/partroute/config"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
+	"github.com/partroute/partroute/resolver"
 )
 
 // runEnvoyBootstrap writes the Envoy bootstrap for a configuration and its naming view.
@@ -40,7 +42,18 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "partroute envoy-bootstrap: -retry must be at least 0, and -per-try-timeout needs -retry")
 		return 1
 	}
-	cfg, view, err := loadConfigAndView(*cfgPath, *namingPath)
+	// With -xds the service clusters come from partroute at run time: only the configuration
+	// is needed, whatever its naming source.
+	var (
+		cfg  *config.Config
+		view *resolver.View
+		err  error
+	)
+	if *xds {
+		cfg, err = config.Load(*cfgPath)
+	} else {
+		cfg, view, err = loadConfigAndView(*cfgPath, *namingPath)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

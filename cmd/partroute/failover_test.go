@@ -42,6 +42,8 @@ type failoverStack struct {
 	cfg        *config.Config
 	admin      string
 	admins     []string
+	// node is Envoy's xDS node id.
+	node string
 	envoy      string
 	backends   *loadtest.Backends
 	a, b, c, d string
@@ -76,7 +78,7 @@ func startFailoverStack(t *testing.T, retry *envoyconfig.Retry, withEtcd bool) *
 	ports := freePorts(t, 12)
 	dir := t.TempDir()
 	f := &failoverStack{t: t, namingPath: filepath.Join(dir, "naming.yaml"), admin: ports[1], envoy: ports[3],
-		a: ports[5], b: ports[6], c: ports[7], d: ports[8], client: &http.Client{Timeout: 10 * time.Second}}
+		a: ports[5], b: ports[6], c: ports[7], d: ports[8], node: "envoy-failover", client: &http.Client{Timeout: 10 * time.Second}}
 	f.writeNaming(f.a, f.b, f.c)
 	write(t, filepath.Join(dir, "file.yaml"), fmt.Sprintf(failoverConfig, ports[0], ports[1], ports[2], "{source: file, file: naming.yaml}"))
 	cfg, view, err := loadConfigAndView(filepath.Join(dir, "file.yaml"), "")
@@ -129,7 +131,7 @@ func startFailoverStack(t *testing.T, retry *envoyconfig.Retry, withEtcd bool) *
 		}
 	}
 
-	boot, err := envoyconfig.Bootstrap(cfg, view, envoyconfig.Options{ListenAddress: f.envoy, AdminAddress: ports[4], XDSAddress: ports[2], NodeID: "envoy-failover", Retry: retry})
+	boot, err := envoyconfig.Bootstrap(cfg, view, envoyconfig.Options{ListenAddress: f.envoy, AdminAddress: ports[4], XDSAddress: ports[2], NodeID: f.node, Retry: retry})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +198,7 @@ func (f *failoverStack) waitServing(ctx context.Context, admin string, old xds.V
 			}
 			err = json.NewDecoder(resp.Body).Decode(&st)
 			resp.Body.Close()
-			if err == nil && st.Serving != old && (!acked || st.Acknowledged["envoy-failover"] == st.Serving) {
+			if err == nil && st.Serving != old && (!acked || st.Acknowledged[f.node] == st.Serving) {
 				return time.Now(), nil
 			}
 		}

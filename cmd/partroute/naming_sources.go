@@ -11,6 +11,7 @@ import (
 	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/resolver"
 	"github.com/partroute/partroute/resolver/etcdsource"
+	"github.com/partroute/partroute/resolver/servicefabric"
 )
 
 // namingFollower keeps the naming view of a source other than the configuration's own file
@@ -44,6 +45,20 @@ func newNamingFollower(cfg *config.Config, metrics *resolver.SourceMetrics, reg 
 			return nil, fmt.Errorf("naming.etcd: %w", err)
 		}
 		return &etcdFollower{src: src, log: log}, nil
+	case config.SourceServiceFabric:
+		copts := servicefabric.ClientOptionsFromConfig(cfg.Naming.ServiceFabric)
+		copts.Metrics = reg
+		client, err := servicefabric.NewClient(copts)
+		if err != nil {
+			return nil, fmt.Errorf("naming.servicefabric: %w", err)
+		}
+		sopts := servicefabric.SourceOptionsFromConfig(cfg, client)
+		sopts.Metrics, sopts.Log = reg, log
+		src, err := servicefabric.NewSource(sopts)
+		if err != nil {
+			return nil, fmt.Errorf("naming.servicefabric: %w", err)
+		}
+		return &fabricFollower{src: src, interval: cfg.Naming.ServiceFabric.EnumerateInterval, metrics: metrics, log: log}, nil
 	case config.SourceFile:
 		return nil, nil
 	}
@@ -96,3 +111,67 @@ func (f *etcdFollower) status() (bool, string) {
 }
 
 func (f *etcdFollower) close() { _ = f.src.Close() }
+
+// fabricFollower serves decisions from Service Fabric's ResolvePartition, through the
+// resolution cache, and Envoy's endpoints from a periodic enumeration of the services'
+// partitions and replicas.
+type fabricFollower struct {
+	src      *servicefabric.Source
+	interval time.Duration
+	metrics  *resolver.SourceMetrics
+	log      *slog.Logger
+}
+
+// initial enumerates every mapped service once, retrying with a bounded backoff, so that
+// partroute is ready only when the gateway answers and Envoy can be given its endpoints.
+func (f *fabricFollower) initial(ctx context.Context, cfg *config.Config) (resolver.Naming, *resolver.View, error) {
+	if err := f.src.Check(cfg); err != nil {
+		return nil, nil, err
+	}
+	wait := 100 * time.Millisecond
+	for {
+		view, err := f.src.Enumerate(ctx, cfg)
+		if err == nil {
+			f.metrics.Served(view, time.Now())
+			return f.src, view, nil
+		}
+		f.log.Warn("waiting for the Service Fabric gateway", "error", err, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, nil, fmt.Errorf("service fabric naming view: %w (last error: %v)", ctx.Err(), err)
+		case <-t.C:
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// forConfig takes the new configuration's service mappings and enumerates at once, so that
+// Envoy gets the clusters of added services with the configuration that adds them.
+func (f *fabricFollower) forConfig(cfg *config.Config) (resolver.Naming, *resolver.View, error) {
+	if err := f.src.SetServices(servicefabric.MappingsFromConfig(cfg)); err != nil {
+		return nil, nil, err
+	}
+	if err := f.src.Check(cfg); err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	view, err := f.src.Enumerate(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f.src, view, nil
+}
+
+func (f *fabricFollower) run(ctx context.Context, cfg func() *config.Config, apply func(resolver.Naming, *resolver.View)) {
+	f.src.Run(ctx, f.interval, cfg, func(v *resolver.View) {
+		f.metrics.Served(v, time.Now())
+		apply(f.src, v)
+	})
+}
+
+func (f *fabricFollower) status() (bool, string) { return true, "" }
+
+func (f *fabricFollower) close() {}
