@@ -13,7 +13,9 @@ FUZZ_TARGETS := \
 	./keying:FuzzParseInt64 \
 	./config:FuzzConfigParse \
 	./resolver:FuzzNamingParse \
-	./keying:FuzzPathTemplateMatch
+	./keying:FuzzPathTemplateMatch \
+	./resolver/servicefabric:FuzzParseAddress \
+	./resolver/servicefabric:FuzzDecodeResolution
 
 .PHONY: all build test bench fuzz lint demo ci deps envoy etcd clean
 
