@@ -23,13 +23,25 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: partroute validate -config FILE [-naming FILE]")
 		return 1
 	}
-	cfg, view, err := loadConfigAndView(*cfgPath, *namingPath)
+	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	// A configuration whose naming lives in etcd or Service Fabric is checked alone, unless a
+	// naming file is given to check against it.
+	var view *resolver.View
+	if cfg.Naming.Source == config.SourceFile || *namingPath != "" {
+		if _, view, err = loadConfigAndView(*cfgPath, *namingPath); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+	}
 	for _, s := range cfg.Services {
 		fmt.Fprintln(stdout, summarize(s, view))
+	}
+	if view == nil {
+		fmt.Fprintf(stdout, "naming: %s source; the naming view is checked when partroute serve loads it (or give -naming FILE)\n", cfg.Naming.Source)
 	}
 	return 0
 }
@@ -42,6 +54,9 @@ func loadConfigAndView(cfgPath, namingPath string) (*config.Config, *resolver.Vi
 		return nil, nil, err
 	}
 	if namingPath == "" {
+		if cfg.Naming.Source != config.SourceFile {
+			return nil, nil, fmt.Errorf("%s: the naming source is %s; give a naming file with -naming FILE (partroute naming get writes one from etcd)", cfg.Path, cfg.Naming.Source)
+		}
 		namingPath = cfg.Naming.File
 	}
 	view, err := resolver.LoadViewFile(namingPath, cfg)
@@ -84,6 +99,9 @@ func summarize(s *config.Service, view *resolver.View) string {
 		}
 	}
 	fmt.Fprintf(&b, "; reads %s", s.Reads)
+	if view == nil {
+		return b.String()
+	}
 	if sv := view.Services[s.Name]; sv != nil {
 		replicas, healthy := 0, 0
 		for _, p := range sv.Partitions {
