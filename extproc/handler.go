@@ -26,6 +26,14 @@ type Decider interface {
 	Resolve(ctx context.Context, req *keying.Request) resolver.Decision
 }
 
+// ResponseObserver is a Decider that wants the upstream response status of the requests it
+// routed: a naming source that re-resolves a partition whose replica answered 503, 410 or 404.
+// Envoy sends response headers only when the filter is configured to (envoy-bootstrap
+// -response-headers), since every phase sent costs a round trip.
+type ResponseObserver interface {
+	ObserveResponse(d *resolver.Decision, status int, headers keying.Headers) bool
+}
+
 // LBNamespace is the dynamic metadata namespace that Envoy's router merges into the subset
 // load balancer's match criteria.
 const LBNamespace = "envoy.lb"
@@ -57,6 +65,8 @@ type stream struct {
 	pending *extprocv3.HttpHeaders
 	maxBody int
 	service *config.Service
+	// routed is the decision of a request that was routed, kept for its response.
+	routed resolver.Decision
 }
 
 // Process handles one stream: one HTTP request. Envoy ends a stream by half-closing it or by
@@ -96,6 +106,7 @@ func (h *Handler) handle(ctx context.Context, req *extprocv3.ProcessingRequest, 
 	case *extprocv3.ProcessingRequest_RequestBody:
 		return h.requestBody(ctx, m.RequestBody, st)
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		h.responseHeaders(m.ResponseHeaders, st)
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}}
 	case *extprocv3.ProcessingRequest_ResponseBody:
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}
@@ -125,7 +136,34 @@ func (h *Handler) requestHeaders(ctx context.Context, m *extprocv3.HttpHeaders, 
 		st.pending, st.maxBody, st.service = m, d.Config.MaxBodyBytes, d.Service
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{}}}
 	}
+	st.remember(d)
 	return h.respond(d, start, false, sc)
+}
+
+// remember keeps a routed decision for the response phase.
+func (st *stream) remember(d resolver.Decision) {
+	if d.Err == nil && d.Partition != nil {
+		st.routed = d
+	}
+}
+
+// responseHeaders passes the upstream status of a routed request to the decider, when it
+// wants it. The response itself is never changed.
+func (h *Handler) responseHeaders(m *extprocv3.HttpHeaders, st *stream) {
+	obs, ok := h.decider.(ResponseObserver)
+	if !ok || st.routed.Partition == nil || m.GetHeaders() == nil {
+		return
+	}
+	headers := (*protoHeaders)(&m.GetHeaders().Headers)
+	v, ok := keying.Get(headers, ":status")
+	if !ok {
+		return
+	}
+	status, err := strconv.Atoi(v)
+	if err != nil {
+		return
+	}
+	obs.ObserveResponse(&st.routed, status, headers)
 }
 
 func (h *Handler) requestBody(ctx context.Context, m *extprocv3.HttpBody, st *stream) *extprocv3.ProcessingResponse {
@@ -147,7 +185,9 @@ func (h *Handler) requestBody(ctx context.Context, m *extprocv3.HttpBody, st *st
 		return h.respond(resolver.Decision{Service: st.service, Err: &resolver.Error{Code: resolver.BodyTooLarge,
 			Message: "request body of " + strconv.Itoa(len(req.Body)) + " bytes is above the limit of " + strconv.Itoa(st.maxBody) + " bytes (maxBodyBytes)"}}, start, true, sc)
 	}
-	return h.respond(h.decider.Resolve(ctx, req), start, true, sc)
+	d := h.decider.Resolve(ctx, req)
+	st.remember(d)
+	return h.respond(d, start, true, sc)
 }
 
 // respond turns a decision into the response to the message that asked for it: the request
