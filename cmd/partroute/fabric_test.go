@@ -119,7 +119,7 @@ const fabricConfig = `
 listen: {extproc: "%[1]s", admin: "%[2]s", xds: "%[3]s"}
 naming:
   source: servicefabric
-  servicefabric: {endpoint: "%[4]s", enumerateInterval: 100ms, reresolveMinInterval: 50ms}
+  servicefabric: {endpoint: "%[4]s", enumerateInterval: 1h, reresolveMinInterval: 50ms}
 services:
   - name: orders
     match: {pathPrefix: /app/orders}
@@ -234,8 +234,10 @@ func TestServiceFabricThroughEnvoy(t *testing.T) {
 	}
 
 	// Failover: the old primary starts answering 503, as a demoted replica does, and the
-	// cluster moves the primary to b. partroute sees the 503 in the response headers and
-	// re-resolves with the previous version; the enumeration brings Envoy the new endpoints.
+	// cluster moves the primary to b. The periodic enumeration is an hour away, so only the
+	// failure signal can bring the change: partroute sees the 503 in the response headers,
+	// re-resolves the partition with its previous version, and enumerates at once, which
+	// brings Envoy the new endpoints.
 	before := f.serving(f.admin)
 	backends.Get(a).FailWith(http.StatusServiceUnavailable)
 	gw.failover(b, a, c)

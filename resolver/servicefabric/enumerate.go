@@ -111,6 +111,9 @@ func (s *Source) Run(ctx context.Context, interval time.Duration, cfg func() *co
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.refreshNow:
+			// A failure signal was accepted: look now rather than at the next tick. The
+			// re-resolution rate limit bounds how often this can happen.
 		}
 	}
 }

@@ -90,6 +90,10 @@ type Source struct {
 	// refreshes from running at once.
 	refreshMu sync.Mutex
 	last      *resolver.View
+	// refreshNow asks Run for an enumeration before its next tick: an accepted failure signal
+	// means the cluster probably moved a replica, and Envoy's endpoints come from the
+	// enumeration. It holds at most one request, so signals coalesce.
+	refreshNow chan struct{}
 }
 
 var _ resolver.Naming = (*Source)(nil)
@@ -141,6 +145,7 @@ func NewSource(opts SourceOptions) (*Source, error) {
 		errs = append(errs, errors.New("servicefabric: a Client is required"))
 	}
 	s := &Source{
+		refreshNow: make(chan struct{}, 1),
 		client:     opts.Client,
 		now:        opts.Now,
 		interval:   opts.ReresolveMinInterval,
@@ -475,6 +480,10 @@ func (s *Source) Invalidate(service string, index int) bool {
 	s.mu.Unlock()
 	s.cache.Invalidate(k)
 	s.m.reresolves.WithLabelValues("accepted").Inc()
+	select {
+	case s.refreshNow <- struct{}{}:
+	default:
+	}
 	return true
 }
 
