@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -165,10 +164,8 @@ func (s *Server) Acked() map[string]Versions {
 	return out
 }
 
-// ErrNoEnvoy is returned by WaitAcked when no Envoy is connected.
-var ErrNoEnvoy = errors.New("no Envoy is connected to the xDS server")
-
-// WaitAcked waits until every connected Envoy has acknowledged v, or ctx ends.
+// WaitAcked waits until every connected Envoy has acknowledged v, or ctx ends. With no Envoy
+// connected it waits for one.
 func (s *Server) WaitAcked(ctx context.Context, v Versions) error {
 	for {
 		s.mu.Lock()
