@@ -2,11 +2,9 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -34,9 +32,7 @@ type stack struct {
 	envoy    string // Envoy's listener, host:port
 	client   *http.Client
 
-	stopServe func()
-	served    chan error
-	log       *syncBuffer
+	partroute *partrouteProcess
 }
 
 // syncBuffer collects partroute's log for the failure report.
@@ -118,10 +114,6 @@ services:
 // replica at all.
 func startStack(t *testing.T, unmatched string) *stack {
 	t.Helper()
-	envoyBin, err := envoyconfig.FindEnvoy()
-	if err != nil {
-		t.Fatalf("end-to-end tests need Envoy: %v", err)
-	}
 	dir := t.TempDir()
 	ports := freePorts(t, 4+5*9+3)
 	extprocAddr, adminAddr, envoyAddr, envoyAdmin := ports[0], ports[1], ports[2], ports[3]
@@ -156,8 +148,7 @@ func startStack(t *testing.T, unmatched string) *stack {
 		t.Fatal(err)
 	}
 
-	s := &stack{t: t, cfg: cfg, view: view, envoy: envoyAddr, log: &syncBuffer{}, served: make(chan error, 1),
-		client: &http.Client{Timeout: 10 * time.Second}}
+	s := &stack{t: t, cfg: cfg, view: view, envoy: envoyAddr, client: &http.Client{Timeout: 10 * time.Second}}
 	var addrs []string
 	for _, sv := range view.Services {
 		for _, p := range sv.Partitions {
@@ -171,60 +162,9 @@ func startStack(t *testing.T, unmatched string) *stack {
 	}
 	t.Cleanup(s.backends.Close)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	s.stopServe = cancel
-	logger := slog.New(slog.NewTextHandler(s.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	go func() {
-		s.served <- serve(ctx, serveOptions{configPath: cfgPath, poll: time.Hour, drainDelay: 0, shutdownTimeout: 2 * time.Second, maxConnAge: time.Hour}, nil, logger)
-	}()
-	t.Cleanup(func() {
-		s.stopPartroute()
-		if t.Failed() {
-			t.Logf("partroute log:\n%s", s.log.String())
-		}
-	})
-	if err := waitHTTP(context.Background(), "http://"+adminAddr+"/readyz", s.served); err != nil {
-		t.Fatalf("partroute not ready: %v", err)
-	}
-
-	boot, err := envoyconfig.Bootstrap(cfg, view, envoyconfig.Options{ListenAddress: envoyAddr, AdminAddress: envoyAdmin})
-	if err != nil {
-		t.Fatal(err)
-	}
-	y, err := envoyconfig.MarshalYAML(boot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bootPath := filepath.Join(dir, "envoy.yaml")
-	write(t, bootPath, string(y))
-	envoyLog := &syncBuffer{}
-	envoy, err := envoyconfig.StartEnvoy(envoyBin, bootPath, envoyAdmin, envoyLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = envoy.Stop(5 * time.Second)
-		if t.Failed() {
-			t.Logf("envoy log:\n%s", envoyLog.String())
-		}
-	})
-	readyCtx, done := context.WithTimeout(context.Background(), 60*time.Second)
-	defer done()
-	if err := envoy.WaitReady(readyCtx, envoyconfig.ExtProcCluster); err != nil {
-		t.Fatal(err)
-	}
+	s.partroute = runPartroute(t, cfgPath, adminAddr, time.Hour)
+	runEnvoy(t, dir, cfg, view, envoyconfig.Options{ListenAddress: envoyAddr, AdminAddress: envoyAdmin}, envoyconfig.ExtProcCluster)
 	return s
-}
-
-func (s *stack) stopPartroute() {
-	if s.stopServe == nil {
-		return
-	}
-	s.stopServe()
-	s.stopServe = nil
-	if err := <-s.served; err != nil {
-		s.t.Errorf("serve: %v", err)
-	}
 }
 
 func write(t *testing.T, path, content string) {
@@ -445,7 +385,7 @@ func TestEndToEndThroughEnvoy(t *testing.T) {
 	})
 
 	t.Run("with partroute stopped requests fail and reach no backend", func(t *testing.T) {
-		s.stopPartroute()
+		s.partroute.Stop()
 		before := totalServed(s)
 		for i := 0; i < 20; i++ {
 			r := s.do("PUT", "api.example.com", "/api/orders/"+strconv.Itoa(i*10), "")

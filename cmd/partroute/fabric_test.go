@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -130,10 +129,6 @@ services:
 `
 
 func TestServiceFabricThroughEnvoy(t *testing.T) {
-	envoyBin, err := envoyconfig.FindEnvoy()
-	if err != nil {
-		t.Fatalf("needs Envoy: %v", err)
-	}
 	ports := freePorts(t, 10)
 	a, b, c, d := ports[5], ports[6], ports[7], ports[8]
 	backends, err := loadtest.StartBackends([]string{a, b, c, d})
@@ -148,23 +143,7 @@ func TestServiceFabricThroughEnvoy(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "partroute.yaml")
 	write(t, cfgPath, fmt.Sprintf(fabricConfig, ports[0], ports[1], ports[2], gateway.URL))
-	log := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() {
-		served <- serve(ctx, serveOptions{configPath: cfgPath, poll: time.Hour, shutdownTimeout: 2 * time.Second, maxConnAge: time.Hour}, nil,
-			slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-served
-		if t.Failed() {
-			t.Logf("partroute log:\n%s", log.String())
-		}
-	})
-	if err := waitHTTP(context.Background(), "http://"+ports[1]+"/readyz", served); err != nil {
-		t.Fatal(err)
-	}
+	runPartroute(t, cfgPath, ports[1], time.Hour)
 
 	// The bootstrap needs a configuration and a view only for its static parts: the service
 	// cluster comes over xDS from the enumeration.
@@ -172,32 +151,10 @@ func TestServiceFabricThroughEnvoy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	boot, err := envoyconfig.Bootstrap(cfg, nil, envoyconfig.Options{ListenAddress: ports[3], AdminAddress: ports[4], XDSAddress: ports[2], NodeID: "envoy-fabric", ResponseHeaders: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	y, err := envoyconfig.MarshalYAML(boot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bootPath := filepath.Join(dir, "envoy.yaml")
-	write(t, bootPath, string(y))
-	envoyLog := &syncBuffer{}
-	envoy, err := envoyconfig.StartEnvoy(envoyBin, bootPath, ports[4], envoyLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = envoy.Stop(5 * time.Second)
-		if t.Failed() {
-			t.Logf("envoy log:\n%s", envoyLog.String())
-		}
-	})
-	readyCtx, done := context.WithTimeout(context.Background(), 60*time.Second)
+	runEnvoy(t, dir, cfg, nil, envoyconfig.Options{ListenAddress: ports[3], AdminAddress: ports[4], XDSAddress: ports[2], NodeID: "envoy-fabric", ResponseHeaders: true},
+		envoyconfig.ExtProcCluster, "orders")
+	readyCtx, done := context.WithTimeout(context.Background(), 30*time.Second)
 	defer done()
-	if err := envoy.WaitReady(readyCtx, envoyconfig.ExtProcCluster, "orders"); err != nil {
-		t.Fatal(err)
-	}
 	f := &failoverStack{t: t, admin: ports[1], node: "envoy-fabric", client: &http.Client{Timeout: 10 * time.Second}}
 	if _, err := f.waitAcked(readyCtx, xds.Versions{}); err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -71,10 +70,6 @@ func (f *failoverStack) writeNaming(primary string, secondaries ...string) {
 
 func startFailoverStack(t *testing.T, retry *envoyconfig.Retry, withEtcd bool) *failoverStack {
 	t.Helper()
-	envoyBin, err := envoyconfig.FindEnvoy()
-	if err != nil {
-		t.Fatalf("failover tests need Envoy: %v", err)
-	}
 	ports := freePorts(t, 12)
 	dir := t.TempDir()
 	f := &failoverStack{t: t, namingPath: filepath.Join(dir, "naming.yaml"), admin: ports[1], envoy: ports[3],
@@ -112,51 +107,13 @@ func startFailoverStack(t *testing.T, retry *envoyconfig.Retry, withEtcd bool) *
 		cfgPath := filepath.Join(dir, fmt.Sprintf("partroute-%d.yaml", i))
 		write(t, cfgPath, fmt.Sprintf(failoverConfig, extproc, admin, xdsAddr, namingBlock))
 		f.admins = append(f.admins, admin)
-		log := &syncBuffer{}
-		ctx, cancel := context.WithCancel(context.Background())
-		served := make(chan error, 1)
-		go func() {
-			served <- serve(ctx, serveOptions{configPath: cfgPath, poll: 20 * time.Millisecond, shutdownTimeout: 2 * time.Second, maxConnAge: time.Hour}, nil,
-				slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelInfo})))
-		}()
-		t.Cleanup(func() {
-			cancel()
-			<-served
-			if t.Failed() {
-				t.Logf("partroute %d log:\n%s", i, log.String())
-			}
-		})
-		if err := waitHTTP(context.Background(), "http://"+admin+"/readyz", served); err != nil {
-			t.Fatal(err)
-		}
+		runPartroute(t, cfgPath, admin, 20*time.Millisecond)
 	}
 
-	boot, err := envoyconfig.Bootstrap(cfg, view, envoyconfig.Options{ListenAddress: f.envoy, AdminAddress: ports[4], XDSAddress: ports[2], NodeID: f.node, Retry: retry})
-	if err != nil {
-		t.Fatal(err)
-	}
-	y, err := envoyconfig.MarshalYAML(boot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bootPath := filepath.Join(dir, "envoy.yaml")
-	write(t, bootPath, string(y))
-	envoyLog := &syncBuffer{}
-	envoy, err := envoyconfig.StartEnvoy(envoyBin, bootPath, ports[4], envoyLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = envoy.Stop(5 * time.Second)
-		if t.Failed() {
-			t.Logf("envoy log:\n%s", envoyLog.String())
-		}
-	})
-	readyCtx, done := context.WithTimeout(context.Background(), 60*time.Second)
+	runEnvoy(t, dir, cfg, view, envoyconfig.Options{ListenAddress: f.envoy, AdminAddress: ports[4], XDSAddress: ports[2], NodeID: f.node, Retry: retry},
+		envoyconfig.ExtProcCluster, "orders")
+	readyCtx, done := context.WithTimeout(context.Background(), 30*time.Second)
 	defer done()
-	if err := envoy.WaitReady(readyCtx, envoyconfig.ExtProcCluster, "orders"); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := f.waitAcked(readyCtx, xds.Versions{}); err != nil {
 		t.Fatal(err)
 	}

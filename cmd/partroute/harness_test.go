@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/partroute/partroute/config"
+	envoyconfig "github.com/partroute/partroute/envoy-config"
+	"github.com/partroute/partroute/resolver"
+)
+
+// partrouteProcess is partroute serve running in-process for a test.
+type partrouteProcess struct {
+	t      *testing.T
+	cancel context.CancelFunc
+	served chan error
+	log    *syncBuffer
+}
+
+// runPartroute runs serve on cfgPath until the test ends (or Stop), and waits until the admin
+// listener at admin reports ready. Its log is printed when the test fails.
+func runPartroute(t *testing.T, cfgPath, admin string, poll time.Duration) *partrouteProcess {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &partrouteProcess{t: t, cancel: cancel, served: make(chan error, 1), log: &syncBuffer{}}
+	logger := slog.New(slog.NewTextHandler(p.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	go func() {
+		p.served <- serve(ctx, serveOptions{configPath: cfgPath, poll: poll, shutdownTimeout: 2 * time.Second, maxConnAge: time.Hour}, nil, logger)
+	}()
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("partroute log (%s):\n%s", filepath.Base(cfgPath), p.log.String())
+		}
+	})
+	if err := waitHTTP(context.Background(), "http://"+admin+"/readyz", p.served); err != nil {
+		t.Fatalf("partroute not ready: %v", err)
+	}
+	return p
+}
+
+// Stop ends partroute and checks that it stopped cleanly. Calling it again does nothing.
+func (p *partrouteProcess) Stop() {
+	if p.cancel == nil {
+		return
+	}
+	p.cancel()
+	p.cancel = nil
+	if err := <-p.served; err != nil {
+		p.t.Errorf("serve: %v", err)
+	}
+}
+
+// runEnvoy writes the bootstrap of cfg and view with opts into dir, runs a real Envoy on it
+// until the test ends, and waits until Envoy is ready with every host of the named clusters
+// healthy. A missing Envoy fails the test: end-to-end tests never skip.
+func runEnvoy(t *testing.T, dir string, cfg *config.Config, view *resolver.View, opts envoyconfig.Options, clusters ...string) {
+	t.Helper()
+	bin, err := envoyconfig.FindEnvoy()
+	if err != nil {
+		t.Fatalf("end-to-end tests need Envoy: %v", err)
+	}
+	boot, err := envoyconfig.Bootstrap(cfg, view, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := envoyconfig.MarshalYAML(boot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bootPath := filepath.Join(dir, "envoy.yaml")
+	write(t, bootPath, string(y))
+	envoyLog := &syncBuffer{}
+	envoy, err := envoyconfig.StartEnvoy(bin, bootPath, opts.AdminAddress, envoyLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = envoy.Stop(5 * time.Second)
+		if t.Failed() {
+			t.Logf("envoy log:\n%s", envoyLog.String())
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := envoy.WaitReady(ctx, clusters...); err != nil {
+		t.Fatal(err)
+	}
+}
