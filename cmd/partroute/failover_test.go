@@ -15,6 +15,7 @@ import (
 	envoyconfig "github.com/partroute/partroute/envoy-config"
 	"github.com/partroute/partroute/loadtest"
 	"github.com/partroute/partroute/resolver/etcdsource"
+	"github.com/partroute/partroute/resolver/etcdsource/etcdtest"
 	"github.com/partroute/partroute/xds"
 )
 
@@ -37,7 +38,7 @@ services:
 type failoverStack struct {
 	t          *testing.T
 	namingPath string
-	etcd       *etcdsource.TestServer
+	etcd       *etcdtest.TestServer
 	cfg        *config.Config
 	admin      string
 	admins     []string
@@ -84,7 +85,7 @@ func startFailoverStack(t *testing.T, retry *envoyconfig.Retry, withEtcd bool) *
 	namingBlock := "{source: file, file: naming.yaml}"
 	instances := 1
 	if withEtcd {
-		f.etcd = etcdsource.StartTestServer(t)
+		f.etcd = etcdtest.StartTestServer(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if _, err := etcdsource.Write(ctx, f.etcd.Client(), config.DefaultEtcdPrefix, view); err != nil {

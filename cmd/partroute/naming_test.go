@@ -13,6 +13,7 @@ import (
 	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/resolver"
 	"github.com/partroute/partroute/resolver/etcdsource"
+	"github.com/partroute/partroute/resolver/etcdsource/etcdtest"
 )
 
 // The example files the naming tests store in etcd.
@@ -66,7 +67,7 @@ func namingExample(t *testing.T) (*config.Config, *resolver.View) {
 }
 
 func TestNamingPutGetRoundTrip(t *testing.T) {
-	ep := etcdsource.StartEtcd(t)
+	ep := etcdtest.StartEtcd(t)
 	cfg, file := namingExample(t)
 
 	r := namingCLI("naming", "put", "-config", namingExampleConfig, "-etcd", ep, "-file", namingExampleFile)
@@ -94,7 +95,7 @@ func TestNamingPutGetRoundTrip(t *testing.T) {
 }
 
 func TestNamingPutUnderAnotherPrefix(t *testing.T) {
-	ep := etcdsource.StartEtcd(t)
+	ep := etcdtest.StartEtcd(t)
 	r := namingCLI("naming", "put", "-config", namingExampleConfig, "-etcd", ep, "-prefix", "/team-a/naming")
 	if r.code != 0 || !strings.Contains(r.stdout, "under /team-a/naming/") {
 		t.Fatalf("naming put: %+v", r)
@@ -112,7 +113,7 @@ func TestNamingPutUnderAnotherPrefix(t *testing.T) {
 // TestNamingEtcdFromTheConfiguration checks that a configuration whose naming source is etcd
 // gives the endpoints and prefix, and that put then needs -file.
 func TestNamingEtcdFromTheConfiguration(t *testing.T) {
-	ep := etcdsource.StartEtcd(t)
+	ep := etcdtest.StartEtcd(t)
 	src, err := os.ReadFile(namingExampleConfig)
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +140,7 @@ func TestNamingEtcdFromTheConfiguration(t *testing.T) {
 }
 
 func TestNamingPutRejectsAnInvalidFile(t *testing.T) {
-	ep := etcdsource.StartEtcd(t)
+	ep := etcdtest.StartEtcd(t)
 	bad := filepath.Join(t.TempDir(), "naming.yaml")
 	if err := os.WriteFile(bad, []byte("services:\n  settings:\n    partitions:\n      - replicas: [{address: 127.0.0.1:1, role: leader}]\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -163,7 +164,7 @@ func TestNamingPutRejectsAnInvalidFile(t *testing.T) {
 }
 
 func TestNamingFailoverSwapsRoles(t *testing.T) {
-	ep := etcdsource.StartEtcd(t)
+	ep := etcdtest.StartEtcd(t)
 	cfg, _ := namingExample(t)
 	if r := namingCLI("naming", "put", "-config", namingExampleConfig, "-etcd", ep); r.code != 0 {
 		t.Fatalf("naming put: %+v", r)
@@ -196,7 +197,7 @@ func TestNamingFailoverSwapsRoles(t *testing.T) {
 }
 
 func TestNamingFailoverFailsClearly(t *testing.T) {
-	ep := etcdsource.StartEtcd(t)
+	ep := etcdtest.StartEtcd(t)
 	if r := namingCLI("naming", "put", "-config", namingExampleConfig, "-etcd", ep); r.code != 0 {
 		t.Fatalf("naming put: %+v", r)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/resolver"
 	"github.com/partroute/partroute/resolver/etcdsource"
+	"github.com/partroute/partroute/resolver/etcdsource/etcdtest"
 )
 
 // The example files that the demo and the docs use.
@@ -239,7 +240,7 @@ func writeExample(t testing.TB, c *clientv3.Client) (*config.Config, *resolver.V
 }
 
 func TestWriteThenLoadIsTheFileView(t *testing.T) {
-	srv := etcdsource.StartTestServer(t)
+	srv := etcdtest.StartTestServer(t)
 	c := srv.Client()
 	cfg, file := writeExample(t, c)
 
@@ -282,7 +283,7 @@ func TestWriteThenLoadIsTheFileView(t *testing.T) {
 
 // TestKeyLayout pins the documented layout: operators and other tools write these keys.
 func TestKeyLayout(t *testing.T) {
-	srv := etcdsource.StartTestServer(t)
+	srv := etcdtest.StartTestServer(t)
 	c := srv.Client()
 	writeExample(t, c)
 	resp, err := c.Get(ctx(t), etcdsource.DefaultPrefix, clientv3.WithPrefix())
@@ -313,7 +314,7 @@ func TestKeyLayout(t *testing.T) {
 }
 
 func TestWatchAppliesAChange(t *testing.T) {
-	srv := etcdsource.StartTestServer(t)
+	srv := etcdtest.StartTestServer(t)
 	c := srv.Client()
 	cfg, _ := writeExample(t, c)
 	h := newHarness(t, fastOptions(c), cfg)
@@ -351,7 +352,7 @@ func TestWatchAppliesAChange(t *testing.T) {
 }
 
 func TestInvalidChangeKeepsTheView(t *testing.T) {
-	srv := etcdsource.StartTestServer(t)
+	srv := etcdtest.StartTestServer(t)
 	c := srv.Client()
 	cfg, _ := writeExample(t, c)
 	h := newHarness(t, fastOptions(c), cfg)
@@ -415,7 +416,7 @@ func TestInvalidChangeKeepsTheView(t *testing.T) {
 }
 
 func TestCompactionForcesAFullRead(t *testing.T) {
-	srv := etcdsource.StartTestServer(t)
+	srv := etcdtest.StartTestServer(t)
 	c := srv.Client()
 	cfg, _ := writeExample(t, c)
 	h := newHarness(t, fastOptions(c), cfg)
@@ -454,7 +455,7 @@ func TestCompactionForcesAFullRead(t *testing.T) {
 }
 
 func TestOutageKeepsTheViewAndRecovers(t *testing.T) {
-	srv := etcdsource.StartTestServer(t)
+	srv := etcdtest.StartTestServer(t)
 	c := srv.Client()
 	cfg, _ := writeExample(t, c)
 	h := newHarness(t, fastOptions(c), cfg)
@@ -512,7 +513,7 @@ func TestOutageKeepsTheViewAndRecovers(t *testing.T) {
 
 // TestStartsWhileEtcdIsDown checks that a source started before etcd serves once etcd comes up.
 func TestStartsWhileEtcdIsDown(t *testing.T) {
-	srv := etcdsource.StartTestServer(t)
+	srv := etcdtest.StartTestServer(t)
 	c := srv.Client()
 	cfg, file := writeExample(t, c)
 	srv.Stop()
@@ -532,7 +533,7 @@ func TestStartsWhileEtcdIsDown(t *testing.T) {
 }
 
 func TestTwoSourcesConverge(t *testing.T) {
-	srv := etcdsource.StartTestServer(t)
+	srv := etcdtest.StartTestServer(t)
 	writer := srv.Client()
 	cfg, _ := writeExample(t, writer)
 	var hs []*harness
@@ -566,7 +567,7 @@ func TestTwoSourcesConverge(t *testing.T) {
 }
 
 func TestFailover(t *testing.T) {
-	srv := etcdsource.StartTestServer(t)
+	srv := etcdtest.StartTestServer(t)
 	c := srv.Client()
 	cfg, _ := writeExample(t, c)
 
@@ -608,7 +609,7 @@ func TestFailover(t *testing.T) {
 }
 
 func TestFailoverRefusesAnInvalidResult(t *testing.T) {
-	srv := etcdsource.StartTestServer(t)
+	srv := etcdtest.StartTestServer(t)
 	c := srv.Client()
 	cfg, _ := writeExample(t, c)
 	put(t, c, "services/orders/partitions/singleton", `{"replicas":[]}`)
@@ -622,7 +623,7 @@ func TestFailoverRefusesAnInvalidResult(t *testing.T) {
 }
 
 func TestWriteDeletesWhatTheViewLacks(t *testing.T) {
-	srv := etcdsource.StartTestServer(t)
+	srv := etcdtest.StartTestServer(t)
 	c := srv.Client()
 	_, view := writeExample(t, c)
 	put(t, c, "services/orders/partitions/singleton", `{"replicas":[]}`)

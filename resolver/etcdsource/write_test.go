@@ -14,12 +14,13 @@ import (
 	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/resolver"
 	"github.com/partroute/partroute/resolver/etcdsource"
+	"github.com/partroute/partroute/resolver/etcdsource/etcdtest"
 )
 
 // racingClient returns a client whose transactions are each preceded by the write of another
 // client, up to times times: the race between a read and the transaction built on it, made
 // certain rather than hoped for.
-func racingClient(t *testing.T, srv *etcdsource.TestServer, times int32, other func(ctx context.Context)) *clientv3.Client {
+func racingClient(t *testing.T, srv *etcdtest.TestServer, times int32, other func(ctx context.Context)) *clientv3.Client {
 	t.Helper()
 	var left atomic.Int32
 	left.Store(times)
@@ -42,7 +43,7 @@ func racingClient(t *testing.T, srv *etcdsource.TestServer, times int32, other f
 }
 
 func TestFailoverLosesToAConcurrentWrite(t *testing.T) {
-	srv := etcdsource.StartTestServer(t)
+	srv := etcdtest.StartTestServer(t)
 	plain := srv.Client()
 	cfg, _ := writeExample(t, plain)
 	const key = "services/regions/partitions/eu"
@@ -77,7 +78,7 @@ func withSettingsSecondary(t *testing.T, cfg *config.Config, view *resolver.View
 }
 
 func TestWriteRetriesAfterAConcurrentWrite(t *testing.T) {
-	srv := etcdsource.StartTestServer(t)
+	srv := etcdtest.StartTestServer(t)
 	plain := srv.Client()
 	cfg, view := writeExample(t, plain)
 	// Their write lands between each read and transaction of ours: a new key our view lacks.
@@ -106,7 +107,7 @@ func TestWriteRetriesAfterAConcurrentWrite(t *testing.T) {
 }
 
 func TestWriteGivesUpAfterBoundedAttempts(t *testing.T) {
-	srv := etcdsource.StartTestServer(t)
+	srv := etcdtest.StartTestServer(t)
 	plain := srv.Client()
 	cfg, view := writeExample(t, plain)
 	n := 0

@@ -1,4 +1,4 @@
-package etcdsource
+package etcdtest
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/partroute/partroute/resolver/etcdsource"
 )
 
 // This file runs a real etcd for tests: this package's and those of other packages (the CLI's
@@ -226,7 +228,7 @@ func (s *TestServer) Log() string {
 // Client returns a client of the server that is closed when the test ends.
 func (s *TestServer) Client() *clientv3.Client {
 	s.t.Helper()
-	c, err := Dial([]string{s.Endpoint}, 2*time.Second)
+	c, err := etcdsource.Dial([]string{s.Endpoint}, 2*time.Second)
 	if err != nil {
 		s.t.Fatal(err)
 	}
