@@ -37,10 +37,7 @@ type ExtProcTarget struct {
 // connections.
 func DialExtProc(addr string, conns int) (*ExtProcTarget, error) {
 	t := &ExtProcTarget{Authority: ScenarioAuthority, PathPrefix: ScenarioPathPrefix}
-	codec, err := newAnswerCodec()
-	if err != nil {
-		return nil, err
-	}
+	codec := newAnswerCodec()
 	for i := 0; i < max(conns, 1); i++ {
 		// Each connection is its own: gRPC would otherwise share one transport between
 		// ClientConns to the same address only if told to, and it is not.
