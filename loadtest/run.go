@@ -460,20 +460,31 @@ func (r *runner) progress(w io.Writer) (stop func()) {
 		var lastCount int64
 		lastAt := r.clock.Now()
 		for {
+			phase := ""
 			select {
 			case <-done:
-				return
+				// A last line, so that even a run shorter than a second reports.
+				phase = "done"
 			case <-tick.C:
 			}
 			now := r.clock.Now()
 			n := r.completed.Load()
-			phase := "measuring"
-			if now < r.o.Warmup {
+			switch {
+			case phase != "":
+			case now < r.o.Warmup:
 				phase = "warm-up"
+			default:
+				phase = "measuring"
 			}
-			rate := float64(n-lastCount) / (now - lastAt).Seconds()
+			rate := 0.0
+			if elapsed := (now - lastAt).Seconds(); elapsed > 0 {
+				rate = float64(n-lastCount) / elapsed
+			}
 			fmt.Fprintf(w, "%-24s %6.1fs %-9s %9.0f req/s %10d done %6d errors\n",
 				r.o.Name, now.Seconds(), phase, rate, n, r.failed.Load())
+			if phase == "done" {
+				return
+			}
 			lastCount, lastAt = n, now
 		}
 	}()

@@ -30,6 +30,7 @@ func commands() []command {
 		{"envoy-bootstrap", "write the Envoy bootstrap for a configuration and its naming view", runEnvoyBootstrap},
 		{"naming", "put, get or fail over the naming view stored in etcd", runNaming},
 		{"demo", "run demo backends, partroute and Envoy on the example files and show where requests land", runDemo},
+		{"loadtest", "generate ext_proc or HTTP load and compare partroute with no-op baselines (run, compare, noop)", runLoadtest},
 		{"version", "print the version", func(_ []string, stdout, _ io.Writer) int {
 			fmt.Fprintln(stdout, "partroute", version)
 			return 0

@@ -1,0 +1,765 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	envoyconfig "github.com/partroute/partroute/envoy-config"
+	"github.com/partroute/partroute/loadtest"
+)
+
+// The servers a load test can run against. partroute and noop are ext_proc servers; nofilter is
+// an Envoy without the ext_proc filter, only for the http target.
+const (
+	serverPartroute = "partroute"
+	serverNoop      = "noop"
+	serverNoFilter  = "nofilter"
+)
+
+// loadFlags are the flags of `partroute loadtest` and `partroute loadtest compare`.
+type loadFlags struct {
+	target      string
+	mode        string
+	concurrency int
+	rate        float64
+	rateFrac    float64
+	satDuration time.Duration
+	satConc     int
+	duration    time.Duration
+	requests    int64
+	warmup      time.Duration
+	timeout     time.Duration
+	keys        string
+	keySpace    uint64
+	zipfS       float64
+	zipfV       float64
+	writes      float64
+	seed        uint64
+	proto       string
+	conns       int
+	partitions  int
+	replicas    int
+	servers     string
+	out         string
+	quiet       bool
+	cpuProfile  string
+	memProfile  string
+	// run only
+	addr   string
+	server string
+	// compare only
+	pairs int
+}
+
+func (f *loadFlags) register(fs *flag.FlagSet, compare bool) {
+	fs.StringVar(&f.target, "target", "extproc", "extproc (speak ext_proc to the server as Envoy does) or http (requests through an Envoy listener)")
+	fs.StringVar(&f.mode, "mode", "closed", "closed (workers send back to back: maximum throughput) or open (a constant rate; latency counted from each request's scheduled time)")
+	fs.IntVar(&f.concurrency, "c", 64, "workers: concurrent requests (streams) in flight; in the open loop, the most in flight")
+	fs.Float64Var(&f.rate, "rate", 0, "open loop: requests per second")
+	fs.DurationVar(&f.duration, "d", 10*time.Second, "measured duration of each run, after the warm-up")
+	fs.Int64Var(&f.requests, "n", 0, "end each run after this many measured requests (0: the duration alone bounds it)")
+	fs.DurationVar(&f.warmup, "warmup", 2*time.Second, "warm-up before each run's measurement")
+	fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "timeout of each request")
+	fs.StringVar(&f.keys, "keys", "uniform", "key distribution: uniform or zipf")
+	fs.Uint64Var(&f.keySpace, "keyspace", 100_000, "number of distinct keys")
+	fs.Float64Var(&f.zipfS, "zipf-s", 1.1, "zipf exponent s (> 1)")
+	fs.Float64Var(&f.zipfV, "zipf-v", 1, "zipf offset v (>= 1)")
+	fs.Float64Var(&f.writes, "writes", 0.2, "share of writes (PUT, to the primary); the rest are reads (GET, to a secondary)")
+	fs.Uint64Var(&f.seed, "seed", 1, "seed of the key and read/write draws")
+	fs.StringVar(&f.proto, "proto", loadtest.HTTP1, "http target: h1 (HTTP/1.1) or h2c (HTTP/2 cleartext)")
+	fs.IntVar(&f.conns, "conns", 1, "extproc target: HTTP/2 connections to the server (Envoy opens one per worker thread)")
+	fs.IntVar(&f.partitions, "partitions", loadtest.DefaultScenario().Partitions, "partitions of the load test's service")
+	fs.IntVar(&f.replicas, "replicas", loadtest.DefaultScenario().Replicas, "replicas per partition (one primary)")
+	fs.StringVar(&f.servers, "servers", "process", "how servers partroute starts are run: process (each its own process, so its CPU is measured alone) or inprocess")
+	fs.BoolVar(&f.quiet, "quiet", false, "no progress lines")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (servers included with -servers inprocess) to the file")
+	fs.StringVar(&f.memProfile, "memprofile", "", "write an allocation profile of this process to the file when the runs end")
+	if compare {
+		fs.IntVar(&f.pairs, "pairs", 3, "rounds of runs: the target and each baseline once per round, back to back")
+		fs.Float64Var(&f.rateFrac, "rate-fraction", 0, "open loop: the rate as this fraction of the no-op server's saturation throughput, measured first (closed loop, -saturation-c workers); overrides -rate")
+		fs.DurationVar(&f.satDuration, "saturation-d", 5*time.Second, "measured duration of the saturation run that -rate-fraction uses")
+		fs.IntVar(&f.satConc, "saturation-c", 64, "workers of the saturation run that -rate-fraction uses")
+		fs.StringVar(&f.out, "out", "results", "directory for the JSON, SVG and text reports (empty: text on stdout only)")
+	} else {
+		fs.StringVar(&f.addr, "addr", "", "address of a server already running (extproc: partroute's gRPC listener; http: Envoy's listener); empty starts -server")
+		fs.StringVar(&f.server, "server", serverPartroute, "server to start when -addr is empty: partroute or noop (and nofilter for http: Envoy without ext_proc)")
+		fs.StringVar(&f.out, "out", "", "directory for the JSON, SVG and text reports (empty: text on stdout only)")
+	}
+}
+
+// options turns the flags into a run's options.
+func (f *loadFlags) options(stderr io.Writer) (loadtest.Options, error) {
+	o := loadtest.Options{
+		Mode:          loadtest.Mode(f.mode),
+		Concurrency:   f.concurrency,
+		Rate:          f.rate,
+		Duration:      f.duration,
+		Requests:      f.requests,
+		Warmup:        f.warmup,
+		Timeout:       f.timeout,
+		Keys:          loadtest.KeyOptions{Distribution: loadtest.Distribution(f.keys), Space: f.keySpace, ZipfS: f.zipfS, ZipfV: f.zipfV},
+		WriteFraction: f.writes,
+		Seed:          f.seed,
+	}
+	if !f.quiet {
+		o.Progress = stderr
+	}
+	if f.target != "extproc" && f.target != "http" {
+		return o, fmt.Errorf("-target %q is not extproc or http", f.target)
+	}
+	if o.Mode == loadtest.Open && f.rateFrac > 0 {
+		// The rate is set once the saturation run has measured it; Check needs one meanwhile.
+		o.Rate = 1
+	}
+	if err := o.Check(); err != nil {
+		return o, err
+	}
+	if f.servers != "process" && f.servers != "inprocess" {
+		return o, fmt.Errorf("-servers %q is not process or inprocess", f.servers)
+	}
+	return o, nil
+}
+
+func (f *loadFlags) scenario() loadtest.Scenario {
+	return loadtest.Scenario{Partitions: f.partitions, Replicas: f.replicas}
+}
+
+// runLoadtest is `partroute loadtest [run|compare|noop] [flags]`.
+func runLoadtest(args []string, stdout, stderr io.Writer) int {
+	sub := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		sub, args = args[0], args[1:]
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	var err error
+	switch sub {
+	case "run":
+		err = loadtestRun(ctx, args, stdout, stderr)
+	case "compare":
+		err = loadtestCompare(ctx, args, stdout, stderr)
+	case "noop":
+		err = loadtestNoop(ctx, args, stderr)
+	default:
+		fmt.Fprintf(stderr, "partroute loadtest: unknown subcommand %q (run, compare or noop)\n", sub)
+		return 1
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		var reported reportedError
+		if !errors.As(err, &reported) {
+			fmt.Fprintln(stderr, "partroute loadtest:", err)
+		}
+		return 1
+	}
+	return 0
+}
+
+// reportedError is an error, from flag parsing, that the flag package has already printed.
+type reportedError struct{ error }
+
+func parseLoadFlags(name string, args []string, compare bool, stderr io.Writer) (*loadFlags, loadtest.Options, error) {
+	fs := flag.NewFlagSet("loadtest "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := &loadFlags{}
+	f.register(fs, compare)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, loadtest.Options{}, err
+		}
+		return nil, loadtest.Options{}, reportedError{err}
+	}
+	if fs.NArg() != 0 {
+		return nil, loadtest.Options{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	o, err := f.options(stderr)
+	return f, o, err
+}
+
+// loadtestRun makes one run against a server, started here unless -addr names one.
+func loadtestRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, o, err := parseLoadFlags("run", args, false, stderr)
+	if err != nil {
+		return err
+	}
+	if o.Mode == loadtest.Open && f.rate <= 0 {
+		return errors.New("-mode open needs -rate")
+	}
+	var arm loadtest.Arm
+	if f.addr != "" {
+		arm, err = externalArm(f)
+		if err != nil {
+			return err
+		}
+	} else {
+		st, err := startLoadStack(ctx, f, []string{f.server}, stderr)
+		if err != nil {
+			return err
+		}
+		defer st.close()
+		arm = st.arms[0]
+	}
+	o.Name = arm.Name
+	stopProfiles, err := startProfiles(f)
+	if err != nil {
+		return err
+	}
+	res, err := loadtest.RunArm(ctx, arm, o)
+	if perr := stopProfiles(); err == nil {
+		err = perr
+	}
+	if err != nil {
+		return err
+	}
+	rep := newReport(fmt.Sprintf("partroute loadtest: %s %s, %s", f.target, arm.Name, describeLoad(f, o)), []*loadtest.Result{res}, nil)
+	return writeReports(rep, f.out, "run-"+f.target+"-"+f.mode, stdout)
+}
+
+// startProfiles starts the CPU profile the flags ask for; the returned function stops it and
+// writes the allocation profile.
+func startProfiles(f *loadFlags) (stop func() error, err error) {
+	var cpu *os.File
+	if f.cpuProfile != "" {
+		if cpu, err = os.Create(f.cpuProfile); err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(cpu); err != nil {
+			cpu.Close()
+			return nil, err
+		}
+	}
+	return func() error {
+		if cpu != nil {
+			pprof.StopCPUProfile()
+			if err := cpu.Close(); err != nil {
+				return err
+			}
+		}
+		if f.memProfile == "" {
+			return nil
+		}
+		mem, err := os.Create(f.memProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.Lookup("allocs").WriteTo(mem, 0); err != nil {
+			mem.Close()
+			return err
+		}
+		return mem.Close()
+	}, nil
+}
+
+// externalArm targets a server someone else runs.
+func externalArm(f *loadFlags) (loadtest.Arm, error) {
+	name := "server at " + f.addr
+	if f.target == "http" {
+		t, err := loadtest.NewHTTPTarget(f.addr, f.proto, f.concurrency)
+		return loadtest.Arm{Name: name, Target: t}, err
+	}
+	t, err := loadtest.DialExtProc(f.addr, f.conns)
+	return loadtest.Arm{Name: name, Target: t}, err
+}
+
+// loadtestCompare runs partroute and its baselines alternately and reports their ratios.
+func loadtestCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, o, err := parseLoadFlags("compare", args, true, stderr)
+	if err != nil {
+		return err
+	}
+	if o.Mode == loadtest.Open && f.rate <= 0 && f.rateFrac <= 0 {
+		return errors.New("-mode open needs -rate or -rate-fraction")
+	}
+	servers := []string{serverPartroute, serverNoop}
+	if f.target == "http" {
+		servers = append(servers, serverNoFilter)
+	}
+	st, err := startLoadStack(ctx, f, servers, stderr)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+
+	var runs []*loadtest.Result
+	if o.Mode == loadtest.Open && f.rateFrac > 0 {
+		// Saturation of the no-op baseline: the most the machine can do with no routing work at
+		// all. A fraction of it is a load every arm can carry, so the comparison is of latency
+		// at the same rate rather than of who saturates first.
+		so := o
+		so.Mode, so.Concurrency, so.Duration, so.Requests, so.Name = loadtest.Closed, f.satConc, f.satDuration, 0, serverNoop+" saturation"
+		sat, err := loadtest.RunArm(ctx, st.arms[1], so)
+		if err != nil {
+			return err
+		}
+		sat.Target = serverNoop + " saturation"
+		runs = append(runs, sat)
+		o.Rate = f.rateFrac * sat.Throughput
+		fmt.Fprintf(stderr, "no-op saturation %.0f req/s; open loop at %.0f%%: %.0f req/s\n", sat.Throughput, 100*f.rateFrac, o.Rate)
+	}
+	stopProfiles, err := startProfiles(f)
+	if err != nil {
+		return err
+	}
+	byArm, err := loadtest.Alternate(ctx, st.arms, f.pairs, o)
+	if perr := stopProfiles(); err == nil {
+		err = perr
+	}
+	if err != nil {
+		return err
+	}
+	for k := 0; k < f.pairs; k++ {
+		for i := range byArm {
+			runs = append(runs, byArm[i][k])
+		}
+	}
+	rep := newReport(fmt.Sprintf("partroute loadtest compare: %s, %s, %d pairs", f.target, describeLoad(f, o), f.pairs), runs, comparisons(f, o, byArm))
+	name := "compare-" + f.target + "-" + f.mode
+	if f.target == "http" {
+		name += "-" + f.proto
+	}
+	return writeReports(rep, f.out, name, stdout)
+}
+
+// comparisons are the ratios the published limits are about: partroute over the no-op server,
+// and, through Envoy, the no-op server over Envoy without the filter (the ext_proc hop itself,
+// which has no limit: it is measured and published).
+func comparisons(f *loadFlags, o loadtest.Options, byArm [][]*loadtest.Result) []loadtest.Comparison {
+	pr, noop := byArm[0], byArm[1]
+	var cs []loadtest.Comparison
+	switch {
+	case f.target == "extproc" && o.Mode == loadtest.Closed:
+		cs = append(cs, loadtest.Compare(pr, noop, loadtest.Throughput, 0.90), loadtest.Compare(pr, noop, loadtest.P99, 0))
+	case f.target == "extproc":
+		cs = append(cs, loadtest.Compare(pr, noop, loadtest.P99, 1.25), loadtest.Compare(pr, noop, loadtest.P50, 0))
+	default:
+		if o.Mode == loadtest.Closed {
+			cs = append(cs, loadtest.Compare(pr, noop, loadtest.Throughput, 0))
+		}
+		cs = append(cs, loadtest.Compare(pr, noop, loadtest.P50, 1.05), loadtest.Compare(pr, noop, loadtest.P99, 1.10))
+		if len(byArm) > 2 {
+			nf := byArm[2]
+			if o.Mode == loadtest.Closed {
+				cs = append(cs, loadtest.Compare(noop, nf, loadtest.Throughput, 0))
+			}
+			cs = append(cs, loadtest.Compare(noop, nf, loadtest.P50, 0), loadtest.Compare(noop, nf, loadtest.P99, 0))
+		}
+	}
+	if pr[0].ServerCPUPerRequest > 0 && noop[0].ServerCPUPerRequest > 0 {
+		cs = append(cs, loadtest.Compare(pr, noop, loadtest.ServerCPU, 0))
+	}
+	return cs
+}
+
+func describeLoad(f *loadFlags, o loadtest.Options) string {
+	load := fmt.Sprintf("closed loop c=%d", o.Concurrency)
+	if o.Mode == loadtest.Open {
+		load = fmt.Sprintf("open loop %.0f req/s (c<=%d)", o.Rate, o.Concurrency)
+	}
+	if f.target == "http" {
+		load += " " + f.proto
+	}
+	return fmt.Sprintf("%s, %s keys over %d, %.0f%% writes, %v + %v warm-up", load, f.keys, f.keySpace, 100*f.writes, f.duration, f.warmup)
+}
+
+func newReport(title string, runs []*loadtest.Result, cs []loadtest.Comparison) *loadtest.Report {
+	return &loadtest.Report{
+		Title:       title,
+		Command:     "partroute loadtest " + strings.Join(os.Args[min(2, len(os.Args)):], " "),
+		Started:     time.Now().UTC(),
+		Machine:     loadtest.DescribeMachine(),
+		Runs:        runs,
+		Comparisons: cs,
+	}
+}
+
+// writeReports prints the table on stdout and, with a directory, writes NAME.txt, NAME.json and
+// NAME.svg into it.
+func writeReports(rep *loadtest.Report, dir, name string, stdout io.Writer) error {
+	if err := loadtest.WriteText(stdout, rep); err != nil {
+		return err
+	}
+	if dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for ext, write := range map[string]func(io.Writer, *loadtest.Report) error{
+		".txt": loadtest.WriteText, ".json": loadtest.WriteJSON, ".svg": loadtest.WriteSVG,
+	} {
+		path := filepath.Join(dir, name+ext)
+		file, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if err := write(file, rep); err != nil {
+			file.Close()
+			return err
+		}
+		if err := file.Close(); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "reports: %s.{txt,json,svg}\n", filepath.Join(dir, name))
+	return nil
+}
+
+// loadtestNoop serves the no-op ext_proc server until interrupted: the baseline in a process of
+// its own, with partroute's gRPC server options and runtime settings, so that the comparison
+// differs in the handler alone.
+func loadtestNoop(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("loadtest noop", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:50061", "address to serve ext_proc on (loopback)")
+	workers := fs.Int("stream-workers", DefaultStreamWorkers, "goroutines that serve streams, as partroute serve's")
+	var tune runtimeTuning
+	tune.register(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return reportedError{err}
+	}
+	if err := tune.apply(ctx); err != nil {
+		return err
+	}
+	srv, err := loadtest.StartExtProcServer(*listen, loadtest.NoopProcessor{}, extProcServerOptions(time.Hour, *workers)...)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stderr, "no-op ext_proc server on", srv.Addr)
+	select {
+	case <-ctx.Done():
+		srv.Close()
+		return nil
+	case err := <-srv.Done():
+		return err
+	}
+}
+
+// loadStack is everything a load test started: servers, backends and Envoys, and the arm that
+// targets each server.
+type loadStack struct {
+	f       *loadFlags
+	work    string
+	status  io.Writer
+	arms    []loadtest.Arm
+	closers []func()
+}
+
+func (s *loadStack) onClose(fn func()) { s.closers = append(s.closers, fn) }
+
+func (s *loadStack) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+}
+
+// startLoadStack starts the named servers, in order, and the arm of each. For the http target
+// it also starts the replicas' backends and an Envoy per server.
+func startLoadStack(ctx context.Context, f *loadFlags, servers []string, status io.Writer) (st *loadStack, err error) {
+	work, err := os.MkdirTemp("", "partroute-loadtest-")
+	if err != nil {
+		return nil, err
+	}
+	st = &loadStack{f: f, work: work, status: status}
+	st.onClose(func() { os.RemoveAll(work) })
+	defer func() {
+		if err != nil {
+			st.close()
+		}
+	}()
+	sc := st.f.scenario()
+	if err := sc.Check(); err != nil {
+		return nil, err
+	}
+	replicas := loadtest.FakeReplicaAddrs(sc.ReplicaCount())
+	if f.target == "http" {
+		if replicas, err = reservePorts(sc.ReplicaCount()); err != nil {
+			return nil, err
+		}
+		backends, err := loadtest.StartBackends(replicas)
+		if err != nil {
+			return nil, err
+		}
+		st.onClose(backends.Close)
+	}
+	extproc := map[string]string{}
+	cpu := map[string]func() (time.Duration, error){}
+	for _, name := range servers {
+		if name == serverNoFilter {
+			continue
+		}
+		addr, cpuOf, err := st.startExtProc(ctx, name, replicas)
+		if err != nil {
+			return nil, fmt.Errorf("start %s: %w", name, err)
+		}
+		extproc[name], cpu[name] = addr, cpuOf
+	}
+	if f.target == "extproc" {
+		for _, name := range servers {
+			addr, ok := extproc[name]
+			if !ok {
+				return nil, fmt.Errorf("server %q has no ext_proc target", name)
+			}
+			t, err := loadtest.DialExtProc(addr, f.conns)
+			if err != nil {
+				return nil, err
+			}
+			t.ExpectRouted = name == serverPartroute
+			st.onClose(func() { t.Close() })
+			st.arms = append(st.arms, loadtest.Arm{Name: name, Target: t, ServerCPU: cpu[name]})
+		}
+		return st, nil
+	}
+	for _, name := range servers {
+		ep := extproc[name]
+		if name == serverNoFilter {
+			// The filter is left out, but the bootstrap still holds partroute's ext_proc cluster,
+			// whose health check needs a server to answer: any of the ones running.
+			for _, a := range extproc {
+				ep = a
+			}
+		}
+		listen, err := st.startEnvoy(ctx, name, ep, replicas)
+		if err != nil {
+			return nil, fmt.Errorf("envoy for %s: %w", name, err)
+		}
+		t, err := loadtest.NewHTTPTarget(listen, f.proto, f.concurrency)
+		if err != nil {
+			return nil, err
+		}
+		st.onClose(func() { t.Close() })
+		st.arms = append(st.arms, loadtest.Arm{Name: "envoy+" + name, Target: t, ServerCPU: cpu[name]})
+	}
+	return st, nil
+}
+
+// startExtProc starts partroute or the no-op server on a free loopback port, in its own process
+// or in this one, and waits until it serves.
+func (s *loadStack) startExtProc(ctx context.Context, name string, replicas []string) (string, func() (time.Duration, error), error) {
+	ports, err := reservePorts(2)
+	if err != nil {
+		return "", nil, err
+	}
+	addr, admin := ports[0], ports[1]
+	switch name {
+	case serverPartroute:
+		dir := filepath.Join(s.work, name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", nil, err
+		}
+		cfgPath, err := s.f.scenario().WriteFiles(dir, addr, admin, replicas)
+		if err != nil {
+			return "", nil, err
+		}
+		if s.f.servers == "process" {
+			pid, exited, err := s.startChild(name, "serve", "-config", cfgPath, "-log-level", "warn", "-drain-delay", "0s", "-shutdown-timeout", "1s")
+			if err != nil {
+				return "", nil, err
+			}
+			if err := waitHTTP(ctx, "http://"+admin+"/readyz", exited); err != nil {
+				return "", nil, err
+			}
+			return addr, func() (time.Duration, error) { return loadtest.ProcessCPU(pid) }, nil
+		}
+		serveCtx, stop := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() {
+			served <- serve(serveCtx, serveOptions{configPath: cfgPath, poll: time.Second, shutdownTimeout: time.Second, maxConnAge: time.Hour},
+				nil, slog.New(slog.DiscardHandler))
+		}()
+		s.onClose(func() { stop(); <-served })
+		if err := waitHTTP(ctx, "http://"+admin+"/readyz", served); err != nil {
+			return "", nil, err
+		}
+		return addr, nil, nil
+	case serverNoop:
+		if s.f.servers == "process" {
+			pid, exited, err := s.startChild(name, "loadtest", "noop", "-listen", addr)
+			if err != nil {
+				return "", nil, err
+			}
+			if err := waitGRPCHealth(ctx, addr, exited); err != nil {
+				return "", nil, err
+			}
+			return addr, func() (time.Duration, error) { return loadtest.ProcessCPU(pid) }, nil
+		}
+		srv, err := loadtest.StartExtProcServer(addr, loadtest.NoopProcessor{}, extProcServerOptions(time.Hour, 0)...)
+		if err != nil {
+			return "", nil, err
+		}
+		s.onClose(srv.Close)
+		return srv.Addr, nil, nil
+	}
+	return "", nil, fmt.Errorf("no server called %q (partroute, noop or nofilter)", name)
+}
+
+// startChild runs this binary with args as a child process that dies with this one, logging to
+// a file of the work directory. The returned channel reports its exit.
+func (s *loadStack) startChild(name string, args ...string) (int, <-chan error, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 0, nil, err
+	}
+	logFile, err := os.Create(filepath.Join(s.work, name+".log"))
+	if err != nil {
+		return 0, nil, err
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return 0, nil, err
+	}
+	exited := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		err := cmd.Wait()
+		logFile.Close()
+		if err == nil {
+			err = errors.New("exited")
+		}
+		exited <- fmt.Errorf("%s: %w (log: %s)", name, err, logFile.Name())
+		close(done)
+	}()
+	s.onClose(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		t := time.NewTimer(5 * time.Second)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	return cmd.Process.Pid, exited, nil
+}
+
+// startEnvoy runs an Envoy for the named server (ext_proc at extproc; no filter for nofilter)
+// in front of the replicas and returns its listener.
+func (s *loadStack) startEnvoy(ctx context.Context, name, extproc string, replicas []string) (string, error) {
+	bin, err := envoyconfig.FindEnvoy()
+	if err != nil {
+		return "", err
+	}
+	ports, err := reservePorts(4)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(s.work, "envoy-"+name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	cfgPath, err := s.f.scenario().WriteFiles(dir, ports[2], ports[3], replicas)
+	if err != nil {
+		return "", err
+	}
+	cfg, view, err := loadConfigAndView(cfgPath, "")
+	if err != nil {
+		return "", err
+	}
+	boot, err := loadtest.EnvoyBootstrap(cfg, view, envoyconfig.Options{
+		ListenAddress: ports[0], AdminAddress: ports[1], ExtProcAddress: extproc, NoExtProc: name == serverNoFilter,
+	})
+	if err != nil {
+		return "", err
+	}
+	y, err := envoyconfig.MarshalYAML(boot)
+	if err != nil {
+		return "", err
+	}
+	bootPath := filepath.Join(dir, "envoy.yaml")
+	if err := os.WriteFile(bootPath, y, 0o644); err != nil {
+		return "", err
+	}
+	logFile, err := os.Create(filepath.Join(dir, "envoy.log"))
+	if err != nil {
+		return "", err
+	}
+	e, err := envoyconfig.StartEnvoy(bin, bootPath, ports[1], logFile)
+	if err != nil {
+		logFile.Close()
+		return "", err
+	}
+	s.onClose(func() { _ = e.Stop(5 * time.Second); logFile.Close() })
+	readyCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := e.WaitReady(readyCtx, envoyconfig.ExtProcCluster); err != nil {
+		return "", fmt.Errorf("%w (log: %s)", err, logFile.Name())
+	}
+	return ports[0], nil
+}
+
+// reservePorts reserves n loopback ports. The listeners close before the ports are used, so one
+// could in principle be taken in between; nothing else on a load-test machine races for them.
+func reservePorts(n int) ([]string, error) {
+	var addrs []string
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		addrs = append(addrs, l.Addr().String())
+	}
+	return addrs, nil
+}
+
+// waitGRPCHealth waits until the gRPC server at addr reports ext_proc SERVING, or the process
+// serving it exits.
+func waitGRPCHealth(ctx context.Context, addr string, exited <-chan error) error {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	hc := healthpb.NewHealthClient(cc)
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		callCtx, done := context.WithTimeout(ctx, time.Second)
+		resp, err := hc.Check(callCtx, &healthpb.HealthCheckRequest{Service: loadtest.ExtProcServiceName})
+		done()
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			return nil
+		}
+		select {
+		case err := <-exited:
+			return err
+		case <-ctx.Done():
+			return fmt.Errorf("ext_proc server at %s not serving: %w", addr, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/partroute/partroute/loadtest"
+)
+
+func TestGCPercent(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct {
+		live, headroom uint64
+		want           int
+	}{
+		{3 * mib, 64 * mib, 2100},   // a small heap grows by the headroom
+		{0, 64 * mib, 6400},         // an empty heap counts as 1 MiB
+		{64 * mib, 64 * mib, 100},   // the headroom is one live heap: Go's default
+		{308 * mib, 64 * mib, 100},  // a large heap never goes below GOGC=100
+		{1 << 10, 1 << 40, 10000},   // the percentage is bounded
+		{40 * mib, 64 * mib, 150},   // 160, rounded down to a multiple of 50
+		{41 * mib, 64 * mib, 150},   // a slightly different heap leaves it where it was
+		{5 * mib, 64 * mib, 1250},   // 1280, rounded
+		{1 * mib, 100 * mib, 10000}, // bounded
+	} {
+		if got := gcPercent(c.live, c.headroom); got != c.want {
+			t.Errorf("gcPercent(%d MiB, %d MiB) = %d, want %d", c.live/mib, c.headroom/mib, got, c.want)
+		}
+	}
+}
+
+func TestByteSizeFlag(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "4096": 4096, "64MiB": 64 << 20, "1GiB": 1 << 30, "512KiB": 512 << 10, "10B": 10} {
+		var b byteSize
+		if err := b.Set(in); err != nil || int64(b) != want {
+			t.Errorf("Set(%q) = %d, %v; want %d", in, b, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "1.5GiB", "10MB", "9000000000GiB"} {
+		var b byteSize
+		if err := b.Set(in); err == nil {
+			t.Errorf("Set(%q) accepted as %d", in, b)
+		}
+	}
+	for b, want := range map[byteSize]string{0: "0", 64 << 20: "64MiB", 3 << 30: "3GiB", 1000: "1000"} {
+		if got := b.String(); got != want {
+			t.Errorf("String(%d) = %q, want %q", int64(b), got, want)
+		}
+	}
+}
+
+// TestLoadtestCompareInProcess runs a short comparison with both servers in this process and
+// checks the reports it writes.
+func TestLoadtestCompareInProcess(t *testing.T) {
+	out := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"loadtest", "compare", "-servers", "inprocess", "-c", "8", "-d", "500ms", "-warmup", "100ms", "-pairs", "1", "-out", out}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	for _, want := range []string{"partroute #1", "noop #1", "partroute / noop throughput:"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	if !strings.Contains(stderr.String(), "req/s") {
+		t.Errorf("no progress lines on stderr:\n%s", stderr.String())
+	}
+	f, err := os.Open(filepath.Join(out, "compare-extproc-closed.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rep, err := loadtest.ReadJSON(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Runs) != 2 || len(rep.Comparisons) == 0 || rep.Machine.CPUs == 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	for _, r := range rep.Runs {
+		if r.Errors != 0 || r.Requests == 0 {
+			t.Errorf("run %s: %d requests, errors %v", r.Name, r.Requests, r.ErrorCodes)
+		}
+	}
+	for _, ext := range []string{".svg", ".txt"} {
+		if _, err := os.Stat(filepath.Join(out, "compare-extproc-closed"+ext)); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestLoadtestHTTPThroughEnvoy runs the http target through a real Envoy in front of partroute
+// (in this process) and the replicas' backends, over HTTP/1.1 and h2c.
+func TestLoadtestHTTPThroughEnvoy(t *testing.T) {
+	for _, proto := range []string{loadtest.HTTP1, loadtest.H2C} {
+		var stdout, stderr bytes.Buffer
+		code := run([]string{"loadtest", "run", "-target", "http", "-proto", proto, "-server", "partroute", "-servers", "inprocess",
+			"-c", "8", "-d", "500ms", "-warmup", "200ms", "-quiet"}, &stdout, &stderr)
+		if code != 0 {
+			t.Fatalf("%s: exit %d\nstdout:\n%s\nstderr:\n%s", proto, code, stdout.String(), stderr.String())
+		}
+		lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+		if len(lines) != 2 || !strings.Contains(lines[1], "envoy+partroute") {
+			t.Fatalf("%s: output\n%s", proto, stdout.String())
+		}
+		// The errors column is the fifth: none may fail.
+		if f := strings.Fields(lines[1]); len(f) < 5 || f[4] != "0" {
+			t.Errorf("%s: errors in\n%s", proto, stdout.String())
+		}
+	}
+}
+
+func TestLoadtestUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"loadtest", "frobnicate"},
+		{"loadtest", "run", "-mode", "sideways"},
+		{"loadtest", "run", "-mode", "open"},
+		{"loadtest", "run", "-target", "smtp"},
+		{"loadtest", "compare", "-keys", "pareto"},
+		{"loadtest", "run", "-no-such-flag"},
+		{"loadtest", "run", "extra"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(args, &stdout, &stderr); code != 1 {
+			t.Errorf("%q: exit %d, want 1\n%s", args, code, stderr.String())
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"loadtest", "compare", "-h"}, &stdout, &stderr); code != 0 || !strings.Contains(stderr.String(), "-pairs") {
+		t.Errorf("-h: exit %d\n%s", code, stderr.String())
+	}
+}
