@@ -163,7 +163,10 @@ func (h *Handler) responseHeaders(m *extprocv3.HttpHeaders, st *stream) {
 	if err != nil {
 		return
 	}
-	obs.ObserveResponse(&st.routed, status, headers)
+	// The decision is copied so that only this path, taken when response headers are sent,
+	// allocates it: passing &st.routed would move every stream's state to the heap.
+	routed := st.routed
+	obs.ObserveResponse(&routed, status, headers)
 }
 
 func (h *Handler) requestBody(ctx context.Context, m *extprocv3.HttpBody, st *stream) *extprocv3.ProcessingResponse {
