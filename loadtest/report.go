@@ -233,8 +233,8 @@ func ReadJSON(rd io.Reader) (*Report, error) {
 
 // Chart geometry, in SVG user units.
 const (
-	chartW, chartH             = 960, 560
-	plotL, plotR, plotT, plotB = 80, 720, 50, 500
+	chartW, chartH             = 1200, 580
+	plotL, plotR, plotT, plotB = 80, 760, 70, 520
 )
 
 // seriesColors are distinguishable colors for the targets, one each, in order of appearance.
@@ -280,8 +280,10 @@ func WriteSVG(w io.Writer, r *Report) error {
 
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", chartW, chartH, chartW, chartH)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", chartW, chartH)
-	fmt.Fprintf(&b, `<text x="%d" y="24" font-size="16">%s</text>`+"\n", plotL, escape(r.Title))
-	fmt.Fprintf(&b, `<text x="%d" y="40" fill="#555">%s</text>`+"\n", plotL, escape(machineLine(r.Machine)))
+	for i, line := range titleLines(r.Title, 120) {
+		fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="15">%s</text>`+"\n", plotL, 22+18*i, escape(line))
+	}
+	fmt.Fprintf(&b, `<text x="%d" y="58" fill="#555">%s</text>`+"\n", plotL, escape(machineLine(r.Machine)))
 	// Grid and axes.
 	for k := 0; k <= int(maxNines); k++ {
 		x := plotL + (plotR-plotL)*float64(k)/maxNines
@@ -300,7 +302,7 @@ func WriteSVG(w io.Writer, r *Report) error {
 				stroke = "#ccc"
 			}
 			fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="%s"/>`+"\n", plotL, y, plotR, y, stroke)
-			fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", plotL-6, y+4, escape(FormatNS(ns)))
+			fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", plotL-6, y+4, escape(axisLabel(ns)))
 		}
 	}
 	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#333"/>`+"\n", plotL, plotT, plotR-plotL, plotB-plotT)
@@ -341,12 +343,37 @@ func WriteSVG(w io.Writer, r *Report) error {
 		y += 20
 	}
 	for _, c := range r.Comparisons {
-		fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11">%s</text>`+"\n", plotR+15, y+4, escape(fmt.Sprintf("%s/%s %s: %.3f", c.Target, c.Baseline, c.Metric, c.Median)))
+		fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11">%s</text>`+"\n", plotR+15, y+4, escape(fmt.Sprintf("%s / %s %s: median %.3f", c.Target, c.Baseline, c.Metric, c.Median)))
 		y += 16
 	}
 	b.WriteString("</svg>\n")
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// titleLines splits a title longer than width characters into two lines, at the last ", "
+// that fits.
+func titleLines(title string, width int) []string {
+	if len(title) <= width {
+		return []string{title}
+	}
+	if i := strings.LastIndex(title[:width], ", "); i > 0 {
+		return []string{title[:i+1], title[i+2:]}
+	}
+	return []string{title}
+}
+
+// axisLabel renders a latency axis tick: 500µs, 1ms, 20ms, 1s.
+func axisLabel(ns float64) string {
+	for _, u := range []struct {
+		unit  string
+		scale float64
+	}{{"s", 1e9}, {"ms", 1e6}, {"µs", 1e3}} {
+		if ns >= u.scale {
+			return strconv.FormatFloat(ns/u.scale, 'g', 3, 64) + u.unit
+		}
+	}
+	return strconv.FormatFloat(ns, 'g', 3, 64) + "ns"
 }
 
 func ninesLabel(k int) string {

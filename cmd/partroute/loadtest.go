@@ -157,8 +157,10 @@ func runLoadtest(args []string, stdout, stderr io.Writer) int {
 		err = loadtestCompare(ctx, args, stdout, stderr)
 	case "noop":
 		err = loadtestNoop(ctx, args, stderr)
+	case "report":
+		err = loadtestReport(args, stdout, stderr)
 	default:
-		fmt.Fprintf(stderr, "partroute loadtest: unknown subcommand %q (run, compare or noop)\n", sub)
+		fmt.Fprintf(stderr, "partroute loadtest: unknown subcommand %q (run, compare, noop or report)\n", sub)
 		return 1
 	}
 	if errors.Is(err, flag.ErrHelp) {
@@ -421,6 +423,48 @@ func writeReports(rep *loadtest.Report, dir, name string, stdout io.Writer) erro
 	}
 	fmt.Fprintf(stdout, "reports: %s.{txt,json,svg}\n", filepath.Join(dir, name))
 	return nil
+}
+
+// loadtestReport reads JSON reports and writes them again as one: the table on stdout and, with
+// -out, the text, JSON and SVG files. It redraws a report, or puts runs of several invocations
+// on one chart.
+func loadtestReport(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("loadtest report", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "", "directory for the merged report's text, JSON and SVG (empty: the table on stdout only)")
+	name := fs.String("name", "report", "file name of the merged report, without extension")
+	title := fs.String("title", "", "title of the merged report (default: the first report's)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return reportedError{err}
+	}
+	if fs.NArg() == 0 {
+		return errors.New("usage: partroute loadtest report [-out DIR] [-name NAME] [-title TITLE] REPORT.json [REPORT.json ...]")
+	}
+	var merged *loadtest.Report
+	for _, path := range fs.Args() {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		rep, err := loadtest.ReadJSON(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if merged == nil {
+			merged = rep
+			continue
+		}
+		merged.Runs = append(merged.Runs, rep.Runs...)
+		merged.Comparisons = append(merged.Comparisons, rep.Comparisons...)
+	}
+	if *title != "" {
+		merged.Title = *title
+	}
+	return writeReports(merged, *out, *name, stdout)
 }
 
 // loadtestNoop serves the no-op ext_proc server until interrupted: the baseline in a process of

@@ -91,6 +91,25 @@ func TestLoadtestCompareInProcess(t *testing.T) {
 			t.Error(err)
 		}
 	}
+
+	// The report subcommand merges reports: the same one twice holds its runs twice.
+	stdout.Reset()
+	jsonPath := filepath.Join(out, "compare-extproc-closed.json")
+	if code := run([]string{"loadtest", "report", "-out", out, "-name", "merged", "-title", "both", jsonPath, jsonPath}, &stdout, &stderr); code != 0 {
+		t.Fatalf("report: exit %d\n%s", code, stderr.String())
+	}
+	mf, err := os.Open(filepath.Join(out, "merged.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mf.Close()
+	merged, err := loadtest.ReadJSON(mf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if merged.Title != "both" || len(merged.Runs) != 4 || len(merged.Comparisons) != 2*len(rep.Comparisons) {
+		t.Errorf("merged report: %q, %d runs, %d comparisons", merged.Title, len(merged.Runs), len(merged.Comparisons))
+	}
 }
 
 // TestLoadtestHTTPThroughEnvoy runs the http target through a real Envoy in front of partroute
@@ -123,6 +142,8 @@ func TestLoadtestUsage(t *testing.T) {
 		{"loadtest", "compare", "-keys", "pareto"},
 		{"loadtest", "run", "-no-such-flag"},
 		{"loadtest", "run", "extra"},
+		{"loadtest", "report"},
+		{"loadtest", "report", "/no/such/report.json"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := run(args, &stdout, &stderr); code != 1 {
