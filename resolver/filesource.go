@@ -105,13 +105,25 @@ func NewFileSource(configPath string, metrics *SourceMetrics, log *slog.Logger) 
 // another naming source, only the configuration is read, and the State has no Naming.
 func (s *FileSource) Load() (*State, *View, error) {
 	st, view, _, err := s.load(true)
+	if err == nil {
+		s.served(view)
+	}
 	return st, view, err
 }
 
 // Reload reads the files again when either changed (or always, when force is set, as on
 // SIGHUP) and returns the new state, or nil when nothing changed or the new content is
-// invalid. Invalid content is logged and counted; the caller keeps serving what it has.
+// invalid. Invalid content is logged and counted; the caller keeps serving what it has. The
+// state returned is counted as served: a caller that may still refuse it uses Watch.
 func (s *FileSource) Reload(force bool) (*State, *View) {
+	st, view := s.reload(force)
+	if st != nil {
+		s.served(view)
+	}
+	return st, view
+}
+
+func (s *FileSource) reload(force bool) (*State, *View) {
 	st, view, changed, err := s.load(force)
 	if err != nil {
 		return nil, nil
@@ -124,8 +136,12 @@ func (s *FileSource) Reload(force bool) (*State, *View) {
 }
 
 // Watch polls the files every interval, and reloads at once on each value from hup (SIGHUP),
-// calling apply with every accepted state until ctx ends.
-func (s *FileSource) Watch(ctx context.Context, interval time.Duration, hup <-chan os.Signal, apply func(*State, *View)) {
+// calling apply with every valid new state until ctx ends. apply may still refuse a state (it
+// does not fit the naming source, or Envoy could not be given it): the refusal is logged and
+// counted like invalid content, and the files are read and offered again at the next poll,
+// so that a refusal caused by something passing (a naming source briefly unreachable) does
+// not leave the change unapplied until the files next change.
+func (s *FileSource) Watch(ctx context.Context, interval time.Duration, hup <-chan os.Signal, apply func(*State, *View) error) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -138,9 +154,15 @@ func (s *FileSource) Watch(ctx context.Context, interval time.Duration, hup <-ch
 			force = true
 			s.log.Info("reloading configuration and naming view on SIGHUP")
 		}
-		if st, view := s.Reload(force); st != nil {
-			apply(st, view)
+		st, view := s.reload(force)
+		if st == nil {
+			continue
 		}
+		if err := apply(st, view); err != nil {
+			_ = s.fail(err, nil)
+			continue
+		}
+		s.served(view)
 	}
 }
 
@@ -181,10 +203,19 @@ func (s *FileSource) load(force bool) (*State, *View, bool, error) {
 	if err != nil {
 		return nil, nil, false, s.fail(err, append(cfgData, namingData...))
 	}
-	s.lastError = [32]byte{}
-	s.metrics.Served(view, time.Now())
-	s.log.Info("naming view loaded", "config", s.configPath, "naming", namingStamp.path, "version", view.Version, "services", len(view.Services))
 	return &State{Config: cfg, Naming: view}, view, true, nil
+}
+
+// served records that a loaded state is now being served. Only then: the metrics and the log
+// say what partroute serves, not what it read.
+func (s *FileSource) served(view *View) {
+	s.lastError = [32]byte{}
+	if view == nil {
+		// The configuration alone: its naming comes from another source, which counts it.
+		return
+	}
+	s.metrics.Served(view, time.Now())
+	s.log.Info("naming view loaded", "config", s.configPath, "naming", s.namingFile.path, "version", view.Version, "services", len(view.Services))
 }
 
 // movedOnDisk reports whether either file's modification time or size differs from when it
@@ -207,7 +238,8 @@ func (s *FileSource) movedOnDisk() bool {
 	return false
 }
 
-// fail counts a rejected load and logs it once per distinct content.
+// fail counts a rejected load and logs it once per distinct content (and error: a refusal
+// passes no content, and is told apart by its message).
 func (s *FileSource) fail(err error, content []byte) error {
 	s.metrics.Failed()
 	sum := sha256.Sum256(append([]byte(err.Error()), content...))

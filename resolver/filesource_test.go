@@ -3,11 +3,13 @@ package resolver_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -454,13 +456,24 @@ type fsApplied struct {
 // channel.
 func (f *fsFixture) startWatch(t *testing.T, interval time.Duration, hup chan os.Signal) <-chan fsApplied {
 	t.Helper()
+	return f.startWatchRefusing(t, interval, hup, func(*resolver.State) error { return nil })
+}
+
+// startWatchRefusing is startWatch with apply answering as refuse says: a state refuse
+// returns an error for is not sent.
+func (f *fsFixture) startWatchRefusing(t *testing.T, interval time.Duration, hup chan os.Signal, refuse func(*resolver.State) error) <-chan fsApplied {
+	t.Helper()
 	applied := make(chan fsApplied, 16)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		f.src.Watch(ctx, interval, hup, func(st *resolver.State, view *resolver.View) {
+		f.src.Watch(ctx, interval, hup, func(st *resolver.State, view *resolver.View) error {
+			if err := refuse(st); err != nil {
+				return err
+			}
 			applied <- fsApplied{st, view}
+			return nil
 		})
 	}()
 	t.Cleanup(func() {
@@ -522,6 +535,46 @@ func TestFileSourceWatchPolls(t *testing.T) {
 	text := f.editNaming(t, fsReplica, fsMoved)
 	if a := nextApplied(t, applied, "poll after a change"); a.view.Version != f.versionOf(t, text) {
 		t.Errorf("applied version %s, want that of the fix, %s", a.view.Version, f.versionOf(t, text))
+	}
+}
+
+// A state the caller refuses (it does not fit a naming source that is briefly unreachable,
+// say) is offered again at the next polls, without the files changing, until it is taken; it
+// is counted as an error, not as served, and its refusal is logged once.
+func TestFileSourceWatchOffersARefusedStateAgain(t *testing.T) {
+	f := newFSFixture(t)
+	old := f.load(t)
+	var offers atomic.Int32
+	const refusals = 3
+	applied := f.startWatchRefusing(t, 5*time.Millisecond, nil, func(*resolver.State) error {
+		if offers.Add(1) <= refusals {
+			return errors.New("the naming source is unreachable")
+		}
+		return nil
+	})
+	text := f.editNaming(t, fsReplica, fsMoved)
+	a := nextApplied(t, applied, "the state refused 3 times")
+	if a.view.Version != f.versionOf(t, text) {
+		t.Errorf("applied version %s, want %s", a.view.Version, f.versionOf(t, text))
+	}
+	if got := offers.Load(); got != refusals+1 {
+		t.Errorf("apply was offered the state %d times, want %d", got, refusals+1)
+	}
+	if got := f.reloads(t, "error"); got != refusals {
+		t.Errorf("reloads_total{result=\"error\"} = %v, want %d", got, refusals)
+	}
+	// Load counted one view served; the refused offers counted none.
+	if got := f.reloads(t, "ok"); got != 2 {
+		t.Errorf("reloads_total{result=\"ok\"} = %v, want 2", got)
+	}
+	if got := fsGauge(t, f.reg, "partroute_naming_view_info", "version", a.view.Version); got != 1 {
+		t.Errorf("partroute_naming_view_info{version=%q} = %v, want 1", a.view.Version, got)
+	}
+	if a.view.Version == old.Version {
+		t.Fatal("the edit did not change the version")
+	}
+	if n := strings.Count(f.log.String(), "the naming source is unreachable"); n != 1 {
+		t.Errorf("the refusal is logged %d times, want once:\n%s", n, f.log)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/partroute/partroute/config"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
+	"github.com/partroute/partroute/keying"
 	"github.com/partroute/partroute/loadtest"
 	"github.com/partroute/partroute/xds"
 )
@@ -219,5 +221,52 @@ func TestServiceFabricThroughEnvoy(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("partroute never re-resolved partition 0 passing its previous version v0-0; it sent %v", prev)
+	}
+}
+
+// A configuration reload the Service Fabric source refuses leaves the service mappings of the
+// configuration still served: requests keep resolving against the Service Fabric services
+// they did before.
+func TestFabricFollowerRefusedReloadKeepsMappings(t *testing.T) {
+	gw := &fakeGateway{replicas: [2][]string{{"127.0.0.1:1"}, {"127.0.0.1:2"}}}
+	gateway := httptest.NewServer(gw)
+	t.Cleanup(gateway.Close)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "partroute.yaml")
+	text := fmt.Sprintf(fabricConfig, "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", gateway.URL)
+	write(t, cfgPath, text)
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	follower, err := newNamingFollower(cfg, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(follower.close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, _, err := follower.initial(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+
+	write(t, cfgPath, strings.Replace(text, "fabric:/app/orders", "fabric:/app/missing", 1))
+	moved, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := follower.forConfig(moved); err == nil || !strings.Contains(err.Error(), "app~missing") && !strings.Contains(err.Error(), "fabric:/app/missing") {
+		t.Fatalf("forConfig of a configuration naming a missing Service Fabric service: %v, want an error naming it", err)
+	}
+	src := follower.(*fabricFollower).src
+	if got := src.Services()["orders"].FabricName; got != "fabric:/app/orders" {
+		t.Errorf("after the refused reload, orders is mapped to %q, want fabric:/app/orders", got)
+	}
+	p, err := src.Partition(ctx, cfg.Service("orders"), keying.Key{Index: 1, Int: 77})
+	if err != nil {
+		t.Fatalf("resolving after the refused reload: %v", err)
+	}
+	if len(p.Replicas) != 1 || p.Replicas[0].Address != "127.0.0.1:2" {
+		t.Errorf("partition of key 77 after the refused reload has replicas %+v, want 127.0.0.1:2", p.Replicas)
 	}
 }

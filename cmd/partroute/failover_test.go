@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -322,6 +324,43 @@ func failover(t *testing.T, withEtcd bool) {
 		}
 		t.Logf("%s source: the second partroute instance served the new view %v after the change", source, at.Sub(changedAt).Round(time.Millisecond))
 	}
+	// The metrics say what is served: the first view and the failover's, nothing refused,
+	// and one version series.
+	metrics := f.metrics(f.admin)
+	for _, want := range []string{`partroute_naming_reloads_total{result="ok"} 2`, `partroute_naming_reloads_total{result="error"} 0`} {
+		if !strings.Contains(metrics, "\n"+want+"\n") {
+			t.Errorf("/metrics lacks %s:\n%s", want, grepLines(metrics, "partroute_naming_"))
+		}
+	}
+	if n := strings.Count(metrics, "\npartroute_naming_view_info{"); n != 1 {
+		t.Errorf("/metrics has %d partroute_naming_view_info series, want 1:\n%s", n, grepLines(metrics, "partroute_naming_"))
+	}
+}
+
+// metrics returns the text of a partroute instance's /metrics.
+func (f *failoverStack) metrics(admin string) string {
+	f.t.Helper()
+	resp, err := f.client.Get("http://" + admin + "/metrics")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return string(body)
+}
+
+// grepLines returns the lines of text that start with prefix.
+func grepLines(text, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func TestFailoverWithRetriesLosesNoWrite(t *testing.T) {

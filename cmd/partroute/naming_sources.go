@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,7 +59,7 @@ func newNamingFollower(cfg *config.Config, metrics *resolver.SourceMetrics, reg 
 		if err != nil {
 			return nil, fmt.Errorf("naming.servicefabric: %w", err)
 		}
-		return &fabricFollower{src: src, interval: cfg.Naming.ServiceFabric.EnumerateInterval, metrics: metrics, log: log}, nil
+		return &fabricFollower{src: src, interval: cfg.Naming.ServiceFabric.EnumerateInterval, log: log}, nil
 	case config.SourceFile:
 		return nil, nil
 	}
@@ -118,7 +119,6 @@ func (f *etcdFollower) close() { _ = f.src.Close() }
 type fabricFollower struct {
 	src      *servicefabric.Source
 	interval time.Duration
-	metrics  *resolver.SourceMetrics
 	log      *slog.Logger
 }
 
@@ -132,7 +132,6 @@ func (f *fabricFollower) initial(ctx context.Context, cfg *config.Config) (resol
 	for {
 		view, err := f.src.Enumerate(ctx, cfg)
 		if err == nil {
-			f.metrics.Served(view, time.Now())
 			return f.src, view, nil
 		}
 		f.log.Warn("waiting for the Service Fabric gateway", "error", err, "retry_in", wait)
@@ -148,11 +147,19 @@ func (f *fabricFollower) initial(ctx context.Context, cfg *config.Config) (resol
 }
 
 // forConfig takes the new configuration's service mappings and enumerates at once, so that
-// Envoy gets the clusters of added services with the configuration that adds them.
-func (f *fabricFollower) forConfig(cfg *config.Config) (resolver.Naming, *resolver.View, error) {
+// Envoy gets the clusters of added services with the configuration that adds them. When the
+// new configuration is refused, the mappings of the one still served are put back.
+func (f *fabricFollower) forConfig(cfg *config.Config) (_ resolver.Naming, _ *resolver.View, err error) {
+	previous := f.src.Services()
 	if err := f.src.SetServices(servicefabric.MappingsFromConfig(cfg)); err != nil {
 		return nil, nil, err
 	}
+	defer func() {
+		if err != nil {
+			// The previous mappings were valid when they were set, so they still are.
+			_ = f.src.SetServices(previous)
+		}
+	}()
 	if err := f.src.Check(cfg); err != nil {
 		return nil, nil, err
 	}
@@ -166,12 +173,28 @@ func (f *fabricFollower) forConfig(cfg *config.Config) (resolver.Naming, *resolv
 }
 
 func (f *fabricFollower) run(ctx context.Context, cfg func() *config.Config, apply func(resolver.Naming, *resolver.View)) {
-	f.src.Run(ctx, f.interval, cfg, func(v *resolver.View) {
-		f.metrics.Served(v, time.Now())
-		apply(f.src, v)
-	})
+	f.src.Run(ctx, f.interval, cfg, func(v *resolver.View) { apply(f.src, v) })
 }
 
 func (f *fabricFollower) status() (bool, string) { return true, "" }
 
 func (f *fabricFollower) close() {}
+
+// warnRestartOnly logs each setting that differs between the configuration served and a
+// reloaded one but takes effect only on restart: the reload is applied, and without the
+// warning the operator would believe the setting was too.
+func warnRestartOnly(log *slog.Logger, cur, next *config.Config) {
+	for _, s := range []struct {
+		field   string
+		changed bool
+	}{
+		{"listen", cur.Listen != next.Listen},
+		{"cache", cur.Cache != next.Cache},
+		{"naming.etcd", !reflect.DeepEqual(cur.Naming.Etcd, next.Naming.Etcd)},
+		{"naming.servicefabric", cur.Naming.ServiceFabric != next.Naming.ServiceFabric},
+	} {
+		if s.changed {
+			log.Warn("a setting changed in the configuration takes effect on restart; the rest of the change is applied", "field", s.field)
+		}
+	}
+}

@@ -139,6 +139,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, log *slog.
 		if st.Naming, view, err = follower.initial(ctx, st.Config); err != nil {
 			return err
 		}
+		sourceMetrics.Served(view, time.Now())
 	}
 	res := resolver.New(st)
 	var xdsSrv *xds.Server
@@ -197,50 +198,62 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, log *slog.
 	// apply serves a new state. Envoy's endpoints and partroute's decisions change together:
 	// the snapshot first, so that a view Envoy cannot be given is refused whole, then the
 	// decisions. Configuration reloads and naming changes arrive from different goroutines;
-	// the lock keeps each whole.
+	// the lock keeps each whole. A refusal is returned to the caller, which counts and logs it.
 	var applyMu sync.Mutex
-	apply := func(next func(cur *resolver.State) (*resolver.State, *resolver.View, error)) {
+	apply := func(next func(cur *resolver.State) (*resolver.State, *resolver.View, error)) error {
 		applyMu.Lock()
 		defer applyMu.Unlock()
 		st, view, err := next(res.State())
 		if err != nil {
-			sourceMetrics.Failed()
-			log.Error("change refused; still serving the previous configuration and naming view", "error", err)
-			return
+			return fmt.Errorf("change refused: %w", err)
 		}
 		if xdsSrv != nil && view != nil {
 			if _, err := xdsSrv.Update(st.Config, view, envoyconfig.Options{}); err != nil {
-				sourceMetrics.Failed()
-				log.Error("naming view refused: no xds snapshot can be built from it; still serving the previous one", "error", err)
-				return
+				return fmt.Errorf("naming view refused: no xds snapshot can be built from it: %w", err)
 			}
 		}
 		res.Swap(st)
+		if follower != nil && view != nil {
+			// The file source counts its own views; another source's are counted here, once
+			// served, so that the metrics never show a view that was refused.
+			sourceMetrics.Served(view, time.Now())
+		}
+		return nil
 	}
-	go src.Watch(watchCtx, o.poll, hup, func(next *resolver.State, view *resolver.View) {
-		apply(func(cur *resolver.State) (*resolver.State, *resolver.View, error) {
-			if next.Config.Listen != cur.Config.Listen {
-				log.Warn("listen addresses changed in the configuration; they take effect on restart")
-			}
-			if next.Config.Naming.Source != cur.Config.Naming.Source {
-				return nil, nil, fmt.Errorf("naming.source changed from %s to %s; that takes a restart", cur.Config.Naming.Source, next.Config.Naming.Source)
-			}
-			if follower == nil {
-				return next, view, nil
-			}
-			// The configuration changed under a naming source of its own: the source's
-			// content must fit the new configuration too.
-			naming, view, err := follower.forConfig(next.Config)
-			if err != nil {
-				return nil, nil, fmt.Errorf("the naming view does not fit the new configuration: %w", err)
-			}
-			return &resolver.State{Config: next.Config, Naming: naming}, view, nil
+	// The watchers end before the naming follower is closed (deferred earlier, so run later),
+	// so that none of them uses a closed source.
+	var watchers sync.WaitGroup
+	defer func() { stopWatch(); watchers.Wait() }()
+	watchers.Go(func() {
+		src.Watch(watchCtx, o.poll, hup, func(next *resolver.State, view *resolver.View) error {
+			return apply(func(cur *resolver.State) (*resolver.State, *resolver.View, error) {
+				warnRestartOnly(log, cur.Config, next.Config)
+				if next.Config.Naming.Source != cur.Config.Naming.Source {
+					return nil, nil, fmt.Errorf("naming.source changed from %s to %s; that takes a restart", cur.Config.Naming.Source, next.Config.Naming.Source)
+				}
+				if follower == nil {
+					return next, view, nil
+				}
+				// The configuration changed under a naming source of its own: the source's
+				// content must fit the new configuration too.
+				naming, view, err := follower.forConfig(next.Config)
+				if err != nil {
+					return nil, nil, fmt.Errorf("the naming view does not fit the new configuration: %w", err)
+				}
+				return &resolver.State{Config: next.Config, Naming: naming}, view, nil
+			})
 		})
 	})
 	if follower != nil {
-		go follower.run(watchCtx, func() *config.Config { return res.State().Config }, func(naming resolver.Naming, view *resolver.View) {
-			apply(func(cur *resolver.State) (*resolver.State, *resolver.View, error) {
-				return &resolver.State{Config: cur.Config, Naming: naming}, view, nil
+		watchers.Go(func() {
+			follower.run(watchCtx, func() *config.Config { return res.State().Config }, func(naming resolver.Naming, view *resolver.View) {
+				err := apply(func(cur *resolver.State) (*resolver.State, *resolver.View, error) {
+					return &resolver.State{Config: cur.Config, Naming: naming}, view, nil
+				})
+				if err != nil {
+					sourceMetrics.Failed()
+					log.Error("naming change refused; still serving the previous naming view", "source", res.State().Config.Naming.Source, "error", err)
+				}
 			})
 		})
 		mux.HandleFunc("/debug/naming", func(w http.ResponseWriter, _ *http.Request) {

@@ -432,7 +432,6 @@ func (s *Source) rebuild(cfg *config.Config) (view *resolver.View, changed bool,
 		return s.view, false, nil
 	}
 	s.view = view
-	s.metrics.Served(view, time.Now())
 	s.log.Info("naming view loaded", "source", "etcd", "prefix", s.prefix, "revision", s.rev, "version", view.Version, "services", len(view.Services))
 	return view, true, nil
 }

@@ -227,6 +227,16 @@ func (s *Source) SetServices(services map[string]ServiceMapping) error {
 	return nil
 }
 
+// Services returns a copy of the current mappings, as SetServices takes them.
+func (s *Source) Services() map[string]ServiceMapping {
+	cur := *s.services.Load()
+	out := make(map[string]ServiceMapping, len(cur))
+	for name, m := range cur {
+		out[name] = m.ServiceMapping
+	}
+	return out
+}
+
 // mapping returns the current mapping of a service.
 func (s *Source) mapping(service string) (mapped, bool) {
 	m, ok := (*s.services.Load())[service]
