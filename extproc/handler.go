@@ -49,6 +49,8 @@ type Handler struct {
 	log     *slog.Logger
 	// parts holds the prebuilt parts of routed responses; see routeParts.
 	parts *partsCache
+	// causes limits the warnings about naming source failures behind rejections.
+	causes causeLimiter
 }
 
 // NewHandler returns a handler deciding with d. metrics and log must not be nil; pass
@@ -366,14 +368,43 @@ func rejection(e *resolver.Error) *extprocv3.ProcessingResponse {
 }
 
 // logRejection logs each rejected request once, at debug level, with its code. The check
-// first keeps the attributes from being built when debug logging is off.
+// first keeps the attributes from being built when debug logging is off. A rejection caused by
+// the naming source is also a warning, at most one per causeInterval: the client was told only
+// that naming is unavailable, and the operator needs the source's own error.
 func (h *Handler) logRejection(d resolver.Decision) {
-	if !h.log.Enabled(context.Background(), slog.LevelDebug) {
-		return
-	}
 	service := unmatchedService
 	if d.Service != nil {
 		service = d.Service.Name
 	}
+	if d.Err.Cause != nil {
+		if suppressed, ok := h.causes.allow(time.Now()); ok {
+			h.log.Warn("request rejected: the naming source failed", "service", service, "code", d.Err.Code.String(),
+				"cause", d.Err.Cause.Error(), "suppressed_since_last", suppressed)
+		}
+	}
+	if !h.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
 	h.log.Debug("request rejected", "service", service, "code", d.Err.Code.String(), "message", d.Err.Message)
+}
+
+// causeInterval is the least time between two warnings about naming source failures: an
+// outage rejects every request, and one line a second tells as much as thousands.
+const causeInterval = time.Second
+
+// causeLimiter lets one event through per causeInterval and counts the others.
+type causeLimiter struct {
+	last       atomic.Int64
+	suppressed atomic.Int64
+}
+
+// allow reports whether an event at now may be logged and, if so, how many were held back
+// since the last one that was.
+func (l *causeLimiter) allow(now time.Time) (int64, bool) {
+	last := l.last.Load()
+	if last != 0 && now.UnixNano()-last < int64(causeInterval) || !l.last.CompareAndSwap(last, now.UnixNano()) {
+		l.suppressed.Add(1)
+		return 0, false
+	}
+	return l.suppressed.Swap(0), true
 }

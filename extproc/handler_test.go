@@ -516,3 +516,46 @@ func TestErrorWithoutServiceIsCountedUnmatched(t *testing.T) {
 		t.Errorf("requests_total{service=\"-\",code=\"naming_unavailable\"} = %v, want 1", got)
 	}
 }
+
+// A naming source's error never reaches the client, which may not know the cluster's
+// internal names and addresses; the operator gets it in a warning, at most one a second.
+func TestNamingCauseIsLoggedNotSent(t *testing.T) {
+	const secret = "gateway 10.0.0.5:19080 timed out resolving fabric:/internal/users"
+	var out syncBuffer
+	d := decider{Err: &resolver.Error{Code: resolver.NamingUnavailable, Message: "service users: naming view unavailable", Cause: errors.New(secret)}}
+	h := NewHandler(d, NewMetrics(nil), slog.New(slog.NewTextHandler(&out, nil)))
+	for i := 0; i < 5; i++ {
+		s := newFakeStream(requestHeaders("GET", "a.test", "/"))
+		if err := h.Process(s); err != nil {
+			t.Fatal(err)
+		}
+		checkRejection(t, s.out[0], 503, "naming_unavailable")
+		ir := s.out[0].GetImmediateResponse()
+		if body := string(ir.GetBody()); strings.Contains(body, "10.0.0.5") || strings.Contains(body, "fabric:/") || !strings.Contains(body, "naming view unavailable") {
+			t.Fatalf("rejection body %s: want the generic message without the cause", body)
+		}
+	}
+	log := out.String()
+	if n := strings.Count(log, secret); n != 1 {
+		t.Errorf("the cause is logged %d times for 5 rejections within a second, want once:\n%s", n, log)
+	}
+	if !strings.Contains(log, "level=WARN") {
+		t.Errorf("the cause is not a warning:\n%s", log)
+	}
+}
+
+func TestCauseLimiter(t *testing.T) {
+	var l causeLimiter
+	t0 := time.Unix(1000, 0)
+	if n, ok := l.allow(t0); !ok || n != 0 {
+		t.Fatalf("first event: %d %v, want 0 true", n, ok)
+	}
+	for i := 1; i <= 3; i++ {
+		if _, ok := l.allow(t0.Add(time.Duration(i) * 100 * time.Millisecond)); ok {
+			t.Fatalf("event %d within the interval was allowed", i)
+		}
+	}
+	if n, ok := l.allow(t0.Add(causeInterval)); !ok || n != 3 {
+		t.Errorf("event after the interval: %d %v, want 3 true", n, ok)
+	}
+}

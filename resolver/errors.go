@@ -71,11 +71,22 @@ func (c Code) RetryAfter() bool { return c < numCodes && codeTable[c].retryAfter
 
 // Error is a request partroute cannot route.
 type Error struct {
-	Code    Code
+	Code Code
+	// Message is what the client is told.
 	Message string
+	// Cause is what operators are told: the naming source's own error, which may name
+	// internal services, addresses and gateways, and so stays out of the client's response.
+	Cause error
 }
 
-func (e *Error) Error() string { return e.Code.String() + ": " + e.Message }
+func (e *Error) Error() string {
+	if e.Cause != nil {
+		return e.Code.String() + ": " + e.Message + ": " + e.Cause.Error()
+	}
+	return e.Code.String() + ": " + e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Cause }
 
 func errorf(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}

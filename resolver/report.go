@@ -17,6 +17,9 @@ type Report struct {
 	Passthrough bool             `json:"passthrough,omitempty"`
 	Message     string           `json:"message,omitempty"`
 	Error       *ErrorReport     `json:"error,omitempty"`
+	// Cause is the naming source's error behind a rejection, for operators only: clients
+	// get Error's message alone.
+	Cause string `json:"cause,omitempty"`
 }
 
 // PartitionReport describes the chosen partition.
@@ -47,7 +50,11 @@ type ErrorReport struct {
 // the subset Envoy picks from.
 func (d Decision) Report() Report {
 	if d.Err != nil {
-		return Report{Error: &ErrorReport{Status: d.Err.Code.Status(), Code: d.Err.Code.String(), Message: d.Err.Message}}
+		r := Report{Error: &ErrorReport{Status: d.Err.Code.Status(), Code: d.Err.Code.String(), Message: d.Err.Message}}
+		if d.Err.Cause != nil {
+			r.Cause = d.Err.Cause.Error()
+		}
+		return r
 	}
 	if d.Service == nil {
 		return Report{Passthrough: true, Message: "no service matches; the request passes through untouched"}

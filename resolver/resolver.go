@@ -119,7 +119,7 @@ func namingError(svc *config.Service, err error) *Error {
 	if errors.As(err, &e) {
 		return e
 	}
-	return errorf(NamingUnavailable, "service %s: naming view unavailable: %v", svc.Name, err)
+	return &Error{Code: NamingUnavailable, Message: "service " + svc.Name + ": naming view unavailable", Cause: err}
 }
 
 // quoteInput renders untrusted input for a message: quoted, escaped and cut short.

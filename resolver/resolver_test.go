@@ -258,9 +258,11 @@ func TestResolveNamingFailure(t *testing.T) {
 		code resolver.Code
 		msg  string
 	}{
+		// The client is told that naming is unavailable; the source's error, which names
+		// internal addresses, is the cause, for logs and reports only.
 		{"source unreachable", errors.New("dial tcp 127.0.0.1:2379: connection refused"), resolver.NamingUnavailable,
-			"service users: naming view unavailable: dial tcp 127.0.0.1:2379: connection refused"},
-		{"deadline", context.DeadlineExceeded, resolver.NamingUnavailable, "service users: naming view unavailable: context deadline exceeded"},
+			"service users: naming view unavailable"},
+		{"deadline", context.DeadlineExceeded, resolver.NamingUnavailable, "service users: naming view unavailable"},
 		// A source that answers with an error of the table keeps its code.
 		{"error of the table", own, resolver.PartitionUnavailable, "partition users-0 is being moved"},
 		{"wrapped error of the table", fmt.Errorf("cache: %w", own), resolver.PartitionUnavailable, "partition users-0 is being moved"},
@@ -271,6 +273,11 @@ func TestResolveNamingFailure(t *testing.T) {
 			d := r.Resolve(context.Background(), request("GET", "a.example.com", "/api/users/7"))
 			if d.Err == nil || d.Err.Code != tc.code || d.Err.Message != tc.msg {
 				t.Fatalf("Err = %+v, want %s %q", d.Err, tc.code, tc.msg)
+			}
+			if tc.code == resolver.NamingUnavailable {
+				if !errors.Is(d.Err, tc.err) || d.Report().Cause != tc.err.Error() {
+					t.Errorf("Err %v and report cause %q do not carry the source's error %v", d.Err, d.Report().Cause, tc.err)
+				}
 			}
 			if d.Service == nil || d.Service.Name != "users" || d.Partition != nil {
 				t.Errorf("decision %+v, want service users and no partition", d)
