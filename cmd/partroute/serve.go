@@ -142,9 +142,15 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, log *slog.
 		sourceMetrics.Served(view, time.Now())
 	}
 	res := resolver.New(st)
+	// runCtx outlives the signal that starts the drain: while the ext_proc streams finish,
+	// partroute keeps following the configuration and naming changes and Envoy keeps its xDS
+	// stream, so that no request in the drain is routed by a view older than it should be.
+	// It ends when serve returns.
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRun()
 	var xdsSrv *xds.Server
 	if st.Config.Listen.XDS != "" {
-		xdsSrv = xds.New(ctx, log, reg)
+		xdsSrv = xds.New(runCtx, log, reg)
 		if _, err := xdsSrv.Update(st.Config, view, envoyconfig.Options{}); err != nil {
 			return err
 		}
@@ -193,7 +199,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, log *slog.
 	go func() { errc <- gs.Serve(grpcLis) }()
 	go func() { errc <- admin.Serve(adminLis) }()
 
-	watchCtx, stopWatch := context.WithCancel(ctx)
+	watchCtx, stopWatch := context.WithCancel(runCtx)
 	defer stopWatch()
 	// apply serves a new state. Envoy's endpoints and partroute's decisions change together:
 	// the snapshot first, so that a view Envoy cannot be given is refused whole, then the

@@ -257,7 +257,8 @@ func TestServeRunsAndDrains(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	served := make(chan error, 1)
-	go func() { served <- serve(ctx, opts, make(chan os.Signal), slog.New(slog.NewTextHandler(logs, nil))) }()
+	hup := make(chan os.Signal, 1)
+	go func() { served <- serve(ctx, opts, hup, slog.New(slog.NewTextHandler(logs, nil))) }()
 
 	var grpcAddr, adminAddr string
 	serveWaitFor(t, "serve to report its addresses", 10*time.Second, func() bool {
@@ -304,29 +305,33 @@ func TestServeRunsAndDrains(t *testing.T) {
 		}
 	}
 
-	// One request through the running server, as Envoy sends it.
-	stream, err := extprocv3.NewExternalProcessorClient(conn).Process(ctx)
-	if err != nil {
-		t.Fatal(err)
+	// One request through the running server, as Envoy sends it; it returns the partition.
+	partitionOf12 := func() string {
+		t.Helper()
+		stream, err := extprocv3.NewExternalProcessorClient(conn).Process(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw := func(k, v string) *corev3.HeaderValue { return &corev3.HeaderValue{Key: k, RawValue: []byte(v)} }
+		if err := stream.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+			Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{raw(":method", "PUT"), raw(":path", "/api/users/12"), raw(":authority", "a.example.com")}},
+		}}}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); err != io.EOF {
+			t.Errorf("the stream ended with %v, want io.EOF", err)
+		}
+		return resp.GetDynamicMetadata().GetFields()["envoy.lb"].GetStructValue().GetFields()["partition"].GetStringValue()
 	}
-	raw := func(k, v string) *corev3.HeaderValue { return &corev3.HeaderValue{Key: k, RawValue: []byte(v)} }
-	if err := stream.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
-		Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{raw(":method", "PUT"), raw(":path", "/api/users/12"), raw(":authority", "a.example.com")}},
-	}}}); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := resp.GetDynamicMetadata().GetFields()["envoy.lb"].GetStructValue().GetFields()["partition"].GetStringValue(); got != "users-1" {
-		t.Errorf("partition %q, want users-1: %v", got, resp)
-	}
-	if err := stream.CloseSend(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := stream.Recv(); err != io.EOF {
-		t.Errorf("the stream ended with %v, want io.EOF", err)
+	if got := partitionOf12(); got != "users-1" {
+		t.Errorf("partition %q, want users-1", got)
 	}
 
 	// SIGTERM: NOT_SERVING and not ready at once, while the server still answers.
@@ -336,6 +341,18 @@ func TestServeRunsAndDrains(t *testing.T) {
 		return status("") == healthpb.HealthCheckResponse_NOT_SERVING && status(extProcServiceName) == healthpb.HealthCheckResponse_NOT_SERVING
 	})
 	serveWaitFor(t, "/readyz to answer 503", drainDelay/2, func() bool { return readyz() == http.StatusServiceUnavailable })
+	// The requests of the drain are decided with the naming view as it is: partroute still
+	// follows its changes.
+	namingPath := filepath.Join(dir, "naming.yaml")
+	data, err := os.ReadFile(namingPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(namingPath, []byte(strings.Replace(string(data), "id: users-1\n", "id: users-1-moved\n", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hup <- syscall.SIGHUP
+	serveWaitFor(t, "a request of the drain to see the naming change", drainDelay/2, func() bool { return partitionOf12() == "users-1-moved" })
 	select {
 	case err := <-served:
 		t.Fatalf("serve returned %v before the drain delay was over", err)
