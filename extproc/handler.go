@@ -136,7 +136,10 @@ func (h *Handler) requestHeaders(ctx context.Context, m *extprocv3.HttpHeaders, 
 	d := h.decider.Resolve(ctx, req)
 	if d.NeedBody {
 		st.pending, st.maxBody, st.service = m, d.Config.MaxBodyBytes, d.Service
-		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{}}}
+		// The client's partroute headers go now already: if Envoy were set up not to send
+		// the body, the request would otherwise reach the upstream with the headers the
+		// client chose.
+		return sc.response(d, false)
 	}
 	st.remember(d)
 	return h.respond(d, start, false, sc)

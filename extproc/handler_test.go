@@ -311,11 +311,14 @@ func TestBodyKeying(t *testing.T) {
 	if len(out) != 2 {
 		t.Fatalf("%d responses, want 2", len(out))
 	}
-	// The headers are answered without a decision: Envoy must not be held up, and the key is
-	// in the body still to come.
-	empty := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{}}}
-	if !proto.Equal(out[0], empty) {
-		t.Errorf("headers response %v, want an empty headers response", out[0])
+	// The headers are answered without a decision (the key is in the body still to come),
+	// but the client's partroute headers are removed at once: nothing the client chose may
+	// reach the upstream, even if the body never came.
+	removeOnly := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
+		Response: &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{"x-partition-id", "x-partition-role", "x-partition-key"}}},
+	}}}
+	if !proto.Equal(out[0], removeOnly) {
+		t.Errorf("headers response %v, want one that only removes partroute's headers", out[0])
 	}
 	checkRouted(t, out[1], true, routed{partition: "orders-1", role: "primary", key: "42"})
 	if got := testutil.ToFloat64(f.metrics.requests.WithLabelValues("orders", "ok")); got != 1 {
