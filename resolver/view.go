@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -74,6 +75,45 @@ func (v *View) Partition(_ context.Context, svc *config.Service, key keying.Key)
 		return nil, fmt.Errorf("naming view %s has no partition %d of service %s", v.Version, key.Index, svc.Name)
 	}
 	return &sv.Partitions[key.Index], nil
+}
+
+// Fits reports whether the service view has exactly the partitions of svc's scheme, in its
+// order: a view built for another configuration may not, and serving it would send keys to
+// the wrong partition.
+func (sv *ServiceView) Fits(svc *config.Service) bool {
+	if sv == nil || svc == nil {
+		return false
+	}
+	scheme := svc.Scheme()
+	if sv.Kind != scheme.Kind() || len(sv.Partitions) != scheme.Count() {
+		return false
+	}
+	for i := range sv.Partitions {
+		p := &sv.Partitions[i]
+		switch scheme.Kind() {
+		case keying.UniformInt64:
+			if lo, hi := scheme.Bounds(i); p.LowKey != lo || p.HighKey != hi {
+				return false
+			}
+		case keying.Named:
+			if p.Name != scheme.Names()[i] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Fits returns an error naming every service of cfg whose partitions the view does not have
+// as cfg's scheme gives them.
+func (v *View) Fits(cfg *config.Config) error {
+	var errs []error
+	for _, svc := range cfg.Services {
+		if !v.Services[svc.Name].Fits(svc) {
+			errs = append(errs, fmt.Errorf("naming view %s: service %s: the partitions do not match its partitioning", v.Version, svc.Name))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // DefaultPartitionID derives a partition's id from its service and place in the scheme, so

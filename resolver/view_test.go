@@ -512,3 +512,43 @@ func TestParseViewReportsEveryError(t *testing.T) {
 		t.Errorf("error paths\n%q\nwant\n%q\n%v", paths, want, err)
 	}
 }
+
+// A view fits only the configuration whose schemes it has: one built for an earlier
+// configuration is told apart service by service.
+func TestViewFits(t *testing.T) {
+	cfg, view := loadExample(t)
+	if err := view.Fits(cfg); err != nil {
+		t.Fatalf("the example view does not fit its configuration: %v", err)
+	}
+	data, err := os.ReadFile(exampleConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, old, new, service string
+	}{
+		{"more partitions", "highKey: 33, count: 4", "highKey: 33, count: 5", "users"},
+		{"other bounds", "highKey: 33, count: 4", "highKey: 34, count: 4", "users"},
+		{"other names", "names: [eu, us, apac]", "names: [eu, apac, us]", "regions"},
+		{"other scheme", "{scheme: named, names: [eu, us, apac]}\n    key: {sources: [{path: \"/api/regions/{region}\"}], transform: name}",
+			"{scheme: uniformInt64, lowKey: 0, highKey: 2, count: 3}\n    key: {sources: [{path: \"/api/regions/{region}\"}], transform: hash}", "regions"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			text := string(data)
+			if !strings.Contains(text, c.old) {
+				t.Fatalf("%q is not in the example configuration", c.old)
+			}
+			other, err := config.Parse([]byte(strings.Replace(text, c.old, c.new, 1)), exampleConfig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = view.Fits(other)
+			if err == nil || !strings.Contains(err.Error(), "service "+c.service+":") {
+				t.Fatalf("Fits = %v, want an error naming service %s", err, c.service)
+			}
+			if n := strings.Count(err.Error(), "service "); n != 1 {
+				t.Errorf("Fits names %d services, want only %s: %v", n, c.service, err)
+			}
+		})
+	}
+}

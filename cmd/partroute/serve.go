@@ -254,6 +254,11 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, log *slog.
 		watchers.Go(func() {
 			follower.run(watchCtx, func() *config.Config { return res.State().Config }, func(naming resolver.Naming, view *resolver.View) {
 				err := apply(func(cur *resolver.State) (*resolver.State, *resolver.View, error) {
+					// The view was built for the configuration of its time; a reload since may
+					// have changed a scheme, and then the reload's own view is the one to keep.
+					if err := view.Fits(cur.Config); err != nil {
+						return nil, nil, err
+					}
 					return &resolver.State{Config: cur.Config, Naming: naming}, view, nil
 				})
 				if err != nil {

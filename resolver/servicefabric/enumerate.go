@@ -56,7 +56,7 @@ func (s *Source) Refresh(ctx context.Context, cfg *config.Config) (view *resolve
 			if s.last == nil {
 				break
 			}
-			if old := s.last.Services[name]; old != nil && fits(old, cfg.Service(name)) {
+			if old := s.last.Services[name]; old != nil && old.Fits(cfg.Service(name)) {
 				svs[name] = old
 			}
 		}
@@ -286,32 +286,6 @@ func describeScheme(s *keying.Scheme) string {
 		parts = append(parts, describeIndex(s, i))
 	}
 	return strings.Join(parts, " ")
-}
-
-// fits reports whether a service view built for an earlier configuration still matches svc's
-// scheme, so that it may stand in when svc fails to enumerate.
-func fits(sv *resolver.ServiceView, svc *config.Service) bool {
-	if svc == nil {
-		return false
-	}
-	scheme := svc.Scheme()
-	if sv.Kind != scheme.Kind() || len(sv.Partitions) != scheme.Count() {
-		return false
-	}
-	for i := range sv.Partitions {
-		p := &sv.Partitions[i]
-		switch scheme.Kind() {
-		case keying.UniformInt64:
-			if lo, hi := scheme.Bounds(i); p.LowKey != lo || p.HighKey != hi {
-				return false
-			}
-		case keying.Named:
-			if p.Name != scheme.Names()[i] {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 func samePartition(a, b *resolver.Partition) bool {
