@@ -478,18 +478,6 @@ func TestActiveStreams(t *testing.T) {
 	}
 }
 
-func TestCodeListIsIndexedByCode(t *testing.T) {
-	codes := resolver.Codes()
-	if len(codeList) != len(codes) {
-		t.Fatalf("codeList has %d codes, resolver has %d", len(codeList), len(codes))
-	}
-	for i, c := range codeList {
-		if c != resolver.Code(i) {
-			t.Errorf("codeList[%d] = %v, want %v", i, c, resolver.Code(i))
-		}
-	}
-}
-
 func TestEveryCodeIsCountedUnderItsName(t *testing.T) {
 	m := NewMetrics(nil)
 	for _, c := range resolver.Codes() {

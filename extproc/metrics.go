@@ -20,13 +20,8 @@ type Metrics struct {
 	// byService caches the request counters of each service and code, so that counting a
 	// request is a map read and an atomic add rather than a label lookup. It is copied on
 	// write, which happens once per service name.
-	byService atomic.Pointer[map[string]*[len(codeList)]prometheus.Counter]
+	byService atomic.Pointer[map[string]*[resolver.NumCodes]prometheus.Counter]
 	mu        sync.Mutex
-}
-
-var codeList = [...]resolver.Code{
-	resolver.OK, resolver.MissingPartitionKey, resolver.InvalidPartitionKey, resolver.PartitionKeyOutOfRange,
-	resolver.PartitionUnavailable, resolver.NamingUnavailable, resolver.NoService, resolver.BodyTooLarge,
 }
 
 // unmatchedService is the service label of requests no service matched.
@@ -56,7 +51,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "ext_proc streams opened.",
 		}),
 	}
-	empty := map[string]*[len(codeList)]prometheus.Counter{}
+	empty := map[string]*[resolver.NumCodes]prometheus.Counter{}
 	m.byService.Store(&empty)
 	if reg != nil {
 		reg.MustRegister(m.requests, m.decision, m.activeStreams, m.streams)
@@ -79,18 +74,18 @@ func (m *Metrics) countPassthrough() {
 	m.requests.WithLabelValues(unmatchedService, passthroughCode).Inc()
 }
 
-func (m *Metrics) addService(service string) *[len(codeList)]prometheus.Counter {
+func (m *Metrics) addService(service string) *[resolver.NumCodes]prometheus.Counter {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	old := *m.byService.Load()
 	if c, ok := old[service]; ok {
 		return c
 	}
-	counters := new([len(codeList)]prometheus.Counter)
-	for _, code := range codeList {
+	counters := new([resolver.NumCodes]prometheus.Counter)
+	for _, code := range resolver.Codes() {
 		counters[code] = m.requests.WithLabelValues(service, code.String())
 	}
-	next := make(map[string]*[len(codeList)]prometheus.Counter, len(old)+1)
+	next := make(map[string]*[resolver.NumCodes]prometheus.Counter, len(old)+1)
 	for k, v := range old {
 		next[k] = v
 	}

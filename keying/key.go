@@ -188,9 +188,9 @@ func (k *Keyer) missing() *Failure {
 	return &Failure{Missing, msg}
 }
 
-// quoteInput renders untrusted input for an error message: quoted, escaped and cut short, so
+// QuoteInput renders untrusted input for an error message: quoted, escaped and cut short, so
 // that a message never carries raw or unbounded client bytes.
-func quoteInput(s string) string {
+func QuoteInput(s string) string {
 	const max = 64
 	if len(s) > max {
 		return strconv.QuoteToASCII(s[:max]) + "..."
@@ -203,7 +203,7 @@ func (k *Keyer) apply(src *Source, raw string) (Key, *Failure) {
 	case TransformInt64:
 		v, ok := ParseInt64(raw)
 		if !ok {
-			return Key{}, &Failure{Invalid, fmt.Sprintf("%s: %s is not a decimal int64 (digits with an optional leading -, within the int64 range)", src, quoteInput(raw))}
+			return Key{}, &Failure{Invalid, fmt.Sprintf("%s: %s is not a decimal int64 (digits with an optional leading -, within the int64 range)", src, QuoteInput(raw))}
 		}
 		idx, ok := k.scheme.PartitionOfInt64(v)
 		if !ok {
@@ -217,7 +217,7 @@ func (k *Keyer) apply(src *Source, raw string) (Key, *Failure) {
 	default:
 		idx, ok := k.scheme.PartitionOfName(raw)
 		if !ok {
-			return Key{}, &Failure{OutOfRange, fmt.Sprintf("%s: %s is not a partition name of this service", src, quoteInput(raw))}
+			return Key{}, &Failure{OutOfRange, fmt.Sprintf("%s: %s is not a partition name of this service", src, QuoteInput(raw))}
 		}
 		return Key{Index: idx, Name: k.scheme.names[idx]}, nil
 	}

@@ -294,6 +294,7 @@ func TestKeyerJSONBodySource(t *testing.T) {
 		{"index out of range", small, "/items/2", `{"items":[1,2]}`, fail(keying.Missing, "jsonBody")},
 		{"negative index", small, "/items/-1", `{"items":[1,2]}`, fail(keying.Missing, "jsonBody")},
 		{"index with leading zero", small, "/items/01", `{"items":[1,2]}`, fail(keying.Missing, "jsonBody")},
+		{"index minus zero", small, "/items/-0", `{"items":[1,2]}`, fail(keying.Missing, "jsonBody")},
 		{"index into a string", small, "/id/0", `{"id":"12"}`, fail(keying.Missing, "jsonBody")},
 		{"null", small, "/id", `{"id":null}`, fail(keying.Missing, "jsonBody")},
 		{"empty string", small, "/id", `{"id":""}`, fail(keying.Missing, "jsonBody")},

@@ -242,8 +242,10 @@ func jsonPointerValue(body []byte, pointer []string) (string, bool, string) {
 			}
 			cur = v
 		case []any:
+			// RFC 6901 array indexes are digits without a sign or a leading zero: "-0" and
+			// "01" name no element.
 			i, ok := ParseInt64(tok)
-			if !ok || i < 0 || i >= int64(len(node)) || (len(tok) > 1 && tok[0] == '0') {
+			if !ok || tok[0] == '-' || i >= int64(len(node)) || (len(tok) > 1 && tok[0] == '0') {
 				return "", false, ""
 			}
 			cur = node[i]

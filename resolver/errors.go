@@ -16,7 +16,8 @@ const (
 	NamingUnavailable
 	NoService
 	BodyTooLarge
-	numCodes
+	// NumCodes is the number of codes: an array indexed by Code has this length.
+	NumCodes
 )
 
 type codeInfo struct {
@@ -26,7 +27,7 @@ type codeInfo struct {
 	retryAfter bool
 }
 
-var codeTable = [numCodes]codeInfo{
+var codeTable = [NumCodes]codeInfo{
 	OK:                     {"ok", 200, false},
 	MissingPartitionKey:    {"missing_partition_key", 400, false},
 	InvalidPartitionKey:    {"invalid_partition_key", 400, false},
@@ -43,8 +44,8 @@ const RetryAfterSeconds = "1"
 
 // Codes returns every code, for metrics that pre-create one series per code.
 func Codes() []Code {
-	out := make([]Code, 0, numCodes)
-	for c := OK; c < numCodes; c++ {
+	out := make([]Code, 0, NumCodes)
+	for c := OK; c < NumCodes; c++ {
 		out = append(out, c)
 	}
 	return out
@@ -52,7 +53,7 @@ func Codes() []Code {
 
 // String returns the code's name as it appears in error bodies, headers and metrics.
 func (c Code) String() string {
-	if c < numCodes {
+	if c < NumCodes {
 		return codeTable[c].name
 	}
 	return "unknown"
@@ -60,14 +61,14 @@ func (c Code) String() string {
 
 // Status returns the HTTP status of the code.
 func (c Code) Status() int {
-	if c < numCodes {
+	if c < NumCodes {
 		return codeTable[c].status
 	}
 	return 500
 }
 
 // RetryAfter reports whether a rejection with this code carries retry-after.
-func (c Code) RetryAfter() bool { return c < numCodes && codeTable[c].retryAfter }
+func (c Code) RetryAfter() bool { return c < NumCodes && codeTable[c].retryAfter }
 
 // Error is a request partroute cannot route.
 type Error struct {

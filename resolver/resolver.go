@@ -3,7 +3,6 @@ package resolver
 import (
 	"context"
 	"errors"
-	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -67,7 +66,7 @@ func (r *Resolver) Resolve(ctx context.Context, req *keying.Request) Decision {
 	svc := st.Config.Match(req.Authority, req.Path)
 	if svc == nil {
 		if st.Config.Unmatched == config.Reject {
-			return Decision{Config: st.Config, Err: errorf(NoService, "no service matches authority %s and path %s", quoteInput(req.Authority), quoteInput(keying.PathOnly(req.Path)))}
+			return Decision{Config: st.Config, Err: errorf(NoService, "no service matches authority %s and path %s", keying.QuoteInput(req.Authority), keying.QuoteInput(keying.PathOnly(req.Path)))}
 		}
 		return Decision{Config: st.Config}
 	}
@@ -122,11 +121,3 @@ func namingError(svc *config.Service, err error) *Error {
 	return &Error{Code: NamingUnavailable, Message: "service " + svc.Name + ": naming view unavailable", Cause: err}
 }
 
-// quoteInput renders untrusted input for a message: quoted, escaped and cut short.
-func quoteInput(s string) string {
-	const max = 64
-	if len(s) > max {
-		s = s[:max] + "..."
-	}
-	return strconv.QuoteToASCII(s)
-}

@@ -232,7 +232,7 @@ func TestResolve(t *testing.T) {
 
 		// No service matches and unmatched is reject.
 		{"no service", tcfg, tview, request("GET", "example.org", "/other?x=1"), rejected("", resolver.NoService, `no service matches authority "example.org" and path "/other"`)},
-		{"no service, hostile input", tcfg, tview, request("GET", "a\r\nb", "/"+strings.Repeat("é", 40)), rejected("", resolver.NoService, `no service matches authority "a\r\nb" and path "/`+strings.Repeat(`\u00e9`, 31)+`\xc3..."`)},
+		{"no service, hostile input", tcfg, tview, request("GET", "a\r\nb", "/"+strings.Repeat("é", 40)), rejected("", resolver.NoService, `no service matches authority "a\r\nb" and path "/`+strings.Repeat(`\u00e9`, 31)+`\xc3"...`)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
