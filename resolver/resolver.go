@@ -120,4 +120,3 @@ func namingError(svc *config.Service, err error) *Error {
 	}
 	return &Error{Code: NamingUnavailable, Message: "service " + svc.Name + ": naming view unavailable", Cause: err}
 }
-
