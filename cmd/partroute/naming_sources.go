@@ -25,7 +25,8 @@ type namingFollower interface {
 	forConfig(cfg *config.Config) (resolver.Naming, *resolver.View, error)
 	// run follows the source until ctx ends, calling apply with every change.
 	run(ctx context.Context, cfg func() *config.Config, apply func(resolver.Naming, *resolver.View))
-	// status says whether the naming being served is current, for /readyz.
+	// status says whether the naming being served is current, for /debug/naming. It does not
+	// make partroute unready: a stale view is still the best one there is.
 	status() (current bool, detail string)
 	close()
 }
