@@ -42,9 +42,15 @@ envoy:
 etcd:
 	@command -v etcd >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null)
 
+# NORACE_TESTS are the allocation and memory tests: they skip themselves under the race
+# detector, which allocates and multiplies memory, so test runs them once more without it and
+# CI always runs them.
+NORACE_TESTS := ^(TestHitDoesNotAllocate|TestMillionPartitionsFitInMemory|TestPartitionHitDoesNotAllocate)$$
+
 test: deps
 	$(GO) test -race -count=1 ./...
 	$(GO) test -race -count=1 -tags "$(TAGS)" ./extproc ./loadtest
+	$(GO) test -count=1 -run '$(NORACE_TESTS)' ./cache ./loadtest ./resolver/servicefabric
 
 bench:
 	$(GO) test -tags "$(TAGS)" -run '^$$' -bench . -benchmem ./...
