@@ -29,7 +29,15 @@ type FileSource struct {
 	// lastError is the hash of the broken content last reported, so that a broken file that
 	// stays broken is logged once rather than on every poll.
 	lastError [32]byte
+	// retryAt is when a state the caller refused is offered again, and retryWait the wait
+	// before it; both are zero when nothing was refused.
+	retryAt   time.Time
+	retryWait time.Duration
 }
+
+// maxRetryWait bounds the wait between offers of a refused state: a naming source that stays
+// unreachable is asked again twice a minute, not at every poll.
+const maxRetryWait = 30 * time.Second
 
 type fileStamp struct {
 	path    string
@@ -138,9 +146,10 @@ func (s *FileSource) reload(force bool) (*State, *View) {
 // Watch polls the files every interval, and reloads at once on each value from hup (SIGHUP),
 // calling apply with every valid new state until ctx ends. apply may still refuse a state (it
 // does not fit the naming source, or Envoy could not be given it): the refusal is logged and
-// counted like invalid content, and the files are read and offered again at the next poll,
-// so that a refusal caused by something passing (a naming source briefly unreachable) does
-// not leave the change unapplied until the files next change.
+// counted like invalid content, and the files are read and offered again after a wait that
+// starts at interval and doubles up to maxRetryWait, so that a refusal caused by something
+// passing (a naming source briefly unreachable) does not leave the change unapplied until the
+// files next change. A change of the files is offered at once, as always.
 func (s *FileSource) Watch(ctx context.Context, interval time.Duration, hup <-chan os.Signal, apply func(*State, *View) error) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -149,7 +158,8 @@ func (s *FileSource) Watch(ctx context.Context, interval time.Duration, hup <-ch
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case now := <-t.C:
+			force = !s.retryAt.IsZero() && !now.Before(s.retryAt)
 		case <-hup:
 			force = true
 			s.log.Info("reloading configuration and naming view on SIGHUP")
@@ -159,9 +169,12 @@ func (s *FileSource) Watch(ctx context.Context, interval time.Duration, hup <-ch
 			continue
 		}
 		if err := apply(st, view); err != nil {
-			_ = s.fail(err, nil)
+			s.report(err, nil)
+			s.retryWait = min(max(2*s.retryWait, interval), maxRetryWait)
+			s.retryAt = time.Now().Add(s.retryWait)
 			continue
 		}
+		s.retryAt, s.retryWait = time.Time{}, 0
 		s.served(view)
 	}
 }
@@ -238,19 +251,24 @@ func (s *FileSource) movedOnDisk() bool {
 	return false
 }
 
-// fail counts a rejected load and logs it once per distinct content (and error: a refusal
-// passes no content, and is told apart by its message).
+// fail counts a rejected load and logs it once per distinct content, and forgets the stamps.
 func (s *FileSource) fail(err error, content []byte) error {
+	s.report(err, content)
+	// The stamps are forgotten so that the next poll reads the files again even if their
+	// modification time does not move (a fix written within the same clock tick).
+	s.cfgFile, s.namingFile = fileStamp{}, fileStamp{}
+	return err
+}
+
+// report counts a rejected or refused load and logs it once per distinct error and content (a
+// refusal passes no content, and is told apart by its message).
+func (s *FileSource) report(err error, content []byte) {
 	s.metrics.Failed()
 	sum := sha256.Sum256(append([]byte(err.Error()), content...))
 	if sum != s.lastError {
 		s.lastError = sum
 		s.log.Error("configuration or naming view rejected; still serving the previous one", "error", err)
 	}
-	// The stamps are forgotten so that the next poll reads the files again even if their
-	// modification time does not move (a fix written within the same clock tick).
-	s.cfgFile, s.namingFile = fileStamp{}, fileStamp{}
-	return err
 }
 
 // read returns a file's content and its stamp.

@@ -546,14 +546,28 @@ func TestFileSourceWatchOffersARefusedStateAgain(t *testing.T) {
 	old := f.load(t)
 	var offers atomic.Int32
 	const refusals = 3
-	applied := f.startWatchRefusing(t, 5*time.Millisecond, nil, func(*resolver.State) error {
-		if offers.Add(1) <= refusals {
+	const interval = 5 * time.Millisecond
+	// at holds when each offer came; only Watch's goroutine writes it, before nextApplied
+	// returns.
+	var at [refusals + 1]time.Time
+	applied := f.startWatchRefusing(t, interval, nil, func(*resolver.State) error {
+		n := offers.Add(1)
+		if int(n) <= len(at) {
+			at[n-1] = time.Now()
+		}
+		if n <= refusals {
 			return errors.New("the naming source is unreachable")
 		}
 		return nil
 	})
 	text := f.editNaming(t, fsReplica, fsMoved)
 	a := nextApplied(t, applied, "the state refused 3 times")
+	// The waits between offers double from the poll interval: 1, 2 and 4 intervals at least.
+	for i := 1; i < len(at); i++ {
+		if gap, least := at[i].Sub(at[i-1]), interval<<(i-1); gap < least {
+			t.Errorf("offer %d came %v after the previous one, want at least %v", i+1, gap, least)
+		}
+	}
 	if a.view.Version != f.versionOf(t, text) {
 		t.Errorf("applied version %s, want %s", a.view.Version, f.versionOf(t, text))
 	}

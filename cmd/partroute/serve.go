@@ -233,20 +233,22 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, log *slog.
 	watchers.Go(func() {
 		src.Watch(watchCtx, o.poll, hup, func(next *resolver.State, view *resolver.View) error {
 			return apply(func(cur *resolver.State) (*resolver.State, *resolver.View, error) {
-				warnRestartOnly(log, cur.Config, next.Config)
 				if next.Config.Naming.Source != cur.Config.Naming.Source {
 					return nil, nil, fmt.Errorf("naming.source changed from %s to %s; that takes a restart", cur.Config.Naming.Source, next.Config.Naming.Source)
 				}
-				if follower == nil {
-					return next, view, nil
+				if follower != nil {
+					// The configuration changed under a naming source of its own: the
+					// source's content must fit the new configuration too.
+					naming, fitted, err := follower.forConfig(next.Config)
+					if err != nil {
+						return nil, nil, fmt.Errorf("the naming view does not fit the new configuration: %w", err)
+					}
+					next, view = &resolver.State{Config: next.Config, Naming: naming}, fitted
 				}
-				// The configuration changed under a naming source of its own: the source's
-				// content must fit the new configuration too.
-				naming, view, err := follower.forConfig(next.Config)
-				if err != nil {
-					return nil, nil, fmt.Errorf("the naming view does not fit the new configuration: %w", err)
-				}
-				return &resolver.State{Config: next.Config, Naming: naming}, view, nil
+				// Warned only for a change that passed its checks: a refused one is offered
+				// again, and would warn at every offer.
+				warnRestartOnly(log, cur.Config, next.Config)
+				return next, view, nil
 			})
 		})
 	})
