@@ -15,7 +15,7 @@ import (
 
 // FileSource loads the configuration and its file naming view, and reloads both when either
 // file changes. A reload that fails validation keeps the state that was serving: the error is
-// logged once per distinct broken content and counted.
+// counted once per distinct broken content, and logged once per distinct content and error.
 type FileSource struct {
 	configPath string
 	log        *slog.Logger
@@ -26,9 +26,11 @@ type FileSource struct {
 	// configOnly is set while the configuration names another naming source: the file source
 	// then follows the configuration alone, and States it returns carry no Naming.
 	configOnly bool
-	// lastError is the hash of the broken content last reported, so that a broken file that
-	// stays broken is logged once rather than on every poll.
-	lastError [32]byte
+	// lastError is the hash of the error and broken content last logged, and lastRejected
+	// that of the content last counted, so that a broken file that stays broken, or a state
+	// refused again when it is offered again, is logged and counted once rather than on every
+	// poll or offer.
+	lastError, lastRejected [32]byte
 	// retryAt is when a state the caller refused is offered again, and retryWait the wait
 	// before it; both are zero when nothing was refused.
 	retryAt   time.Time
@@ -67,7 +69,7 @@ func NewSourceMetrics(reg prometheus.Registerer) *SourceMetrics {
 	m := &SourceMetrics{
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "partroute_naming_reloads_total",
-			Help: "Naming view and configuration loads, by result (ok, error, unchanged).",
+			Help: "Naming view and configuration loads that changed something, by result: ok (served) or error (rejected or refused, once per distinct content).",
 		}, []string{"result"}),
 		version: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "partroute_naming_view_info",
@@ -78,7 +80,7 @@ func NewSourceMetrics(reg prometheus.Registerer) *SourceMetrics {
 			Help: "When the naming view being served was loaded, in Unix seconds.",
 		}),
 	}
-	for _, r := range []string{"ok", "error", "unchanged"} {
+	for _, r := range []string{"ok", "error"} {
 		m.reloads.WithLabelValues(r)
 	}
 	if reg != nil {
@@ -95,7 +97,8 @@ func (m *SourceMetrics) Served(view *View, at time.Time) {
 	m.lastReload.Set(float64(at.UnixNano()) / 1e9)
 }
 
-// Failed records a load that was rejected.
+// Failed records a load that was rejected or refused. A source calls it once per content it
+// rejects, not at every read of the same content.
 func (m *SourceMetrics) Failed() { m.reloads.WithLabelValues("error").Inc() }
 
 // NewFileSource returns a source for the configuration at configPath, whose naming.file is
@@ -121,7 +124,8 @@ func (s *FileSource) Load() (*State, *View, error) {
 
 // Reload reads the files again when either changed (or always, when force is set, as on
 // SIGHUP) and returns the new state, or nil when nothing changed or the new content is
-// invalid. Invalid content is logged and counted; the caller keeps serving what it has. The
+// invalid. A check that finds nothing new is not counted: it is no reload. Invalid content is
+// logged and counted; the caller keeps serving what it has. The
 // state returned is counted as served: a caller that may still refuse it uses Watch.
 func (s *FileSource) Reload(force bool) (*State, *View) {
 	st, view := s.reload(force)
@@ -133,11 +137,7 @@ func (s *FileSource) Reload(force bool) (*State, *View) {
 
 func (s *FileSource) reload(force bool) (*State, *View) {
 	st, view, changed, err := s.load(force)
-	if err != nil {
-		return nil, nil
-	}
-	if !changed {
-		s.metrics.reloads.WithLabelValues("unchanged").Inc()
+	if err != nil || !changed {
 		return nil, nil
 	}
 	return st, view
@@ -146,7 +146,8 @@ func (s *FileSource) reload(force bool) (*State, *View) {
 // Watch polls the files every interval, and reloads at once on each value from hup (SIGHUP),
 // calling apply with every valid new state until ctx ends. apply may still refuse a state (it
 // does not fit the naming source, or Envoy could not be given it): the refusal is logged and
-// counted like invalid content, and the files are read and offered again after a wait that
+// counted like invalid content, once for the files' content however often it is refused, and
+// the files are read and offered again after a wait that
 // starts at interval and doubles up to maxRetryWait, so that a refusal caused by something
 // passing (a naming source briefly unreachable) does not leave the change unapplied until the
 // files next change. A change of the files is offered at once, as always.
@@ -169,7 +170,9 @@ func (s *FileSource) Watch(ctx context.Context, interval time.Duration, hup <-ch
 			continue
 		}
 		if err := apply(st, view); err != nil {
-			s.report(err, nil)
+			// The files' hashes name the content refused: a retry of the same content is
+			// not counted again, a change of either file is.
+			s.report(err, append(s.cfgFile.sum[:], s.namingFile.sum[:]...))
 			s.retryWait = min(max(2*s.retryWait, interval), maxRetryWait)
 			s.retryAt = time.Now().Add(s.retryWait)
 			continue
@@ -222,7 +225,7 @@ func (s *FileSource) load(force bool) (*State, *View, bool, error) {
 // served records that a loaded state is now being served. Only then: the metrics and the log
 // say what partroute serves, not what it read.
 func (s *FileSource) served(view *View) {
-	s.lastError = [32]byte{}
+	s.lastError, s.lastRejected = [32]byte{}, [32]byte{}
 	if view == nil {
 		// The configuration alone: its naming comes from another source, which counts it.
 		return
@@ -260,10 +263,19 @@ func (s *FileSource) fail(err error, content []byte) error {
 	return err
 }
 
-// report counts a rejected or refused load and logs it once per distinct error and content (a
-// refusal passes no content, and is told apart by its message).
+// report counts a rejected or refused load once per distinct content, and logs it once per
+// distinct error and content: the same content refused again for another reason (a naming
+// source that failed differently) is news to the operator but no new rejection. A file that
+// could not be read has no content; its error stands for it.
 func (s *FileSource) report(err error, content []byte) {
-	s.metrics.Failed()
+	rejected := sha256.Sum256(content)
+	if content == nil {
+		rejected = sha256.Sum256([]byte(err.Error()))
+	}
+	if rejected != s.lastRejected {
+		s.lastRejected = rejected
+		s.metrics.Failed()
+	}
 	sum := sha256.Sum256(append([]byte(err.Error()), content...))
 	if sum != s.lastError {
 		s.lastError = sum

@@ -116,6 +116,21 @@ func (f *fsFixture) reloads(t *testing.T, result string) float64 {
 	return fsGauge(t, f.reg, "partroute_naming_reloads_total", "result", result)
 }
 
+// wantReloads checks partroute_naming_reloads_total: ok and errors as given, and no result
+// besides those two.
+func (f *fsFixture) wantReloads(t *testing.T, ok, errors float64) {
+	t.Helper()
+	if got := f.reloads(t, "ok"); got != ok {
+		t.Errorf("reloads_total{result=\"ok\"} = %v, want %v", got, ok)
+	}
+	if got := f.reloads(t, "error"); got != errors {
+		t.Errorf("reloads_total{result=\"error\"} = %v, want %v", got, errors)
+	}
+	if n, err := testutil.GatherAndCount(f.reg, "partroute_naming_reloads_total"); err != nil || n != 2 {
+		t.Errorf("partroute_naming_reloads_total has %d series (%v), want 2 (ok and error)", n, err)
+	}
+}
+
 // rejections counts the rejection lines in the log.
 func (f *fsFixture) rejections() int { return strings.Count(f.log.String(), "rejected") }
 
@@ -221,6 +236,8 @@ func TestFileSourceLoadRejectsBrokenFiles(t *testing.T) {
 	}
 }
 
+// A poll that finds nothing new is no reload, and counts as none: the reload counter moves
+// only when something was loaded or rejected.
 func TestFileSourceReloadUnchanged(t *testing.T) {
 	f := newFSFixture(t)
 	f.load(t)
@@ -228,13 +245,8 @@ func TestFileSourceReloadUnchanged(t *testing.T) {
 		if st, view := f.src.Reload(false); st != nil || view != nil {
 			t.Fatalf("poll %d: Reload with nothing changed returned a state", i)
 		}
-		if got := f.reloads(t, "unchanged"); got != float64(i) {
-			t.Errorf("poll %d: reloads_total{result=\"unchanged\"} = %v, want %d", i, got, i)
-		}
 	}
-	if got := f.reloads(t, "ok"); got != 1 {
-		t.Errorf("reloads_total{result=\"ok\"} = %v, want 1", got)
-	}
+	f.wantReloads(t, 1, 0)
 }
 
 func TestFileSourceReloadTouched(t *testing.T) {
@@ -251,9 +263,7 @@ func TestFileSourceReloadTouched(t *testing.T) {
 	if st, _ := f.src.Reload(false); st != nil {
 		t.Fatal("Reload of touched but identical files returned a state")
 	}
-	if got := f.reloads(t, "unchanged"); got != 1 {
-		t.Errorf("reloads_total{result=\"unchanged\"} = %v, want 1", got)
-	}
+	f.wantReloads(t, 1, 0)
 	if f.rejections() != 0 {
 		t.Errorf("a touch was logged as a rejection:\n%s", f.log)
 	}
@@ -348,9 +358,8 @@ func TestFileSourceReloadInvalidKeepsServing(t *testing.T) {
 			t.Fatalf("poll %d: Reload of a broken naming view returned a state", i)
 		}
 	}
-	if got := f.reloads(t, "error"); got < 1 {
-		t.Errorf("reloads_total{result=\"error\"} = %v, want at least 1", got)
-	}
+	// One content, one rejection: reading it again at every poll counts nothing more.
+	f.wantReloads(t, 1, 1)
 	if n := f.rejections(); n != 1 {
 		t.Errorf("the broken view was logged %d times over %d polls, want once:\n%s", n, fsPollAttempts, f.log)
 	}
@@ -376,6 +385,7 @@ func TestFileSourceReloadInvalidKeepsServing(t *testing.T) {
 	if n := f.rejections(); n != 2 {
 		t.Errorf("%d rejections logged, want 2 (one per breakage):\n%s", n, f.log)
 	}
+	f.wantReloads(t, 2, 2)
 }
 
 func TestFileSourceReloadMissingFile(t *testing.T) {
@@ -540,7 +550,8 @@ func TestFileSourceWatchPolls(t *testing.T) {
 
 // A state the caller refuses (it does not fit a naming source that is briefly unreachable,
 // say) is offered again at the next polls, without the files changing, until it is taken; it
-// is counted as an error, not as served, and its refusal is logged once.
+// is counted as one error, however often it is refused, not as served, and its refusal is
+// logged once.
 func TestFileSourceWatchOffersARefusedStateAgain(t *testing.T) {
 	f := newFSFixture(t)
 	old := f.load(t)
@@ -574,13 +585,9 @@ func TestFileSourceWatchOffersARefusedStateAgain(t *testing.T) {
 	if got := offers.Load(); got != refusals+1 {
 		t.Errorf("apply was offered the state %d times, want %d", got, refusals+1)
 	}
-	if got := f.reloads(t, "error"); got != refusals {
-		t.Errorf("reloads_total{result=\"error\"} = %v, want %d", got, refusals)
-	}
-	// Load counted one view served; the refused offers counted none.
-	if got := f.reloads(t, "ok"); got != 2 {
-		t.Errorf("reloads_total{result=\"ok\"} = %v, want 2", got)
-	}
+	// Load counted one view served, the refused offers of one content one error, and the
+	// offer taken one view served.
+	f.wantReloads(t, 2, 1)
 	if got := fsGauge(t, f.reg, "partroute_naming_view_info", "version", a.view.Version); got != 1 {
 		t.Errorf("partroute_naming_view_info{version=%q} = %v, want 1", a.view.Version, got)
 	}
@@ -590,6 +597,33 @@ func TestFileSourceWatchOffersARefusedStateAgain(t *testing.T) {
 	if n := strings.Count(f.log.String(), "the naming source is unreachable"); n != 1 {
 		t.Errorf("the refusal is logged %d times, want once:\n%s", n, f.log)
 	}
+}
+
+// Each content refused counts one error, and one only: a change of the files while they are
+// refused is another refusal, their offers again are not.
+func TestFileSourceWatchCountsEachRefusedContentOnce(t *testing.T) {
+	f := newFSFixture(t)
+	f.load(t)
+	// offers counts the offers of each naming view version; only Watch's goroutine writes it.
+	var mu sync.Mutex
+	offers := map[string]int{}
+	offered := func(version string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return offers[version]
+	}
+	f.startWatchRefusing(t, time.Millisecond, nil, func(st *resolver.State) error {
+		mu.Lock()
+		offers[st.Naming.(*resolver.View).Version]++
+		mu.Unlock()
+		return errors.New("the naming source is unreachable")
+	})
+	first := f.versionOf(t, f.editNaming(t, fsReplica, fsMoved))
+	fsWaitFor(t, "the first content to be refused three times", func() bool { return offered(first) >= 3 })
+	f.wantReloads(t, 1, 1)
+	second := f.versionOf(t, f.editNaming(t, fsReplica, fsMovedAgain))
+	fsWaitFor(t, "the second content to be refused three times", func() bool { return offered(second) >= 3 })
+	f.wantReloads(t, 1, 2)
 }
 
 // fsWaitFor checks cond on a ticker until it holds, failing the test after 10s.

@@ -76,9 +76,11 @@ type Source struct {
 	// staleSince is when it last stopped being in sync; zero while in sync.
 	inSync     bool
 	staleSince time.Time
-	// badVersion is the version of the invalid content last reported, so that content that
-	// stays invalid is logged once, not on every event.
-	badVersion string
+	// badVersion is the version of the invalid content last logged, and countedVersion that
+	// of the invalid content last counted, so that content that stays invalid is logged and
+	// counted once, not on every event or read. They differ only after a configuration
+	// reload's check, which logs but does not count.
+	badVersion, countedVersion string
 }
 
 // New returns a source for opts. It does not contact etcd: a partroute that starts while etcd
@@ -217,8 +219,8 @@ func (s *Source) staleFor() time.Duration {
 }
 
 // Load reads the whole view and returns it with the revision it was read at. Content that
-// fails the checks is an error, and counted; Run then follows from that revision all the same,
-// so that a later fix is picked up.
+// fails the checks is an error, and counted once however often it is read again; Run then
+// follows from that revision all the same, so that a later fix is picked up.
 func (s *Source) Load(ctx context.Context, cfg *config.Config) (*resolver.View, int64, error) {
 	if err := s.list(ctx); err != nil {
 		s.markDown(err)
@@ -227,7 +229,7 @@ func (s *Source) Load(ctx context.Context, cfg *config.Config) (*resolver.View, 
 	s.mu.Lock()
 	rev := s.rev
 	s.mu.Unlock()
-	view, _, err := s.rebuild(cfg)
+	view, _, err := s.rebuild(cfg, true)
 	if err != nil {
 		return nil, rev, err
 	}
@@ -235,9 +237,10 @@ func (s *Source) Load(ctx context.Context, cfg *config.Config) (*resolver.View, 
 }
 
 // Rebuild checks the content last read against cfg, as on a configuration reload, and returns
-// the view it gives. A valid view becomes the one the source serves.
+// the view it gives. A valid view becomes the one the source serves. An error is logged but not
+// counted: it refuses the configuration, and the caller that refuses it counts the refusal.
 func (s *Source) Rebuild(cfg *config.Config) (*resolver.View, error) {
-	view, _, err := s.rebuild(cfg)
+	view, _, err := s.rebuild(cfg, false)
 	return view, err
 }
 
@@ -407,27 +410,33 @@ func (s *Source) list(ctx context.Context) error {
 // apply checks the content against cfg and, when it is a valid view of another version than
 // the one served, serves it and hands it to onView.
 func (s *Source) apply(cfg *config.Config, onView func(*resolver.View)) {
-	if view, changed, err := s.rebuild(cfg); err == nil && changed {
+	if view, changed, err := s.rebuild(cfg, true); err == nil && changed {
 		onView(view)
 	}
 }
 
-// rebuild assembles the content against cfg. An invalid view is counted and logged once per
-// distinct content, and leaves the view served as it was.
-func (s *Source) rebuild(cfg *config.Config) (view *resolver.View, changed bool, err error) {
+// rebuild assembles the content against cfg. An invalid view is logged once per distinct
+// content, and counted then when count is set, and leaves the view served as it was. Content
+// read again unchanged (after a reconnection, or at every retry of the first load) is the
+// same rejection, and neither logged nor counted again.
+func (s *Source) rebuild(cfg *config.Config, count bool) (view *resolver.View, changed bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	source := fmt.Sprintf("etcd prefix %s at revision %d", s.prefix, s.rev)
 	view, err = Assemble(s.kvs, cfg, source)
 	if err != nil {
-		s.metrics.Failed()
-		if ver := contentVersion(s.kvs); ver != s.badVersion {
+		ver := contentVersion(s.kvs)
+		if count && ver != s.countedVersion {
+			s.countedVersion = ver
+			s.metrics.Failed()
+		}
+		if ver != s.badVersion {
 			s.badVersion = ver
 			s.log.Error("naming view in etcd rejected; still serving the previous one", "error", err)
 		}
 		return nil, false, err
 	}
-	s.badVersion = ""
+	s.badVersion, s.countedVersion = "", ""
 	if s.view != nil && s.view.Version == view.Version {
 		return s.view, false, nil
 	}

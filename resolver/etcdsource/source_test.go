@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
@@ -634,5 +635,53 @@ func TestWriteDeletesWhatTheViewLacks(t *testing.T) {
 	}
 	if resp.Count != 10 {
 		t.Errorf("%d keys after the write, want 10", resp.Count)
+	}
+}
+
+// Broken content read again (at every retry of the first load, or after a reconnection) is
+// one rejection, counted and logged once; a configuration reload that the content does not fit
+// is counted by the caller that refuses it, not here as well.
+func TestBrokenContentIsCountedOnce(t *testing.T) {
+	srv := etcdtest.StartTestServer(t)
+	c := srv.Client()
+	cfg, _ := writeExample(t, c)
+	e := getEntry(t, c, "services/regions/partitions/eu")
+	e.Replicas[1].Role = "primary"
+	put(t, c, "services/regions/partitions/eu", e)
+
+	h := newHarness(t, fastOptions(c), cfg)
+	for range 3 {
+		if _, _, err := h.src.Load(ctx(t), cfg); err == nil {
+			t.Fatal("Load accepted two primaries in one partition")
+		}
+	}
+	if got := h.metric(t, "partroute_naming_reloads_total", "result=error"); got != 1 {
+		t.Errorf("reload errors = %v after three loads of one broken content, want 1", got)
+	}
+	if n := strings.Count(h.log.String(), "naming view in etcd rejected"); n != 1 {
+		t.Errorf("rejection logged %d times, want once:\n%s", n, h.log.String())
+	}
+
+	// The content fixed, a configuration it does not fit is refused by Rebuild, uncounted.
+	e.Replicas[1].Role = "secondary"
+	put(t, c, "services/regions/partitions/eu", e)
+	if _, _, err := h.src.Load(ctx(t), cfg); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(exampleConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wider, err := config.Parse(bytes.Replace(data, []byte("highKey: 33, count: 4"), []byte("highKey: 33, count: 5"), 1), exampleConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := h.src.Rebuild(wider); err == nil {
+			t.Fatal("Rebuild accepted a configuration with a partition more than etcd holds")
+		}
+	}
+	if got := h.metric(t, "partroute_naming_reloads_total", "result=error"); got != 1 {
+		t.Errorf("reload errors = %v after Rebuild refused a configuration, want still 1", got)
 	}
 }
