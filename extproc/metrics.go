@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/resolver"
 )
 
@@ -13,15 +14,21 @@ import (
 // from the configuration and codes from the error table, never from requests.
 type Metrics struct {
 	requests      *prometheus.CounterVec
+	passthrough   prometheus.Counter
 	decision      prometheus.Histogram
 	activeStreams prometheus.Gauge
 	streams       prometheus.Counter
 
 	// byService caches the request counters of each service and code, so that counting a
 	// request is a map read and an atomic add rather than a label lookup. It is copied on
-	// write, which happens once per service name.
+	// write, which happens at each Init and once per service name Init was not given.
 	byService atomic.Pointer[map[string]*[resolver.NumCodes]prometheus.Counter]
-	mu        sync.Mutex
+	// mu serialises the writers of byService. cfg is the configuration Init was last given,
+	// and retired holds the services whose series that Init deleted: their counters stay in
+	// byService, detached from the registry, until Init is given another configuration.
+	mu      sync.Mutex
+	cfg     *config.Config
+	retired map[string]bool
 }
 
 // unmatchedService is the service label of requests no service matched.
@@ -51,8 +58,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "ext_proc streams opened.",
 		}),
 	}
-	empty := map[string]*[resolver.NumCodes]prometheus.Counter{}
-	m.byService.Store(&empty)
+	// The series of unmatched requests exist from the start: they need no configuration.
+	m.passthrough = m.requests.WithLabelValues(unmatchedService, passthroughCode)
+	initial := map[string]*[resolver.NumCodes]prometheus.Counter{unmatchedService: m.newCounters(unmatchedService)}
+	m.byService.Store(&initial)
 	if reg != nil {
 		reg.MustRegister(m.requests, m.decision, m.activeStreams, m.streams)
 	}
@@ -70,10 +79,51 @@ func (m *Metrics) countRequest(service string, code resolver.Code) {
 	}
 }
 
-func (m *Metrics) countPassthrough() {
-	m.requests.WithLabelValues(unmatchedService, passthroughCode).Inc()
+func (m *Metrics) countPassthrough() { m.passthrough.Inc() }
+
+// Init creates the request series of every service cfg configures, one per code of the error
+// table, at zero, so that dashboards and alerts see them before the first request does; and it
+// deletes the series of the services a previous Init was given that cfg no longer has, so that
+// a removed service leaves no series behind. Whoever swaps a configuration in calls it with
+// each one, after the swap: the work is done then, not per request. Given the configuration
+// it was given last (a swap that changed only the naming view), Init does nothing.
+//
+// A request decided with the previous configuration just before the swap may be counted after
+// it under a removed service. It is counted by the removed service's counters, kept until the
+// next configuration but no longer exported, so that it does not bring the deleted series back.
+func (m *Metrics) Init(cfg *config.Config) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cfg == m.cfg {
+		return
+	}
+	m.cfg = cfg
+	old := *m.byService.Load()
+	next := make(map[string]*[resolver.NumCodes]prometheus.Counter, len(cfg.Services)+1)
+	next[unmatchedService] = old[unmatchedService]
+	for _, svc := range cfg.Services {
+		if c, ok := old[svc.Name]; ok && !m.retired[svc.Name] {
+			next[svc.Name] = c
+		} else {
+			next[svc.Name] = m.newCounters(svc.Name)
+		}
+	}
+	retired := map[string]bool{}
+	for name, c := range old {
+		if _, kept := next[name]; kept || m.retired[name] {
+			continue
+		}
+		for _, code := range resolver.Codes() {
+			m.requests.DeleteLabelValues(name, code.String())
+		}
+		next[name], retired[name] = c, true
+	}
+	m.retired = retired
+	m.byService.Store(&next)
 }
 
+// addService creates the counters of a service Init was not given: a handler whose metrics are
+// never given a configuration still counts every request.
 func (m *Metrics) addService(service string) *[resolver.NumCodes]prometheus.Counter {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -81,15 +131,21 @@ func (m *Metrics) addService(service string) *[resolver.NumCodes]prometheus.Coun
 	if c, ok := old[service]; ok {
 		return c
 	}
-	counters := new([resolver.NumCodes]prometheus.Counter)
-	for _, code := range resolver.Codes() {
-		counters[code] = m.requests.WithLabelValues(service, code.String())
-	}
+	counters := m.newCounters(service)
 	next := make(map[string]*[resolver.NumCodes]prometheus.Counter, len(old)+1)
 	for k, v := range old {
 		next[k] = v
 	}
 	next[service] = counters
 	m.byService.Store(&next)
+	return counters
+}
+
+// newCounters creates the series of service, one per code, at zero.
+func (m *Metrics) newCounters(service string) *[resolver.NumCodes]prometheus.Counter {
+	counters := new([resolver.NumCodes]prometheus.Counter)
+	for _, code := range resolver.Codes() {
+		counters[code] = m.requests.WithLabelValues(service, code.String())
+	}
 	return counters
 }

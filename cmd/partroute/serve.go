@@ -155,7 +155,9 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, log *slog.
 			return err
 		}
 	}
-	handler := extproc.NewHandler(res, extproc.NewMetrics(reg), log)
+	requestMetrics := extproc.NewMetrics(reg)
+	requestMetrics.Init(st.Config)
+	handler := extproc.NewHandler(res, requestMetrics, log)
 
 	gs := grpc.NewServer(extProcServerOptions(o.maxConnAge, o.streamWorkers)...)
 	extprocv3.RegisterExternalProcessorServer(gs, handler)
@@ -219,6 +221,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, log *slog.
 			}
 		}
 		res.Swap(st)
+		requestMetrics.Init(st.Config)
 		if follower != nil && view != nil {
 			// The file source counts its own views; another source's are counted here, once
 			// served, so that the metrics never show a view that was refused.
