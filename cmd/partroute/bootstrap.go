@@ -24,7 +24,7 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", envoyconfig.DefaultListenAddress, "address Envoy accepts client traffic on")
 	admin := fs.String("admin", envoyconfig.DefaultAdminAddress, "address of Envoy's admin endpoint (keep it on loopback)")
 	extProc := fs.String("extproc", "", "address Envoy reaches partroute's ext_proc server at (default: the configuration's listen.extproc)")
-	retries := fs.Int("retry", 0, "retries per request on connect failure, reset or 503, to the same partition and role (0: none)")
+	retries := fs.Int("retry", 0, "retries per request on connect failure, reset or a replica's 503, to the same partition and role (0: none)")
 	perTry := fs.Duration("per-try-timeout", 0, "timeout of each attempt when -retry is set (0: only the route timeout)")
 	msgTimeout := fs.Duration("message-timeout", envoyconfig.DefaultMessageTimeout, "ext_proc message_timeout; must exceed the configuration's cache.resolveTimeout")
 	respHeaders := fs.Bool("response-headers", false, "also send response headers to partroute (for failure-driven re-resolution)")
