@@ -160,12 +160,16 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	}
 	defer logFile.Close()
 	serveCtx, stopServe := context.WithCancel(context.Background())
-	served := make(chan error, 1)
+	// stopped is closed when serve has returned serveErr; a channel that is closed rather than
+	// sent on lets the wait below and the deferred stop both learn it.
+	stopped := make(chan struct{})
+	var serveErr error
 	go func() {
-		served <- serve(serveCtx, serveOptions{configPath: cfgPath, logLevel: "debug", poll: time.Second, shutdownTimeout: 2 * time.Second, maxConnAge: 5 * time.Minute}, nil, slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelDebug})))
+		defer close(stopped)
+		serveErr = serve(serveCtx, serveOptions{configPath: cfgPath, logLevel: "debug", poll: time.Second, shutdownTimeout: 2 * time.Second, maxConnAge: 5 * time.Minute}, nil, slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	}()
-	defer func() { stopServe(); <-served }()
-	if err := waitPartroute(ctx, cfg.Listen.Admin, view.Version, served, demoPartrouteReady); err != nil {
+	defer func() { stopServe(); <-stopped }()
+	if err := waitPartroute(ctx, cfg.Listen.Admin, view.Version, stopped, &serveErr, demoPartrouteReady); err != nil {
 		return fmt.Errorf("partroute (extproc %s, admin %s) is not ready (log: %s): %w", cfg.Listen.ExtProc, cfg.Listen.Admin, logPath, err)
 	}
 
@@ -362,9 +366,10 @@ func setScalarField(m *yaml.Node, key, value string) {
 // waitPartroute waits, at most timeout, until the partroute whose admin listener is admin is
 // ready and serves the naming view of the given version. The version is a hash of the naming
 // file, which holds the backends' ports: a process that answers with it is the partroute
-// this demo started and no other. An error of the server on failed ends the wait at once.
-func waitPartroute(ctx context.Context, admin, viewVersion string, failed <-chan error, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+// this demo started and no other. The server stopping (stopped closed, with its error in
+// *stopErr) ends the wait at once.
+func waitPartroute(parent context.Context, admin, viewVersion string, stopped <-chan struct{}, stopErr *error, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	client := &http.Client{Timeout: time.Second}
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -373,9 +378,12 @@ func waitPartroute(ctx context.Context, admin, viewVersion string, failed <-chan
 	last := "no answer yet"
 	for {
 		select {
-		case err := <-failed:
-			return fmt.Errorf("partroute stopped: %v", err)
+		case <-stopped:
+			return fmt.Errorf("partroute stopped: %v", *stopErr)
 		case <-ctx.Done():
+			if err := parent.Err(); err != nil {
+				return err
+			}
 			return fmt.Errorf("not ready within %v (last: %s)", timeout, last)
 		case <-tick.C:
 		}
@@ -435,7 +443,7 @@ func httpGet(ctx context.Context, client *http.Client, url string) (int, string,
 		return 0, "", err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	return resp.StatusCode, string(body), err
 }
 

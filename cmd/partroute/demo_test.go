@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -315,5 +318,62 @@ func TestDemoConfigYAML(t *testing.T) {
 	}
 	if _, err := demoConfigYAML([]byte("- a list\n"), listen, "naming.yaml"); err == nil {
 		t.Error("a configuration that is not a mapping was rewritten")
+	}
+}
+
+// TestWaitPartroute checks that the demo's wait for partroute ends in every case, and accepts
+// only a partroute that serves the demo's naming view.
+func TestWaitPartroute(t *testing.T) {
+	const version = "0123456789abcdef"
+	ours := func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			fmt.Fprintf(w, "partroute_naming_view_info{version=%q} 1\n", version)
+		}
+	}
+	anotherPartroute := func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			fmt.Fprintln(w, `partroute_naming_view_info{version="fedcba9876543210"} 1`)
+		}
+	}
+	notReady := func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }
+	for _, tc := range []struct {
+		name    string
+		handler http.HandlerFunc
+		stopped bool
+		want    string // empty: ready
+	}{
+		{"the demo's partroute", ours, false, ""},
+		{"another partroute", anotherPartroute, false, "not as the partroute the demo started"},
+		{"another server", func(http.ResponseWriter, *http.Request) {}, false, "another process is listening on that port"},
+		{"never ready", notReady, false, "not ready within 300ms (last: /readyz answered 503)"},
+		{"partroute stopped", notReady, true, "partroute stopped: listen.extproc: address already in use"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(tc.handler)
+			defer srv.Close()
+			stopped := make(chan struct{})
+			var stopErr error
+			if tc.stopped {
+				stopErr = errors.New("listen.extproc: address already in use")
+				close(stopped)
+			}
+			done := make(chan error, 1)
+			go func() {
+				done <- waitPartroute(context.Background(), strings.TrimPrefix(srv.URL, "http://"), version, stopped, &stopErr, 300*time.Millisecond)
+			}()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the wait still runs 10s after it started, with a 300ms bound")
+			}
+			if tc.want == "" {
+				if err != nil {
+					t.Errorf("err = %v, want ready", err)
+				}
+			} else if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want one saying %q", err, tc.want)
+			}
+		})
 	}
 }
