@@ -389,7 +389,10 @@ func waitPartroute(parent context.Context, admin, viewVersion string, stopped <-
 		}
 		status, _, err := httpGet(ctx, client, "http://"+admin+"/readyz")
 		if err != nil {
-			last = err.Error()
+			// A request cut by the deadline says nothing about partroute; the answer before it does.
+			if ctx.Err() == nil {
+				last = err.Error()
+			}
 			continue
 		}
 		if status != http.StatusOK {

@@ -345,7 +345,7 @@ func TestWaitPartroute(t *testing.T) {
 		{"the demo's partroute", ours, false, ""},
 		{"another partroute", anotherPartroute, false, "not as the partroute the demo started"},
 		{"another server", func(http.ResponseWriter, *http.Request) {}, false, "another process is listening on that port"},
-		{"never ready", notReady, false, "not ready within 300ms (last: /readyz answered 503)"},
+		{"never ready", notReady, false, "not ready within 1s (last: /readyz answered 503)"},
 		{"partroute stopped", notReady, true, "partroute stopped: listen.extproc: address already in use"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -359,13 +359,13 @@ func TestWaitPartroute(t *testing.T) {
 			}
 			done := make(chan error, 1)
 			go func() {
-				done <- waitPartroute(context.Background(), strings.TrimPrefix(srv.URL, "http://"), version, stopped, &stopErr, 300*time.Millisecond)
+				done <- waitPartroute(context.Background(), strings.TrimPrefix(srv.URL, "http://"), version, stopped, &stopErr, time.Second)
 			}()
 			var err error
 			select {
 			case err = <-done:
 			case <-time.After(10 * time.Second):
-				t.Fatal("the wait still runs 10s after it started, with a 300ms bound")
+				t.Fatal("the wait still runs 10s after it started, with a 1s bound")
 			}
 			if tc.want == "" {
 				if err != nil {
