@@ -120,8 +120,10 @@ lint: $(STATICCHECK)
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
+# DEMO_FLAGS are added to `partroute demo`'s: `make demo DEMO_FLAGS=-once` stops after the table.
+DEMO_FLAGS ?=
 demo: envoy build
-	$(BIN)/partroute demo -config envoy-config/examples/partroute.yaml
+	$(BIN)/partroute demo -config envoy-config/examples/partroute.yaml $(DEMO_FLAGS)
 
 ci: lint test fuzz
 

@@ -6,13 +6,21 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// BackendHeader is the response header in which a backend names itself.
+// BackendHeader is the response header in which a backend names itself by its address.
 const BackendHeader = "x-backend"
+
+// ReplicaHeader and ReplicaRoleHeader are the response headers in which a backend that plays a
+// replica of a naming view gives the replica's name and its role there.
+const (
+	ReplicaHeader     = "x-backend-replica"
+	ReplicaRoleHeader = "x-backend-role"
+)
 
 // Echo is what a backend answers: who it is and how partroute labelled the request.
 type Echo struct {
@@ -20,18 +28,36 @@ type Echo struct {
 	Method    string `json:"method"`
 	Path      string `json:"path"`
 	Partition string `json:"partition,omitempty"`
-	Role      string `json:"role,omitempty"`
-	Key       string `json:"key,omitempty"`
+	// Role is the role partroute asked for (primary, secondary or any), not the backend's own.
+	Role string `json:"role,omitempty"`
+	Key  string `json:"key,omitempty"`
+	// Replica and ReplicaRole are the replica the backend plays and that replica's role in
+	// the naming view, when it was started as one (BackendSpec).
+	Replica     string `json:"replica,omitempty"`
+	ReplicaRole string `json:"replicaRole,omitempty"`
+}
+
+// BackendSpec is a backend to start: where it listens and which replica it says it is.
+type BackendSpec struct {
+	// Addr is host:port. Port 0 takes a free port, held from the start, so that no other
+	// process can answer in the backend's place.
+	Addr string
+	// Replica and Role, when set, are reported in every answer (Echo and response headers):
+	// the replica of the naming view the backend plays, and its role there.
+	Replica, Role string
 }
 
 // Backend is one HTTP server on loopback that plays a replica. It counts what it serves, so
 // that a test can compare what clients were told with what replicas saw.
 type Backend struct {
-	Addr   string
-	srv    *http.Server
-	lis    net.Listener
-	served atomic.Int64
-	writes atomic.Int64
+	Addr string
+	// Replica and Role are what the backend reports being (BackendSpec); empty for a backend
+	// that plays no particular replica.
+	Replica, Role string
+	srv           *http.Server
+	lis           net.Listener
+	served        atomic.Int64
+	writes        atomic.Int64
 	// status, when not zero, is answered instead of 200: a replica that fails.
 	status atomic.Int32
 }
@@ -53,20 +79,21 @@ func (b *Backend) Close() error { return b.srv.Close() }
 func (b *Backend) Stop(ctx context.Context) error { return b.srv.Shutdown(ctx) }
 
 func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b.identify(w.Header())
 	if s := b.status.Load(); s != 0 {
-		w.Header().Set(BackendHeader, b.Addr)
 		w.WriteHeader(int(s))
 		return
 	}
 	e := Echo{
-		Backend:   b.Addr,
-		Method:    r.Method,
-		Path:      r.URL.RequestURI(),
-		Partition: r.Header.Get("x-partition-id"),
-		Role:      r.Header.Get("x-partition-role"),
-		Key:       r.Header.Get("x-partition-key"),
+		Backend:     b.Addr,
+		Method:      r.Method,
+		Path:        r.URL.RequestURI(),
+		Partition:   r.Header.Get("x-partition-id"),
+		Role:        r.Header.Get("x-partition-role"),
+		Key:         r.Header.Get("x-partition-key"),
+		Replica:     b.Replica,
+		ReplicaRole: b.Role,
 	}
-	w.Header().Set(BackendHeader, b.Addr)
 	w.Header().Set("content-type", "application/json")
 	b.served.Add(1)
 	switch r.Method {
@@ -77,36 +104,67 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(e)
 }
 
+// identify names the backend in the response headers h.
+func (b *Backend) identify(h http.Header) {
+	h.Set(BackendHeader, b.Addr)
+	if b.Replica != "" {
+		h.Set(ReplicaHeader, b.Replica)
+	}
+	if b.Role != "" {
+		h.Set(ReplicaRoleHeader, b.Role)
+	}
+}
+
 // Backends is a set of backends by address.
 type Backends struct {
 	mu   sync.Mutex
 	byAd map[string]*Backend
+	// list holds the backends in the order they were started.
+	list []*Backend
 }
 
-// StartBackends starts one backend on each address (host:port, loopback).
+// StartBackends starts one backend on each address (host:port, loopback); an address given
+// twice gets one backend.
 func StartBackends(addrs []string) (*Backends, error) {
-	bs := &Backends{byAd: map[string]*Backend{}}
+	seen := map[string]bool{}
+	specs := make([]BackendSpec, 0, len(addrs))
 	for _, a := range addrs {
-		if _, dup := bs.byAd[a]; dup {
-			continue
+		if !seen[a] {
+			seen[a] = true
+			specs = append(specs, BackendSpec{Addr: a})
 		}
-		b, err := StartBackend(a)
+	}
+	return StartReplicas(specs)
+}
+
+// StartReplicas starts one backend for each spec; All returns them in the order of specs. The
+// set knows each backend by the address it listens on, so several specs may ask for port 0.
+func StartReplicas(specs []BackendSpec) (*Backends, error) {
+	bs := &Backends{byAd: map[string]*Backend{}}
+	for _, s := range specs {
+		b, err := StartReplica(s)
 		if err != nil {
 			bs.Close()
 			return nil, err
 		}
-		bs.byAd[a] = b
+		bs.byAd[b.Addr] = b
+		bs.list = append(bs.list, b)
 	}
 	return bs, nil
 }
 
 // StartBackend starts one backend on addr.
 func StartBackend(addr string) (*Backend, error) {
-	lis, err := net.Listen("tcp", addr)
+	return StartReplica(BackendSpec{Addr: addr})
+}
+
+// StartReplica starts one backend as spec says.
+func StartReplica(spec BackendSpec) (*Backend, error) {
+	lis, err := net.Listen("tcp", spec.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("backend %s: %w", addr, err)
+		return nil, fmt.Errorf("backend %s: %w", spec.Addr, err)
 	}
-	b := &Backend{Addr: lis.Addr().String(), lis: lis}
+	b := &Backend{Addr: lis.Addr().String(), Replica: spec.Replica, Role: spec.Role, lis: lis}
 	b.srv = &http.Server{Handler: b, ReadHeaderTimeout: 5 * time.Second}
 	// Serve returns only when the backend is closed, which is how a test stops a replica.
 	go func() { _ = b.srv.Serve(lis) }()
@@ -120,20 +178,21 @@ func (bs *Backends) Get(addr string) *Backend {
 	return bs.byAd[addr]
 }
 
-// All returns every backend.
+// All returns every backend, in the order they were started.
 func (bs *Backends) All() []*Backend {
 	bs.mu.Lock()
 	defer bs.mu.Unlock()
-	out := make([]*Backend, 0, len(bs.byAd))
-	for _, b := range bs.byAd {
-		out = append(out, b)
-	}
-	return out
+	return slices.Clone(bs.list)
 }
 
-// Close stops every backend.
+// Close stops every backend: gracefully, and at once after a bounded wait, so that a client
+// holding a request open cannot keep it from returning.
 func (bs *Backends) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	for _, b := range bs.All() {
-		_ = b.srv.Shutdown(context.Background())
+		if b.srv.Shutdown(ctx) != nil {
+			_ = b.srv.Close()
+		}
 	}
 }
