@@ -11,11 +11,9 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
-)
 
-// DefaultResolveTimeout is the deadline for one fill when Options.ResolveTimeout is zero. It is
-// short because a request waits for the fill before it can be routed.
-const DefaultResolveTimeout = 100 * time.Millisecond
+	"github.com/partroute/partroute/config"
+)
 
 // FillFunc resolves key from the naming source. The cache calls it on a miss, on expiry and
 // after invalidation, at most once at a time per key.
@@ -42,7 +40,8 @@ type Options[K comparable, V any] struct {
 	// StaleIfError is how long past TTL an entry may still be served, as Stale, when its
 	// refill fails. 0 means an expired entry is never served.
 	StaleIfError time.Duration
-	// ResolveTimeout is the deadline for one fill; 0 means DefaultResolveTimeout.
+	// ResolveTimeout is the deadline for one fill; 0 means config.DefaultResolveTimeout. It is
+	// short because a request waits for the fill before it can be routed.
 	ResolveTimeout time.Duration
 	// Fill resolves a key from the naming source. It is required.
 	Fill FillFunc[K, V]
@@ -159,7 +158,7 @@ func New[K comparable, V any](opts Options[K, V]) (*Cache[K, V], error) {
 		c.now = time.Now
 	}
 	if c.resolveTimeout == 0 {
-		c.resolveTimeout = DefaultResolveTimeout
+		c.resolveTimeout = config.DefaultResolveTimeout
 	}
 	l, err := lru.New[K, *entry[V]](opts.Size)
 	if err != nil {
@@ -189,7 +188,7 @@ func (o *Options[K, V]) validate() error {
 		errs = append(errs, fmt.Errorf("cache.staleIfError: %s is too large together with cache.ttl %s", o.StaleIfError, o.TTL))
 	}
 	if o.ResolveTimeout < 0 {
-		errs = append(errs, fmt.Errorf("cache.resolveTimeout: %s is below 0 (0 means the default, %s)", o.ResolveTimeout, DefaultResolveTimeout))
+		errs = append(errs, fmt.Errorf("cache.resolveTimeout: %s is below 0 (0 means the default, %s)", o.ResolveTimeout, config.DefaultResolveTimeout))
 	}
 	if o.Fill == nil {
 		errs = append(errs, errors.New("cache.fill: missing; the cache needs a naming source to fill from"))

@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/partroute/partroute/config"
 )
 
 // fakeClock is the injected clock: tests move it instead of sleeping.
@@ -204,8 +206,8 @@ func TestNewDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	if c.resolveTimeout != DefaultResolveTimeout {
-		t.Errorf("resolveTimeout = %v; want %v", c.resolveTimeout, DefaultResolveTimeout)
+	if c.resolveTimeout != config.DefaultResolveTimeout {
+		t.Errorf("resolveTimeout = %v; want %v", c.resolveTimeout, config.DefaultResolveTimeout)
 	}
 	// Without a clock or a registerer the cache still works: real time, no metrics.
 	for _, want := range []Result{Miss, Hit} {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/partroute/partroute/contract"
 	"github.com/partroute/partroute/keying"
 )
 
@@ -48,9 +49,6 @@ const (
 	DefaultStaleIfError   = 5 * time.Minute
 	DefaultResolveTimeout = 100 * time.Millisecond
 	DefaultMaxBodyBytes   = 1 << 20
-	// envoyMessageTimeout is the ext_proc filter's default message_timeout. A resolve deadline
-	// at or above it would let Envoy time out before partroute can answer 503 itself.
-	envoyMessageTimeout = 200 * time.Millisecond
 )
 
 // Config is a loaded, validated partroute.yaml. It is immutable.
@@ -268,8 +266,8 @@ func Parse(data []byte, path string) (*Config, error) {
 	checkDuration("cache.ttl", f.Cache.TTL, &c.Cache.TTL, false)
 	checkDuration("cache.staleIfError", f.Cache.StaleIfError, &c.Cache.StaleIfError, true)
 	checkDuration("cache.resolveTimeout", f.Cache.ResolveTimeout, &c.Cache.ResolveTimeout, false)
-	if c.Cache.ResolveTimeout >= envoyMessageTimeout {
-		errs.Add("cache.resolveTimeout", at("cache.resolveTimeout"), "%v must stay below Envoy's ext_proc message_timeout (%v by default) so that partroute answers 503 before Envoy times out", c.Cache.ResolveTimeout, envoyMessageTimeout)
+	if c.Cache.ResolveTimeout >= contract.DefaultMessageTimeout {
+		errs.Add("cache.resolveTimeout", at("cache.resolveTimeout"), "%v must stay below Envoy's ext_proc message_timeout (%v by default) so that partroute answers 503 before Envoy times out", c.Cache.ResolveTimeout, contract.DefaultMessageTimeout)
 	}
 
 	c.Headers = Headers{Partition: "x-partition-id", Role: "x-partition-role", Key: "x-partition-key", Consistency: "x-partroute-consistency"}

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/contract"
 	"github.com/partroute/partroute/resolver"
 )
 
@@ -38,18 +39,12 @@ const (
 	XDSCluster = "partroute_xds"
 	// DefaultNodeID identifies Envoy to partroute's xDS server when Options.NodeID is empty.
 	DefaultNodeID = "partroute-envoy"
-	// MetadataNamespace is the namespace of the endpoint metadata and of the request criteria
-	// that Envoy's subset load balancer compares.
-	MetadataNamespace = "envoy.lb"
-	// ExtProcHealthService is the gRPC health service name Envoy checks partroute under.
-	ExtProcHealthService = "envoy.service.ext_proc.v3.ExternalProcessor"
 )
 
 // Defaults of the options left at their zero value.
 const (
 	DefaultListenAddress       = "127.0.0.1:10000"
 	DefaultAdminAddress        = "127.0.0.1:9902"
-	DefaultMessageTimeout      = 200 * time.Millisecond
 	DefaultConnectTimeout      = time.Second
 	DefaultHealthCheckInterval = time.Second
 )
@@ -84,7 +79,7 @@ type Options struct {
 	// configuration's listen.extproc. An unspecified host (":50051", "0.0.0.0:50051") means
 	// loopback, since a server listening on every address is reachable there.
 	ExtProcAddress string
-	// MessageTimeout is the ext_proc filter's message_timeout (DefaultMessageTimeout when
+	// MessageTimeout is the ext_proc filter's message_timeout (contract.DefaultMessageTimeout when
 	// zero). It must exceed the configuration's cache.resolveTimeout, so that partroute answers
 	// 503 itself before Envoy gives up on it.
 	MessageTimeout time.Duration
@@ -158,7 +153,7 @@ func Bootstrap(cfg *config.Config, view *resolver.View, opts Options) (*bootstra
 	if err != nil {
 		return nil, err
 	}
-	clusters := []*clusterv3.Cluster{grpcCluster(ExtProcCluster, extProcAddr, opts, ExtProcHealthService)}
+	clusters := []*clusterv3.Cluster{grpcCluster(ExtProcCluster, extProcAddr, opts, contract.ExtProcService())}
 	var dynamic *bootstrapv3.Bootstrap_DynamicResources
 	if opts.XDSAddress != "" {
 		xdsAddr, err := socketAddress(opts.XDSAddress, "127.0.0.1")
@@ -259,7 +254,7 @@ func withDefaults(cfg *config.Config, opts Options) Options {
 		opts.ExtProcAddress = cfg.Listen.ExtProc
 	}
 	if opts.MessageTimeout == 0 {
-		opts.MessageTimeout = DefaultMessageTimeout
+		opts.MessageTimeout = contract.DefaultMessageTimeout
 	}
 	if opts.ConnectTimeout == 0 {
 		opts.ConnectTimeout = DefaultConnectTimeout
@@ -298,7 +293,7 @@ func connectionManager(cfg *config.Config, opts Options) (*hcmv3.HttpConnectionM
 		// Envoy merges a namespace of partroute's dynamic metadata into the request only when
 		// it is listed here; the router then hands envoy.lb to the subset load balancer.
 		MetadataOptions: &extprocv3.MetadataOptions{
-			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{MetadataNamespace}},
+			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{contract.LBNamespace}},
 		},
 	}
 	return &hcmv3.HttpConnectionManager{
@@ -486,11 +481,8 @@ func ServiceCluster(svc *config.Service, opts Options, eds bool) (*clusterv3.Clu
 		LbSubsetConfig: &clusterv3.Cluster_LbSubsetConfig{
 			// A request without criteria, or for a partition and role with no replica, gets
 			// no host at all: never a replica of some other partition.
-			FallbackPolicy: clusterv3.Cluster_LbSubsetConfig_NO_FALLBACK,
-			SubsetSelectors: []*clusterv3.Cluster_LbSubsetConfig_LbSubsetSelector{
-				{Keys: []string{"partition", "role"}},
-				{Keys: []string{"partition"}},
-			},
+			FallbackPolicy:  clusterv3.Cluster_LbSubsetConfig_NO_FALLBACK,
+			SubsetSelectors: subsetSelectors(),
 		},
 	}
 	if eds {
@@ -571,16 +563,21 @@ func adsSource() *corev3.ConfigSource {
 	}
 }
 
-// EndpointMetadata is the envoy.lb metadata of a replica's endpoint. Both values are strings,
-// as in the criteria partroute sends: Envoy compares protobuf Values, and the string "3" does
-// not match the number 3.
+// EndpointMetadata is the envoy.lb metadata of a replica's endpoint: the same shape as the
+// criteria partroute sends with a request (contract.LBFields), with the role always present.
 func EndpointMetadata(partitionID string, role resolver.Role) *corev3.Metadata {
 	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
-		MetadataNamespace: {Fields: map[string]*structpb.Value{
-			"partition": structpb.NewStringValue(partitionID),
-			"role":      structpb.NewStringValue(role.String()),
-		}},
+		contract.LBNamespace: contract.LBFields(partitionID, role.String()),
 	}}
+}
+
+// subsetSelectors are the subset load balancer's selectors of contract.SubsetSelectors.
+func subsetSelectors() []*clusterv3.Cluster_LbSubsetConfig_LbSubsetSelector {
+	var out []*clusterv3.Cluster_LbSubsetConfig_LbSubsetSelector
+	for _, keys := range contract.SubsetSelectors() {
+		out = append(out, &clusterv3.Cluster_LbSubsetConfig_LbSubsetSelector{Keys: keys})
+	}
+	return out
 }
 
 // noPanic turns off Envoy's panic mode, in which a host set with too few healthy hosts (under

@@ -207,7 +207,7 @@ func TestBootstrapExampleClusters(t *testing.T) {
 		for _, l := range c.GetLoadAssignment().GetEndpoints() {
 			for _, e := range l.GetLbEndpoints() {
 				sa := e.GetEndpoint().GetAddress().GetSocketAddress()
-				md := e.GetMetadata().GetFilterMetadata()[MetadataNamespace].GetFields()
+				md := e.GetMetadata().GetFilterMetadata()["envoy.lb"].GetFields()
 				if len(md) != 2 {
 					t.Errorf("%s: endpoint metadata %v, want exactly partition and role", svc.Name, md)
 				}

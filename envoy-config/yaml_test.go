@@ -52,7 +52,7 @@ func TestBootstrapYAMLRoundTrip(t *testing.T) {
 	for _, c := range back.GetStaticResources().GetClusters() {
 		for _, l := range c.GetLoadAssignment().GetEndpoints() {
 			for _, e := range l.GetLbEndpoints() {
-				v := e.GetMetadata().GetFilterMetadata()[MetadataNamespace].GetFields()["partition"]
+				v := e.GetMetadata().GetFilterMetadata()["envoy.lb"].GetFields()["partition"]
 				if _, ok := v.GetKind().(*structpb.Value_StringValue); ok && v.GetStringValue() == "3" {
 					found = true
 				}

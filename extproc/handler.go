@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/contract"
 	"github.com/partroute/partroute/keying"
 	"github.com/partroute/partroute/resolver"
 )
@@ -33,10 +34,6 @@ type Decider interface {
 type ResponseObserver interface {
 	ObserveResponse(d *resolver.Decision, status int, headers keying.Headers) bool
 }
-
-// LBNamespace is the dynamic metadata namespace that Envoy's router merges into the subset
-// load balancer's match criteria.
-const LBNamespace = "envoy.lb"
 
 // ErrorHeader carries the outcome code on every rejection partroute sends.
 const ErrorHeader = "x-partroute-error"
@@ -339,17 +336,15 @@ func setHeader(name string, value []byte) *corev3.HeaderValueOption {
 	}
 }
 
-// lbMetadata is {"envoy.lb": {"partition": id, "role": role}}, role left out for "any" so
-// that the [partition] subset selector applies. Values are strings: endpoint metadata holds
-// strings, and a string never matches a number.
+// lbMetadata is the request's envoy.lb criteria, role left out for "any" so that the
+// [partition] subset selector applies.
 func lbMetadata(d resolver.Decision) *structpb.Struct {
-	fields := make(map[string]*structpb.Value, 2)
-	fields["partition"] = structpb.NewStringValue(d.Partition.ID)
+	role := ""
 	if d.Role != resolver.RoleAny {
-		fields["role"] = structpb.NewStringValue(d.Role.String())
+		role = d.Role.String()
 	}
 	return &structpb.Struct{Fields: map[string]*structpb.Value{
-		LBNamespace: structpb.NewStructValue(&structpb.Struct{Fields: fields}),
+		contract.LBNamespace: structpb.NewStructValue(contract.LBFields(d.Partition.ID, role)),
 	}}
 }
 

@@ -12,11 +12,9 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
-)
 
-// ExtProcServiceName is the gRPC service name of ext_proc, which Envoy's health check asks
-// about.
-const ExtProcServiceName = "envoy.service.ext_proc.v3.ExternalProcessor"
+	"github.com/partroute/partroute/contract"
+)
 
 // NoopProcessor is the baseline ext_proc server: it answers every message with the empty
 // response of the matching kind and decides nothing, so what it costs is what gRPC, protobuf and
@@ -87,7 +85,7 @@ func StartExtProcServer(addr string, ep extprocv3.ExternalProcessorServer, opts 
 	s := &GRPCServer{Addr: lis.Addr().String(), srv: grpc.NewServer(opts...), served: make(chan error, 1)}
 	extprocv3.RegisterExternalProcessorServer(s.srv, ep)
 	hs := health.NewServer()
-	hs.SetServingStatus(ExtProcServiceName, healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(contract.ExtProcService(), healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s.srv, hs)
 	go func() { s.served <- s.srv.Serve(lis) }()
 	return s, nil

@@ -11,6 +11,7 @@ import (
 	"unicode"
 
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/contract"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
 	"github.com/partroute/partroute/resolver"
 )
@@ -26,7 +27,7 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
 	extProc := fs.String("extproc", "", "address Envoy reaches partroute's ext_proc server at (default: the configuration's listen.extproc)")
 	retries := fs.Int("retry", 0, "retries per request on connect failure, reset or a replica's 503, to the same partition and role (0: none)")
 	perTry := fs.Duration("per-try-timeout", 0, "timeout of each attempt when -retry is set (0: only the route timeout)")
-	msgTimeout := fs.Duration("message-timeout", envoyconfig.DefaultMessageTimeout, "ext_proc message_timeout; must exceed the configuration's cache.resolveTimeout")
+	msgTimeout := fs.Duration("message-timeout", contract.DefaultMessageTimeout, "ext_proc message_timeout; must exceed the configuration's cache.resolveTimeout")
 	respHeaders := fs.Bool("response-headers", false, "also send response headers to partroute (for failure-driven re-resolution)")
 	xds := fs.Bool("xds", false, "take the service clusters and endpoints from partroute's xDS server (the configuration's listen.xds) instead of writing them in")
 	nodeID := fs.String("node-id", envoyconfig.DefaultNodeID, "the Envoy node id the xDS server sees; give each Envoy its own")

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/partroute/partroute/contract"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
 	"github.com/partroute/partroute/loadtest"
 )
@@ -793,7 +794,7 @@ func waitGRPCHealth(ctx context.Context, addr string, exited <-chan error) error
 	defer tick.Stop()
 	for {
 		callCtx, done := context.WithTimeout(ctx, time.Second)
-		resp, err := hc.Check(callCtx, &healthpb.HealthCheckRequest{Service: loadtest.ExtProcServiceName})
+		resp, err := hc.Check(callCtx, &healthpb.HealthCheckRequest{Service: contract.ExtProcService()})
 		done()
 		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
 			return nil

@@ -40,7 +40,7 @@ func runNaming(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "partroute.yaml whose services the view must fit (required)")
 	endpoints := fs.String("etcd", "", "etcd endpoints, comma-separated host:port or URLs (default: the configuration's naming.etcd.endpoints)")
-	prefix := fs.String("prefix", "", "the key prefix of the naming view (default: the configuration's naming.etcd.prefix, else "+etcdsource.DefaultPrefix+")")
+	prefix := fs.String("prefix", "", "the key prefix of the naming view (default: the configuration's naming.etcd.prefix, else "+config.DefaultEtcdPrefix+")")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long the whole command may take")
 	var file, service, partition, to *string
 	switch sub {

@@ -33,14 +33,12 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/contract"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
 	"github.com/partroute/partroute/extproc"
 	"github.com/partroute/partroute/resolver"
 	"github.com/partroute/partroute/xds"
 )
-
-// extProcServiceName is the gRPC service Envoy's health check asks about.
-const extProcServiceName = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 // serveOptions are the flags of `partroute serve`.
 type serveOptions struct {
@@ -280,7 +278,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, log *slog.
 	}
 
 	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	healthSrv.SetServingStatus(extProcServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthSrv.SetServingStatus(contract.ExtProcService(), healthpb.HealthCheckResponse_SERVING)
 	ready.Store(true)
 	log.Info("partroute serving", "extproc", grpcLis.Addr().String(), "admin", adminLis.Addr().String(), "version", version)
 

@@ -299,7 +299,7 @@ func TestServeRunsAndDrains(t *testing.T) {
 		}
 		return resp.GetStatus()
 	}
-	for _, svc := range []string{"", extProcServiceName} {
+	for _, svc := range []string{"", "envoy.service.ext_proc.v3.ExternalProcessor"} {
 		if got := status(svc); got != healthpb.HealthCheckResponse_SERVING {
 			t.Errorf("health of %q: %v, want SERVING", svc, got)
 		}
@@ -338,7 +338,7 @@ func TestServeRunsAndDrains(t *testing.T) {
 	stopped := time.Now()
 	cancel()
 	serveWaitFor(t, "health to report NOT_SERVING", drainDelay/2, func() bool {
-		return status("") == healthpb.HealthCheckResponse_NOT_SERVING && status(extProcServiceName) == healthpb.HealthCheckResponse_NOT_SERVING
+		return status("") == healthpb.HealthCheckResponse_NOT_SERVING && status("envoy.service.ext_proc.v3.ExternalProcessor") == healthpb.HealthCheckResponse_NOT_SERVING
 	})
 	serveWaitFor(t, "/readyz to answer 503", drainDelay/2, func() bool { return readyz() == http.StatusServiceUnavailable })
 	// The requests of the drain are decided with the naming view as it is: partroute still

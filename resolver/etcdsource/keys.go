@@ -16,9 +16,6 @@ import (
 	"github.com/partroute/partroute/resolver"
 )
 
-// DefaultPrefix is the key prefix of the naming view when none is configured.
-const DefaultPrefix = "/partroute/naming/"
-
 // SingletonSegment is the last segment of a singleton partition's key.
 const SingletonSegment = "singleton"
 
@@ -26,7 +23,7 @@ const SingletonSegment = "singleton"
 // "/a/b" and "/a/b/" name the same keys and "/a/b" never takes in "/a/bc/...".
 func NormalizePrefix(prefix string) string {
 	if prefix == "" {
-		return DefaultPrefix
+		return config.DefaultEtcdPrefix
 	}
 	if !strings.HasSuffix(prefix, "/") {
 		prefix += "/"

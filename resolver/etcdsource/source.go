@@ -21,7 +21,6 @@ import (
 
 // Defaults of the Options that may be left zero.
 const (
-	DefaultDialTimeout    = 5 * time.Second
 	DefaultRequestTimeout = 2 * time.Second
 	DefaultProbeInterval  = 2 * time.Second
 	DefaultBackoffMin     = 100 * time.Millisecond
@@ -35,7 +34,7 @@ type Options struct {
 	Client      *clientv3.Client
 	Endpoints   []string
 	DialTimeout time.Duration
-	// Prefix is the key prefix of the view; DefaultPrefix when empty.
+	// Prefix is the key prefix of the view; config.DefaultEtcdPrefix when empty.
 	Prefix string
 	// Metrics are the naming source series shared with the file source, so that an operator
 	// watches one set of series whatever the source. Nil keeps them unregistered.
@@ -87,7 +86,7 @@ type Source struct {
 // is down serves once it comes up.
 func New(opts Options) (*Source, error) {
 	if opts.DialTimeout <= 0 {
-		opts.DialTimeout = DefaultDialTimeout
+		opts.DialTimeout = config.DefaultEtcdDialTimeout
 	}
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = DefaultRequestTimeout

@@ -202,7 +202,7 @@ func put(t testing.TB, c *clientv3.Client, key string, e any) int64 {
 		}
 		value = string(b)
 	}
-	resp, err := c.Put(ctx(t), etcdsource.DefaultPrefix+key, value)
+	resp, err := c.Put(ctx(t), config.DefaultEtcdPrefix+key, value)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +212,7 @@ func put(t testing.TB, c *clientv3.Client, key string, e any) int64 {
 // getEntry reads one partition entry.
 func getEntry(t testing.TB, c *clientv3.Client, key string) resolver.PartitionEntry {
 	t.Helper()
-	resp, err := c.Get(ctx(t), etcdsource.DefaultPrefix+key)
+	resp, err := c.Get(ctx(t), config.DefaultEtcdPrefix+key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func TestKeyLayout(t *testing.T) {
 	srv := etcdtest.StartTestServer(t)
 	c := srv.Client()
 	writeExample(t, c)
-	resp, err := c.Get(ctx(t), etcdsource.DefaultPrefix, clientv3.WithPrefix())
+	resp, err := c.Get(ctx(t), config.DefaultEtcdPrefix, clientv3.WithPrefix())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -629,7 +629,7 @@ func TestWriteDeletesWhatTheViewLacks(t *testing.T) {
 	if res.Deleted != 2 || res.Written != 0 || res.Unchanged != 10 {
 		t.Errorf("write = %+v, want 2 deleted and 10 unchanged", res)
 	}
-	resp, err := c.Get(ctx(t), etcdsource.DefaultPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	resp, err := c.Get(ctx(t), config.DefaultEtcdPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		t.Fatal(err)
 	}

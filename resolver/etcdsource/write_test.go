@@ -54,7 +54,7 @@ func TestFailoverLosesToAConcurrentWrite(t *testing.T) {
 
 	_, err := etcdsource.Failover(ctx(t), c, "", cfg, "regions", "eu", "127.0.0.1:8092")
 	var conflict *etcdsource.ConflictError
-	if !errors.As(err, &conflict) || conflict.Key != etcdsource.DefaultPrefix+key {
+	if !errors.As(err, &conflict) || conflict.Key != config.DefaultEtcdPrefix+key {
 		t.Fatalf("error %v, want a conflict on %s", err, key)
 	}
 	if !strings.Contains(err.Error(), "changed after it was read at revision") || !strings.Contains(err.Error(), "nothing was written") {

@@ -1,0 +1,48 @@
+package contract
+
+import (
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// LBNamespace is the dynamic metadata namespace that Envoy's router merges into the subset load
+// balancer's match criteria, and the namespace of every endpoint's metadata. The ext_proc
+// filter must list it among its receiving namespaces.
+const LBNamespace = "envoy.lb"
+
+// The keys of the LBNamespace metadata. The subset selectors are [KeyPartition, KeyRole] and
+// [KeyPartition].
+const (
+	KeyPartition = "partition"
+	KeyRole      = "role"
+)
+
+// SubsetSelectors are the key sets of the subset load balancer's selectors, most specific
+// first: a request that names a role matches the first, one that does not ("any") the second.
+func SubsetSelectors() [][]string {
+	return [][]string{{KeyPartition, KeyRole}, {KeyPartition}}
+}
+
+// LBFields is the metadata of one subset: {"partition": partition, "role": role}, the role left
+// out when it is empty, so that the [partition] selector applies. Values are strings: a
+// metadata string never matches a number, and endpoints and requests both carry strings.
+// Requests and endpoints both build their metadata with it.
+func LBFields(partition, role string) *structpb.Struct {
+	fields := make(map[string]*structpb.Value, 2)
+	fields[KeyPartition] = structpb.NewStringValue(partition)
+	if role != "" {
+		fields[KeyRole] = structpb.NewStringValue(role)
+	}
+	return &structpb.Struct{Fields: fields}
+}
+
+// ExtProcService returns the gRPC service name of ext_proc, which Envoy's gRPC health check of
+// partroute asks about: the generated service descriptor's own name, never a copy of it.
+func ExtProcService() string { return extprocv3.ExternalProcessor_ServiceDesc.ServiceName }
+
+// DefaultMessageTimeout is the ext_proc filter's message_timeout when the filter sets none,
+// and the one the bootstrap generator writes by default. partroute's resolve deadline must stay
+// below it, so that partroute answers 503 itself before Envoy gives up with 504.
+const DefaultMessageTimeout = 200 * time.Millisecond
