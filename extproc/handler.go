@@ -27,14 +27,6 @@ type Decider interface {
 	Resolve(ctx context.Context, req *keying.Request) resolver.Decision
 }
 
-// ResponseObserver is a Decider that wants the upstream response status of the requests it
-// routed: a naming source that re-resolves a partition whose replica answered 503, 410 or 404.
-// Envoy sends response headers only when the filter is configured to (envoy-bootstrap
-// -response-headers), since every phase sent costs a round trip.
-type ResponseObserver interface {
-	ObserveResponse(d *resolver.Decision, status int, headers keying.Headers) bool
-}
-
 // ErrorHeader carries the outcome code on every rejection partroute sends.
 const ErrorHeader = "x-partroute-error"
 
@@ -64,8 +56,9 @@ type stream struct {
 	pending *extprocv3.HttpHeaders
 	maxBody int
 	service *config.Service
-	// routed is the decision of a request that was routed, kept for its response.
-	routed resolver.Decision
+	// upstream reports a routed request's upstream answer to the naming source that resolved
+	// it, in the response phase.
+	upstream resolver.Feedback
 }
 
 // Process handles one stream: one HTTP request. Envoy ends a stream by half-closing it or by
@@ -142,18 +135,20 @@ func (h *Handler) requestHeaders(ctx context.Context, m *extprocv3.HttpHeaders, 
 	return h.respond(d, start, false, sc)
 }
 
-// remember keeps a routed decision for the response phase.
+// remember keeps, for the response phase, how to report the upstream's answer to a routed
+// request to the naming source that resolved it.
 func (st *stream) remember(d resolver.Decision) {
 	if d.Err == nil && d.Partition != nil {
-		st.routed = d
+		st.upstream = d.Upstream
 	}
 }
 
-// responseHeaders passes the upstream status of a routed request to the decider, when it
-// wants it. The response itself is never changed.
+// responseHeaders passes the upstream status of a routed request to the naming source that
+// resolved it, when that source wants it. Envoy sends response headers only when the filter is
+// configured to (envoy-bootstrap -response-headers), since every phase sent costs a round
+// trip. The response itself is never changed.
 func (h *Handler) responseHeaders(m *extprocv3.HttpHeaders, st *stream) {
-	obs, ok := h.decider.(ResponseObserver)
-	if !ok || st.routed.Partition == nil || m.GetHeaders() == nil {
+	if !st.upstream.Wanted() || m.GetHeaders() == nil {
 		return
 	}
 	headers := (*protoHeaders)(&m.GetHeaders().Headers)
@@ -165,10 +160,7 @@ func (h *Handler) responseHeaders(m *extprocv3.HttpHeaders, st *stream) {
 	if err != nil {
 		return
 	}
-	// The decision is copied so that only this path, taken when response headers are sent,
-	// allocates it: passing &st.routed would move every stream's state to the heap.
-	routed := st.routed
-	obs.ObserveResponse(&routed, status, headers)
+	st.upstream.Report(status, headers)
 }
 
 func (h *Handler) requestBody(ctx context.Context, m *extprocv3.HttpBody, st *stream) *extprocv3.ProcessingResponse {

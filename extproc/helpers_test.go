@@ -126,7 +126,11 @@ func newFixtureWith(tb testing.TB, cfg *config.Config, naming resolver.Naming) *
 	tb.Helper()
 	f := &fixture{cfg: cfg, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	f.view, _ = naming.(*resolver.View)
-	f.resolver = resolver.New(&resolver.State{Config: cfg, Naming: naming})
+	st := &resolver.State{Config: cfg, Naming: naming}
+	// A naming source that learns from upstream responses is its state's listener, as the
+	// Service Fabric source is.
+	st.Upstream, _ = naming.(resolver.UpstreamListener)
+	f.resolver = resolver.New(st)
 	f.metrics = NewMetrics(f.reg)
 	log := slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	f.handler = NewHandler(f.resolver, f.metrics, log)

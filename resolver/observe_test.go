@@ -9,18 +9,17 @@ import (
 	"github.com/partroute/partroute/resolver"
 )
 
-// observingNaming serves one partition from a view and records what it is told.
-type observingNaming struct {
-	*resolver.View
+// observingListener records what it is told.
+type observingListener struct {
 	seen []int
 }
 
-func (o *observingNaming) ObserveUpstream(_ *config.Service, index int, status int, _ keying.Headers) bool {
+func (o *observingListener) ObserveUpstream(_ *config.Service, index int, status int, _ keying.Headers) bool {
 	o.seen = append(o.seen, status)
 	return index == 0
 }
 
-func TestObserveResponse(t *testing.T) {
+func TestDecisionFeedback(t *testing.T) {
 	cfg, err := config.Parse([]byte(`naming: {file: n.yaml}
 services:
   - name: settings
@@ -34,24 +33,28 @@ services:
 	if err != nil {
 		t.Fatal(err)
 	}
-	obs := &observingNaming{View: view}
-	r := resolver.New(&resolver.State{Config: cfg, Naming: obs})
+	obs := &observingListener{}
+	r := resolver.New(&resolver.State{Config: cfg, Naming: view, Upstream: obs})
 	d := r.Resolve(context.Background(), &keying.Request{Method: "PUT", Path: "/s"})
-	if d.Err != nil || d.Partition == nil {
+	if d.Err != nil || d.Partition == nil || !d.Upstream.Wanted() {
 		t.Fatalf("decision %+v", d)
 	}
-	if !r.ObserveResponse(&d, 503, keying.HeaderList{}) || len(obs.seen) != 1 || obs.seen[0] != 503 {
+	// The feedback stays tied to the state of its lookup: a state swapped in since, without a
+	// listener, does not cut it off.
+	r.Swap(&resolver.State{Config: cfg, Naming: view})
+	if !d.Upstream.Report(503, keying.HeaderList{}) || len(obs.seen) != 1 || obs.seen[0] != 503 {
 		t.Errorf("a routed request's response did not reach the naming source: %v", obs.seen)
 	}
+	r.Swap(&resolver.State{Config: cfg, Naming: view, Upstream: obs})
 	rejected := r.Resolve(context.Background(), &keying.Request{Method: "PUT", Path: "/elsewhere"})
-	if r.ObserveResponse(&rejected, 503, nil) || r.ObserveResponse(nil, 503, nil) || len(obs.seen) != 1 {
+	if rejected.Upstream.Wanted() || rejected.Upstream.Report(503, nil) || len(obs.seen) != 1 {
 		t.Errorf("an unrouted request reached the naming source: %v", obs.seen)
 	}
 
-	// A naming view that does not observe is left alone.
+	// A state without a listener wants nothing.
 	plain := resolver.New(&resolver.State{Config: cfg, Naming: view})
 	d = plain.Resolve(context.Background(), &keying.Request{Method: "PUT", Path: "/s"})
-	if plain.ObserveResponse(&d, 503, nil) {
+	if d.Upstream.Wanted() || d.Upstream.Report(503, nil) {
 		t.Error("a plain view claims to re-resolve")
 	}
 }

@@ -20,6 +20,9 @@ type Naming interface {
 type State struct {
 	Config *config.Config
 	Naming Naming
+	// Upstream, when set, hears the upstream response of every request routed with this
+	// state, through the Feedback of its decision.
+	Upstream UpstreamListener
 }
 
 // Resolver turns requests into decisions against the current State.
@@ -57,6 +60,9 @@ type Decision struct {
 	NeedBody bool
 	// Err is set when the request is rejected.
 	Err *Error
+	// Upstream reports the upstream's answer to a routed request to the naming source that
+	// resolved it, when that source wants it.
+	Upstream Feedback
 }
 
 // Resolve decides where req goes. It never panics on input: every failure is a Decision with
@@ -87,6 +93,9 @@ func (r *Resolver) Resolve(ctx context.Context, req *keying.Request) Decision {
 		return d
 	}
 	d.Partition = p
+	if st.Upstream != nil {
+		d.Upstream = Feedback{listener: st.Upstream, service: svc, index: p.Index}
+	}
 	strong := false
 	if v, ok := keying.Get(req.Headers, st.Config.Headers.Consistency); ok && strings.EqualFold(v, "strong") {
 		strong = true

@@ -28,6 +28,8 @@ type namingFollower interface {
 	// status says whether the naming being served is current, for /debug/naming. It does not
 	// make partroute unready: a stale view is still the best one there is.
 	status() (current bool, detail string)
+	// upstream is the listener that hears how the replicas it resolved answered, or nil.
+	upstream() resolver.UpstreamListener
 	close()
 }
 
@@ -112,6 +114,8 @@ func (f *etcdFollower) status() (bool, string) {
 	return true, ""
 }
 
+func (f *etcdFollower) upstream() resolver.UpstreamListener { return nil }
+
 func (f *etcdFollower) close() { _ = f.src.Close() }
 
 // fabricFollower serves decisions from Service Fabric's ResolvePartition, through the
@@ -178,6 +182,10 @@ func (f *fabricFollower) run(ctx context.Context, cfg func() *config.Config, app
 }
 
 func (f *fabricFollower) status() (bool, string) { return true, "" }
+
+// upstream is the source itself: it re-resolves a partition whose replica answered as if the
+// partition had moved.
+func (f *fabricFollower) upstream() resolver.UpstreamListener { return f.src }
 
 func (f *fabricFollower) close() {}
 

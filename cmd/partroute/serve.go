@@ -137,6 +137,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, log *slog.
 		if st.Naming, view, err = follower.initial(ctx, st.Config); err != nil {
 			return err
 		}
+		st.Upstream = follower.upstream()
 		sourceMetrics.Served(view, time.Now())
 	}
 	res := resolver.New(st)
@@ -244,7 +245,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, log *slog.
 					if err != nil {
 						return nil, nil, fmt.Errorf("the naming view does not fit the new configuration: %w", err)
 					}
-					next, view = &resolver.State{Config: next.Config, Naming: naming}, fitted
+					next, view = &resolver.State{Config: next.Config, Naming: naming, Upstream: follower.upstream()}, fitted
 				}
 				// Warned only for a change that passed its checks: a refused one is offered
 				// again, and would warn at every offer.
@@ -262,7 +263,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, log *slog.
 					if err := view.Fits(cur.Config); err != nil {
 						return nil, nil, err
 					}
-					return &resolver.State{Config: cur.Config, Naming: naming}, view, nil
+					return &resolver.State{Config: cur.Config, Naming: naming, Upstream: cur.Upstream}, view, nil
 				})
 				if err != nil {
 					sourceMetrics.Failed()

@@ -514,7 +514,7 @@ func ShouldReresolve(status int, header http.Header) bool {
 	return reresolveOn(status, notFound)
 }
 
-// ObserveUpstream implements resolver.UpstreamObserver: it applies ShouldReresolve to the
+// ObserveUpstream implements resolver.UpstreamListener: it applies ShouldReresolve to the
 // response of a request routed to partition index of svc and, when the rule holds, calls
 // Invalidate, whose rate limit applies. It reports whether a re-resolution was accepted.
 func (s *Source) ObserveUpstream(svc *config.Service, index int, status int, headers keying.Headers) bool {
@@ -535,7 +535,7 @@ func (s *Source) ObserveUpstream(svc *config.Service, index int, status int, hea
 	return s.Invalidate(svc.Name, index)
 }
 
-var _ resolver.UpstreamObserver = (*Source)(nil)
+var _ resolver.UpstreamListener = (*Source)(nil)
 
 func reresolveOn(status int, resourceNotFound bool) bool {
 	switch status {

@@ -539,7 +539,7 @@ func TestShouldReresolve(t *testing.T) {
 func TestObserveUpstream(t *testing.T) {
 	env := newEnv(t, nil, nil)
 	ctx := context.Background()
-	r := resolver.New(&resolver.State{Config: env.cfg, Naming: env.src})
+	r := resolver.New(&resolver.State{Config: env.cfg, Naming: env.src, Upstream: env.src})
 	d := r.Resolve(ctx, &keying.Request{Method: "GET", Path: "/api/users/4"})
 	if d.Err != nil {
 		t.Fatal(d.Err)
@@ -558,7 +558,7 @@ func TestObserveUpstream(t *testing.T) {
 		{404, keying.HeaderList{{Name: "x-servicefabric", Value: "Other"}}, false},
 	}
 	for i, s := range steps {
-		if got := r.ObserveResponse(&d, s.status, s.headers); got != s.want {
+		if got := d.Upstream.Report(s.status, s.headers); got != s.want {
 			t.Errorf("step %d: status %d gave %v, want %v", i, s.status, got, s.want)
 		}
 	}
@@ -567,7 +567,7 @@ func TestObserveUpstream(t *testing.T) {
 		t.Errorf("reresolves accepted %v limited %v, want 1 and 2", a, l)
 	}
 	env.clock.Advance(time.Second)
-	if !r.ObserveResponse(&d, 404, nil) {
+	if !d.Upstream.Report(404, nil) {
 		t.Error("a 404 without the header after the interval was not accepted")
 	}
 }
