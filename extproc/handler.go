@@ -51,11 +51,8 @@ func NewHandler(d Decider, metrics *Metrics, log *slog.Logger) *Handler {
 // stream is the state of one HTTP request across its messages.
 type stream struct {
 	// pending holds the request headers of a service that keys on the body, until the body
-	// arrives, maxBody the body limit of the configuration that asked for it, and service
-	// that service, so that a body over the limit is counted and logged under its name.
+	// arrives.
 	pending *extprocv3.HttpHeaders
-	maxBody int
-	service *config.Service
 	// upstream reports a routed request's upstream answer to the naming source that resolved
 	// it, in the response phase.
 	upstream resolver.Feedback
@@ -125,7 +122,7 @@ func (h *Handler) requestHeaders(ctx context.Context, m *extprocv3.HttpHeaders, 
 	}
 	d := h.decider.Resolve(ctx, req)
 	if d.NeedBody {
-		st.pending, st.maxBody, st.service = m, d.Config.MaxBodyBytes, d.Service
+		st.pending = m
 		// The client's partroute headers go now already: if Envoy were set up not to send
 		// the body, the request would otherwise reach the upstream with the headers the
 		// client chose.
@@ -175,12 +172,6 @@ func (h *Handler) requestBody(ctx context.Context, m *extprocv3.HttpBody, st *st
 	req.Body = m.GetBody()
 	if req.Body == nil {
 		req.Body = []byte{}
-	}
-	// The limit is checked before the body is parsed: an oversized body is rejected as such,
-	// whatever it holds, and never costs a parse.
-	if len(req.Body) > st.maxBody {
-		return h.respond(resolver.Decision{Service: st.service, Err: &resolver.Error{Code: resolver.BodyTooLarge,
-			Message: "request body of " + strconv.Itoa(len(req.Body)) + " bytes is above the limit of " + strconv.Itoa(st.maxBody) + " bytes (maxBodyBytes)"}}, start, true, sc)
 	}
 	d := h.decider.Resolve(ctx, req)
 	st.remember(d)

@@ -77,9 +77,18 @@ func (r *Resolver) Resolve(ctx context.Context, req *keying.Request) Decision {
 		return Decision{Config: st.Config}
 	}
 	d := Decision{Config: st.Config, Service: svc}
-	if req.Body == nil && svc.Keyer.NeedsBody() {
-		d.NeedBody = true
-		return d
+	if svc.Keyer.NeedsBody() {
+		if req.Body == nil {
+			d.NeedBody = true
+			return d
+		}
+		// The limit is checked before the body is parsed: an oversized body is rejected as
+		// such, whatever it holds, and never costs a parse. It is checked here, not by the
+		// caller, so that every way of asking (ext_proc, the CLI, /debug/resolve) answers alike.
+		if len(req.Body) > st.Config.MaxBodyBytes {
+			d.Err = errorf(BodyTooLarge, "request body of %d bytes is above the limit of %d bytes (maxBodyBytes)", len(req.Body), st.Config.MaxBodyBytes)
+			return d
+		}
 	}
 	key, fail := svc.Keyer.Partition(req)
 	if fail != nil {

@@ -221,6 +221,8 @@ func TestResolve(t *testing.T) {
 		{"body not JSON", tcfg, tview, withBody(request("POST", "h", "/orders"), `customer=12`), rejected("orders", resolver.InvalidPartitionKey, "request body is not valid JSON")},
 		{"body key not an integer", tcfg, tview, withBody(request("POST", "h", "/orders"), `{"customer": {"id": 1.5}}`), rejected("orders", resolver.InvalidPartitionKey, `"1.5" is not a decimal int64`)},
 		{"body key not a scalar", tcfg, tview, withBody(request("POST", "h", "/orders"), `{"customer": {"id": [1]}}`), rejected("orders", resolver.InvalidPartitionKey, "not a string or a number")},
+		{"body above maxBodyBytes", tcfg, tview, withBody(request("POST", "h", "/orders"), `{"customer": {"id": 12}, "pad": "`+strings.Repeat("x", 1<<20)+`"}`), rejected("orders", resolver.BodyTooLarge, "above the limit of 1048576 bytes (maxBodyBytes)")},
+		{"body above maxBodyBytes, not JSON", tcfg, tview, withBody(request("POST", "h", "/orders"), strings.Repeat("{", 1<<20+1)), rejected("orders", resolver.BodyTooLarge, "request body of 1048577 bytes")},
 		{"body key out of range", tcfg, tview, withBody(request("POST", "h", "/orders"), `{"customer": {"id": 101}}`), rejected("orders", resolver.PartitionKeyOutOfRange, "key 101 is outside [1, 100]")},
 
 		// The hash transform with fnv1a64, from a query parameter.
