@@ -23,6 +23,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/contract"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
 	"github.com/partroute/partroute/resolver"
 	"github.com/partroute/partroute/xds"
@@ -94,7 +95,7 @@ func runEnvoyAndCheckLog(t *testing.T, bin string, r envoyRun) {
 	}
 	gs := grpc.NewServer()
 	hs := health.NewServer()
-	hs.SetServingStatus(envoyconfig.ExtProcHealthService, healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(contract.ExtProcService(), healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
 	var (
 		ads      *xds.Server

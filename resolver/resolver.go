@@ -138,3 +138,19 @@ func namingError(svc *config.Service, err error) *Error {
 	}
 	return &Error{Code: NamingUnavailable, Message: "service " + svc.Name + ": naming view unavailable", Cause: err}
 }
+
+// Snapshot is what a naming source provides for one configuration: the naming that answers
+// lookups, the view Envoy's endpoints are built from, and, for a source that learns from
+// upstream responses, the listener that hears them. Naming and View are the same value for a
+// source that holds its whole view in memory; a pull source answers lookups through its cache
+// and enumerates the view apart.
+type Snapshot struct {
+	Naming   Naming
+	View     *View
+	Upstream UpstreamListener
+}
+
+// StateOf is the state that serves snapshot s with configuration cfg.
+func StateOf(cfg *config.Config, s Snapshot) *State {
+	return &State{Config: cfg, Naming: s.Naming, Upstream: s.Upstream}
+}

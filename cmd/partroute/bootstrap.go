@@ -53,7 +53,7 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
 	if *xds {
 		cfg, err = config.Load(*cfgPath)
 	} else {
-		cfg, view, err = loadConfigAndView(*cfgPath, *namingPath)
+		cfg, view, err = resolver.LoadConfigAndView(*cfgPath, *namingPath)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	envoyconfig "github.com/partroute/partroute/envoy-config"
+	"github.com/partroute/partroute/resolver"
 )
 
 // TestEnvoyBootstrapShippedFileIsCurrent regenerates the shipped bootstrap, header included,
@@ -78,7 +79,7 @@ func TestEnvoyBootstrapFlags(t *testing.T) {
 	}
 
 	// The same flags through the library give the same bootstrap, so every flag reached it.
-	cfg, view, err := loadConfigAndView(cfgPath, "")
+	cfg, view, err := resolver.LoadConfigAndView(cfgPath, "")
 	if err != nil {
 		t.Fatal(err)
 	}

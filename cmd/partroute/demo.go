@@ -28,6 +28,7 @@ import (
 	"github.com/partroute/partroute/keying"
 	"github.com/partroute/partroute/loadtest"
 	"github.com/partroute/partroute/resolver"
+	"github.com/partroute/partroute/server"
 )
 
 type demoOptions struct {
@@ -105,7 +106,7 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 		}
 		srcName = "the example built into partroute (envoy-config/examples/partroute.yaml)"
 	}
-	cfg, view, err := loadConfigAndView(src, "")
+	cfg, view, err := resolver.LoadConfigAndView(src, "")
 	if err != nil {
 		return err
 	}
@@ -146,7 +147,7 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 		return err
 	}
 	// From here on the demo runs on its own files, exactly as partroute reads them.
-	if cfg, view, err = loadConfigAndView(cfgPath, ""); err != nil {
+	if cfg, view, err = resolver.LoadConfigAndView(cfgPath, ""); err != nil {
 		return fmt.Errorf("the demo's copy of %s: %w", srcName, err)
 	}
 	if cfg.Listen != listen {
@@ -166,7 +167,9 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	var serveErr error
 	go func() {
 		defer close(stopped)
-		serveErr = serve(serveCtx, serveOptions{configPath: cfgPath, logLevel: "debug", poll: time.Second, shutdownTimeout: 2 * time.Second, maxConnAge: 5 * time.Minute}, nil, slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelDebug})))
+		so := server.DefaultOptions(cfgPath, slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelDebug})))
+		so.Version, so.DrainDelay, so.ShutdownTimeout = version, 0, 2*time.Second
+		serveErr = server.Run(serveCtx, so)
 	}()
 	defer func() { stopServe(); <-stopped }()
 	if err := waitPartroute(ctx, cfg.Listen.Admin, view.Version, stopped, &serveErr, demoPartrouteReady); err != nil {

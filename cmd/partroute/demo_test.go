@@ -50,7 +50,7 @@ func TestDemoOnce(t *testing.T) {
 		t.FailNow()
 	}
 
-	exampleCfg, exampleView, err := loadConfigAndView(exampleConfigPath, "")
+	exampleCfg, exampleView, err := resolver.LoadConfigAndView(exampleConfigPath, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func checkDemoRun(t *testing.T, text string, exampleCfg *config.Config, exampleV
 		}
 	}
 
-	cfg, view, err := loadConfigAndView(filepath.Join(work, "partroute.yaml"), "")
+	cfg, view, err := resolver.LoadConfigAndView(filepath.Join(work, "partroute.yaml"), "")
 	if err != nil {
 		t.Fatalf("the demo's own files do not load: %v", err)
 	}

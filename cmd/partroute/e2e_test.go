@@ -143,7 +143,7 @@ func startStack(t *testing.T, unmatched string) *stack {
 	cfgPath := filepath.Join(dir, "partroute.yaml")
 	write(t, cfgPath, fmt.Sprintf(e2eConfig, extprocAddr, adminAddr, unmatched))
 	write(t, filepath.Join(dir, "naming.yaml"), naming.String())
-	cfg, view, err := loadConfigAndView(cfgPath, "")
+	cfg, view, err := resolver.LoadConfigAndView(cfgPath, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	envoyconfig "github.com/partroute/partroute/envoy-config"
 	"github.com/partroute/partroute/keying"
 	"github.com/partroute/partroute/loadtest"
+	"github.com/partroute/partroute/resolver/servicefabric"
 	"github.com/partroute/partroute/xds"
 )
 
@@ -227,7 +228,7 @@ func TestServiceFabricThroughEnvoy(t *testing.T) {
 // A configuration reload the Service Fabric source refuses leaves the service mappings of the
 // configuration still served: requests keep resolving against the Service Fabric services
 // they did before.
-func TestFabricFollowerRefusedReloadKeepsMappings(t *testing.T) {
+func TestFabricSourceRefusedReloadKeepsMappings(t *testing.T) {
 	gw := &fakeGateway{replicas: [2][]string{{"127.0.0.1:1"}, {"127.0.0.1:2"}}}
 	gateway := httptest.NewServer(gw)
 	t.Cleanup(gateway.Close)
@@ -239,14 +240,19 @@ func TestFabricFollowerRefusedReloadKeepsMappings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	follower, err := newNamingFollower(cfg, nil, nil, slog.New(slog.DiscardHandler))
+	client, err := servicefabric.NewClient(servicefabric.ClientOptionsFromConfig(cfg.Naming.ServiceFabric))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(follower.close)
+	sopts := servicefabric.SourceOptionsFromConfig(cfg, client)
+	sopts.Log = slog.New(slog.DiscardHandler)
+	src, err := servicefabric.NewSource(sopts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, _, err := follower.initial(ctx, cfg); err != nil {
+	if _, err := src.Initial(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
 
@@ -255,10 +261,9 @@ func TestFabricFollowerRefusedReloadKeepsMappings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := follower.forConfig(moved); err == nil || !strings.Contains(err.Error(), "app~missing") && !strings.Contains(err.Error(), "fabric:/app/missing") {
+	if _, err := src.ForConfig(ctx, moved); err == nil || !strings.Contains(err.Error(), "app~missing") && !strings.Contains(err.Error(), "fabric:/app/missing") {
 		t.Fatalf("forConfig of a configuration naming a missing Service Fabric service: %v, want an error naming it", err)
 	}
-	src := follower.(*fabricFollower).src
 	if got := src.Services()["orders"].FabricName; got != "fabric:/app/orders" {
 		t.Errorf("after the refused reload, orders is mapped to %q, want fabric:/app/orders", got)
 	}

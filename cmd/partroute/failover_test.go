@@ -16,6 +16,7 @@ import (
 	"github.com/partroute/partroute/config"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
 	"github.com/partroute/partroute/loadtest"
+	"github.com/partroute/partroute/resolver"
 	"github.com/partroute/partroute/resolver/etcdsource"
 	"github.com/partroute/partroute/resolver/etcdsource/etcdtest"
 	"github.com/partroute/partroute/xds"
@@ -79,7 +80,7 @@ func startFailoverStack(t *testing.T, retry *envoyconfig.Retry, withEtcd bool) *
 		a: ports[5], b: ports[6], c: ports[7], d: ports[8], node: "envoy-failover", client: &http.Client{Timeout: 10 * time.Second}}
 	f.writeNaming(f.a, f.b, f.c)
 	write(t, filepath.Join(dir, "file.yaml"), fmt.Sprintf(failoverConfig, ports[0], ports[1], ports[2], "{source: file, file: naming.yaml}"))
-	cfg, view, err := loadConfigAndView(filepath.Join(dir, "file.yaml"), "")
+	cfg, view, err := resolver.LoadConfigAndView(filepath.Join(dir, "file.yaml"), "")
 	if err != nil {
 		t.Fatal(err)
 	}

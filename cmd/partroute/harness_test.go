@@ -10,6 +10,7 @@ import (
 	"github.com/partroute/partroute/config"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
 	"github.com/partroute/partroute/resolver"
+	"github.com/partroute/partroute/server"
 )
 
 // partrouteProcess is partroute serve running in-process for a test.
@@ -20,6 +21,14 @@ type partrouteProcess struct {
 	log    *syncBuffer
 }
 
+// embeddedOptions are the server's options for a test that runs partroute in-process: no drain
+// delay, a short shutdown, connections that live as long as the test.
+func embeddedOptions(cfgPath string, poll time.Duration, log *slog.Logger) server.Options {
+	o := server.DefaultOptions(cfgPath, log)
+	o.Poll, o.DrainDelay, o.ShutdownTimeout, o.MaxConnectionAge = poll, 0, time.Second, time.Hour
+	return o
+}
+
 // runPartroute runs serve on cfgPath until the test ends (or Stop), and waits until the admin
 // listener at admin reports ready. Its log is printed when the test fails.
 func runPartroute(t *testing.T, cfgPath, admin string, poll time.Duration) *partrouteProcess {
@@ -28,7 +37,9 @@ func runPartroute(t *testing.T, cfgPath, admin string, poll time.Duration) *part
 	p := &partrouteProcess{t: t, cancel: cancel, served: make(chan error, 1), log: &syncBuffer{}}
 	logger := slog.New(slog.NewTextHandler(p.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	go func() {
-		p.served <- serve(ctx, serveOptions{configPath: cfgPath, poll: poll, shutdownTimeout: 2 * time.Second, maxConnAge: time.Hour}, nil, logger)
+		o := embeddedOptions(cfgPath, poll, logger)
+		o.ShutdownTimeout = 2 * time.Second
+		p.served <- server.Run(ctx, o)
 	}()
 	t.Cleanup(func() {
 		p.Stop()

@@ -24,6 +24,8 @@ import (
 	"github.com/partroute/partroute/contract"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
 	"github.com/partroute/partroute/loadtest"
+	"github.com/partroute/partroute/resolver"
+	"github.com/partroute/partroute/server"
 )
 
 // The servers a load test can run against. partroute and noop are ext_proc servers; nofilter is
@@ -475,8 +477,8 @@ func loadtestNoop(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("loadtest noop", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:50061", "address to serve ext_proc on (loopback)")
-	workers := fs.Int("stream-workers", DefaultStreamWorkers, "goroutines that serve streams, as partroute serve's")
-	var tune runtimeTuning
+	workers := fs.Int("stream-workers", server.DefaultStreamWorkers, "goroutines that serve streams, as partroute serve's")
+	var tune gcFlags
 	tune.register(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -484,10 +486,10 @@ func loadtestNoop(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		return reportedError{err}
 	}
-	if err := tune.apply(ctx); err != nil {
+	if err := tune.tuning().Apply(ctx); err != nil {
 		return err
 	}
-	srv, err := loadtest.StartExtProcServer(*listen, loadtest.NoopProcessor{}, extProcServerOptions(time.Hour, *workers)...)
+	srv, err := loadtest.StartExtProcServer(*listen, loadtest.NoopProcessor{}, server.ExtProcServerOptions(time.Hour, *workers)...)
 	if err != nil {
 		return err
 	}
@@ -631,8 +633,9 @@ func (s *loadStack) startExtProc(ctx context.Context, name string, replicas []st
 		serveCtx, stop := context.WithCancel(context.Background())
 		served := make(chan error, 1)
 		go func() {
-			served <- serve(serveCtx, serveOptions{configPath: cfgPath, poll: time.Second, shutdownTimeout: time.Second, maxConnAge: time.Hour},
-				nil, slog.New(slog.DiscardHandler))
+			so := server.DefaultOptions(cfgPath, slog.New(slog.DiscardHandler))
+			so.DrainDelay, so.ShutdownTimeout, so.MaxConnectionAge = 0, time.Second, time.Hour
+			served <- server.Run(serveCtx, so)
 		}()
 		s.onClose(func() { stop(); <-served })
 		if err := waitHTTP(ctx, "http://"+admin+"/readyz", served); err != nil {
@@ -650,7 +653,7 @@ func (s *loadStack) startExtProc(ctx context.Context, name string, replicas []st
 			}
 			return addr, func() (time.Duration, error) { return loadtest.ProcessCPU(pid) }, nil
 		}
-		srv, err := loadtest.StartExtProcServer(addr, loadtest.NoopProcessor{}, extProcServerOptions(time.Hour, 0)...)
+		srv, err := loadtest.StartExtProcServer(addr, loadtest.NoopProcessor{}, server.ExtProcServerOptions(time.Hour, 0)...)
 		if err != nil {
 			return "", nil, err
 		}
@@ -722,7 +725,7 @@ func (s *loadStack) startEnvoy(ctx context.Context, name, extproc string, replic
 	if err != nil {
 		return "", err
 	}
-	cfg, view, err := loadConfigAndView(cfgPath, "")
+	cfg, view, err := resolver.LoadConfigAndView(cfgPath, "")
 	if err != nil {
 		return "", err
 	}

@@ -8,11 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/partroute/partroute/resolver"
+	"github.com/partroute/partroute/server"
 )
 
 // requestSeriesLine is the exposition line of a request counter of service and code at zero.
@@ -38,9 +38,11 @@ func TestServeMetricsRequestSeriesBeforeTheFirstRequest(t *testing.T) {
 	logs := &serveLog{}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	hup := make(chan os.Signal, 1)
+	hup := make(chan struct{}, 1)
 	go func() {
-		served <- serve(ctx, serveOptions{configPath: filepath.Join(dir, "partroute.yaml"), poll: time.Hour, shutdownTimeout: time.Second, maxConnAge: time.Minute}, hup, slog.New(slog.NewTextHandler(logs, nil)))
+		o := embeddedOptions(filepath.Join(dir, "partroute.yaml"), time.Hour, slog.New(slog.NewTextHandler(logs, nil)))
+		o.Reload = hup
+		served <- server.Run(ctx, o)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -105,7 +107,7 @@ func TestServeMetricsRequestSeriesBeforeTheFirstRequest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	hup <- syscall.SIGHUP
+	hup <- struct{}{}
 	added := requestSeriesLine("flags", resolver.OK.String())
 	serveWaitFor(t, "the series of the added service", 10*time.Second, func() bool { return strings.Contains(metrics(), "\n"+added+"\n") })
 	body = metrics()

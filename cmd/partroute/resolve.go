@@ -37,7 +37,7 @@ func runResolve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, resolveUsage)
 		return 1
 	}
-	cfg, view, err := loadConfigAndView(*cfgPath, *namingPath)
+	cfg, view, err := resolver.LoadConfigAndView(*cfgPath, *namingPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

@@ -14,6 +14,7 @@ import (
 
 	envoyconfig "github.com/partroute/partroute/envoy-config"
 	"github.com/partroute/partroute/loadtest"
+	"github.com/partroute/partroute/resolver"
 )
 
 // retryConfig is one service whose reads may go to any replica. %[1]s and %[2]s are
@@ -47,7 +48,7 @@ func TestRetryPolicyRetriesAReplicas503(t *testing.T) {
       - {lowKey: 0, highKey: 49, id: orders-0, replicas: [{address: %q, role: primary}, {address: %q, role: secondary}, {address: %q, role: secondary}]}
       - {lowKey: 50, highKey: 99, id: orders-1, replicas: [{address: %q, role: primary, healthy: false}]}
 `, a, b, c, d))
-	cfg, view, err := loadConfigAndView(cfgPath, "")
+	cfg, view, err := resolver.LoadConfigAndView(cfgPath, "")
 	if err != nil {
 		t.Fatal(err)
 	}

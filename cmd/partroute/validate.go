@@ -32,7 +32,7 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	// naming file is given to check against it.
 	var view *resolver.View
 	if cfg.Naming.Source == config.SourceFile || *namingPath != "" {
-		if _, view, err = loadConfigAndView(*cfgPath, *namingPath); err != nil {
+		if _, view, err = resolver.LoadConfigAndView(*cfgPath, *namingPath); err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
@@ -44,26 +44,6 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "naming: %s source; the naming view is checked when partroute serve loads it (or give -naming FILE)\n", cfg.Naming.Source)
 	}
 	return 0
-}
-
-// loadConfigAndView loads the configuration and its file naming view; namingPath overrides the
-// configuration's naming file.
-func loadConfigAndView(cfgPath, namingPath string) (*config.Config, *resolver.View, error) {
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	if namingPath == "" {
-		if cfg.Naming.Source != config.SourceFile {
-			return nil, nil, fmt.Errorf("%s: the naming source is %s; give a naming file with -naming FILE (partroute naming get writes one from etcd)", cfg.Path, cfg.Naming.Source)
-		}
-		namingPath = cfg.Naming.File
-	}
-	view, err := resolver.LoadViewFile(namingPath, cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	return cfg, view, nil
 }
 
 // summarize describes a service in one line: its match, scheme, key and replicas.

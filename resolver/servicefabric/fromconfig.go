@@ -47,5 +47,6 @@ func SourceOptionsFromConfig(cfg *config.Config, client *Client) SourceOptions {
 		StaleIfError:         cfg.Cache.StaleIfError,
 		ResolveTimeout:       cfg.Cache.ResolveTimeout,
 		ReresolveMinInterval: cfg.Naming.ServiceFabric.ReresolveMinInterval,
+		EnumerateInterval:    cfg.Naming.ServiceFabric.EnumerateInterval,
 	}
 }

@@ -51,6 +51,9 @@ type SourceOptions struct {
 	// DefaultReresolveMinInterval. It is what keeps a burst of 503s from one partition from
 	// becoming a burst of calls to the gateway.
 	ReresolveMinInterval time.Duration
+	// EnumerateInterval is how often Watch enumerates the services for Envoy's endpoints;
+	// 0 means config.DefaultSFEnumerateInterval.
+	EnumerateInterval time.Duration
 	// Metrics receives the source's collectors and the cache's, which carry the label
 	// source="servicefabric"; nil means none. A registry takes one Source: keep the Source
 	// across configuration reloads rather than building another.
@@ -72,8 +75,10 @@ type Source struct {
 	cache    *cache.Cache[partKey, *resolution]
 	now      func() time.Time
 	interval time.Duration
-	log      *slog.Logger
-	m        sourceMetrics
+	// enumerateEvery is the interval of Watch's enumerations.
+	enumerateEvery time.Duration
+	log            *slog.Logger
+	m              sourceMetrics
 
 	// mu guards the per-partition bookkeeping below, none of which is touched on a cache hit.
 	mu sync.Mutex
@@ -145,20 +150,24 @@ func NewSource(opts SourceOptions) (*Source, error) {
 		errs = append(errs, errors.New("servicefabric: a Client is required"))
 	}
 	s := &Source{
-		refreshNow: make(chan struct{}, 1),
-		client:     opts.Client,
-		now:        opts.Now,
-		interval:   opts.ReresolveMinInterval,
-		log:        opts.Log,
-		slots:      map[slot]partKey{},
-		reresolved: map[slot]time.Time{},
-		failed:     map[partKey]failure{},
+		refreshNow:     make(chan struct{}, 1),
+		client:         opts.Client,
+		now:            opts.Now,
+		interval:       opts.ReresolveMinInterval,
+		enumerateEvery: opts.EnumerateInterval,
+		log:            opts.Log,
+		slots:          map[slot]partKey{},
+		reresolved:     map[slot]time.Time{},
+		failed:         map[partKey]failure{},
 	}
 	if s.now == nil {
 		s.now = time.Now
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if s.enumerateEvery <= 0 {
+		s.enumerateEvery = config.DefaultSFEnumerateInterval
 	}
 	if s.interval == 0 {
 		s.interval = DefaultReresolveMinInterval

@@ -1,0 +1,206 @@
+package resolver
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/partroute/partroute/config"
+)
+
+// fnLog collects a source's log; Watch logs from its own goroutine.
+type fnLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *fnLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *fnLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// fnFixture is a file naming source over a copy of the example naming file.
+type fnFixture struct {
+	cfg        *config.Config
+	namingText string
+	src        *FileNaming
+	reg        *prometheus.Registry
+	log        *fnLog
+}
+
+func newFNFixture(t *testing.T) *fnFixture {
+	t.Helper()
+	dir := t.TempDir()
+	for _, name := range []string{"partroute.yaml", "naming.yaml"} {
+		data, err := os.ReadFile(filepath.Join("..", "envoy-config", "examples", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := config.Load(filepath.Join(dir, "partroute.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(cfg.Naming.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fnFixture{cfg: cfg, namingText: string(data), reg: prometheus.NewRegistry(), log: &fnLog{}}
+	f.src = NewFileNaming(time.Millisecond, NewSourceMetrics(f.reg), slog.New(slog.NewTextHandler(f.log, nil)))
+	return f
+}
+
+func (f *fnFixture) write(t *testing.T, text string) {
+	t.Helper()
+	if err := os.WriteFile(f.cfg.Naming.File, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fnFixture) errors() float64 {
+	return testutil.ToFloat64(f.src.metrics.reloads.WithLabelValues("error"))
+}
+
+const (
+	fnReplica    = "- {address: 127.0.0.1:8084, role: primary}"
+	fnBrokenRole = "- {address: 127.0.0.1:8084, role: leader}"
+	fnMoved      = "- {address: 127.0.0.1:8184, role: primary}"
+)
+
+func TestFileNamingInitial(t *testing.T) {
+	f := newFNFixture(t)
+	snap, err := f.src.Initial(context.Background(), f.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.View == nil || snap.Naming != Naming(snap.View) || snap.Upstream != nil || len(snap.View.Services) != len(f.cfg.Services) {
+		t.Fatalf("snapshot %+v", snap)
+	}
+	f.write(t, strings.Replace(f.namingText, fnReplica, fnBrokenRole, 1))
+	if _, err := f.src.ForConfig(context.Background(), f.cfg); err == nil || !strings.Contains(err.Error(), "leader") {
+		t.Errorf("ForConfig of a broken naming file: %v, want an error naming the bad role", err)
+	}
+	if err := os.Remove(f.cfg.Naming.File); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.src.ForConfig(context.Background(), f.cfg); err == nil || !strings.Contains(err.Error(), "naming.file") {
+		t.Errorf("ForConfig without a naming file: %v, want an error naming naming.file", err)
+	}
+}
+
+// TestFileNamingPoll covers what a poll finds: nothing new, a change, broken content (counted
+// and logged once, never parsed again while its bytes stay), and the fix.
+func TestFileNamingPoll(t *testing.T) {
+	f := newFNFixture(t)
+	first, err := f.src.Initial(context.Background(), f.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap, err := f.src.read(f.cfg, false); err != nil || snap.View != nil {
+		t.Fatalf("a poll of an unchanged file gave %+v, %v", snap, err)
+	}
+	moved := strings.Replace(f.namingText, fnReplica, fnMoved, 1)
+	f.write(t, moved)
+	snap, err := f.src.read(f.cfg, false)
+	if err != nil || snap.View == nil || snap.View.Version == first.View.Version {
+		t.Fatalf("a poll of a changed file gave %+v, %v", snap, err)
+	}
+	f.write(t, strings.Replace(f.namingText, fnReplica, fnBrokenRole, 1))
+	for range 5 {
+		if snap, _ := f.src.read(f.cfg, false); snap.View != nil {
+			t.Fatal("broken content gave a view")
+		}
+	}
+	if got := f.errors(); got != 1 {
+		t.Errorf("broken content polled 5 times counted %v errors, want 1", got)
+	}
+	if n := strings.Count(f.log.String(), "naming view rejected"); n != 1 {
+		t.Errorf("broken content logged %d times, want once:\n%s", n, f.log)
+	}
+	f.write(t, moved)
+	if snap, err := f.src.read(f.cfg, false); err != nil || snap.View == nil {
+		t.Fatalf("the fix was not taken: %+v, %v", snap, err)
+	}
+}
+
+// TestFileNamingSkipsRejectedBytes shows that bytes already rejected are not parsed again at
+// every poll: a file that stays broken costs a read and a hash, not a parse.
+func TestFileNamingSkipsRejectedBytes(t *testing.T) {
+	f := newFNFixture(t)
+	if _, err := f.src.Initial(context.Background(), f.cfg); err != nil {
+		t.Fatal(err)
+	}
+	f.write(t, strings.Replace(f.namingText, fnReplica, fnBrokenRole, 1))
+	if _, err := f.src.read(f.cfg, false); err == nil {
+		t.Fatal("broken content accepted")
+	}
+	// The same bytes written again move the file's stamp; were they parsed again, the error
+	// would come back.
+	f.write(t, strings.Replace(f.namingText, fnReplica, fnBrokenRole, 1))
+	if snap, err := f.src.read(f.cfg, false); err != nil || snap.View != nil {
+		t.Errorf("rejected bytes were parsed again: %+v, %v", snap, err)
+	}
+	// A configuration reload forces a read and a parse: the same bytes may fit a new
+	// configuration.
+	if _, err := f.src.ForConfig(context.Background(), f.cfg); err == nil {
+		t.Error("ForConfig did not parse the broken file")
+	}
+}
+
+// TestFileNamingWatchOffersARefusedViewAgain: a view the server refuses is offered again after
+// a wait, without the file changing.
+func TestFileNamingWatchOffersARefusedViewAgain(t *testing.T) {
+	f := newFNFixture(t)
+	if _, err := f.src.Initial(context.Background(), f.cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	offers := make(chan Snapshot, 10)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.src.Watch(ctx, func() *config.Config { return f.cfg }, func(s Snapshot) error {
+			offers <- s
+			if len(offers) < 2 {
+				return errRefusedForTest
+			}
+			return nil
+		})
+	}()
+	f.write(t, strings.Replace(f.namingText, fnReplica, fnMoved, 1))
+	timeout := time.After(10 * time.Second)
+	for got := 0; got < 2; got++ {
+		select {
+		case s := <-offers:
+			if s.View == nil {
+				t.Fatal("offered a snapshot without a view")
+			}
+		case <-timeout:
+			t.Fatalf("the refused view was offered %d times, want it offered again", got)
+		}
+	}
+	cancel()
+	<-done
+}
+
+var errRefusedForTest = &Error{Code: NamingUnavailable, Message: "refused for the test"}

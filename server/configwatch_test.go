@@ -1,0 +1,172 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/resolver"
+)
+
+// lockedLog collects a log written from the watcher's goroutine.
+type lockedLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// TestConfigWatcher follows partroute.yaml through the cases a reload meets: a change, broken
+// content (counted and logged once over many polls), a refusal (offered again after a wait,
+// counted once), and SIGHUP (read again although nothing changed).
+func TestConfigWatcher(t *testing.T) {
+	dir := t.TempDir()
+	data, err := os.ReadFile(filepath.Join(serveExamples, "partroute.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	naming, err := filepath.Abs(filepath.Join(serveExamples, "naming.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(data), "file: naming.yaml", "file: "+naming, 1)
+	path := filepath.Join(dir, "partroute.yaml")
+	// Each version is written whole and renamed into place, as editors and configuration
+	// managers do: a poll must never see half a file.
+	write := func(s string) {
+		t.Helper()
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(text)
+	reg := prometheus.NewRegistry()
+	metrics := resolver.NewSourceMetrics(reg)
+	logs := &lockedLog{}
+	w := newConfigWatcher(path, metrics, slog.New(slog.NewTextHandler(logs, nil)))
+	if _, err := w.load(); err != nil {
+		t.Fatal(err)
+	}
+	errorsCounted := func() float64 {
+		n, err := testutil.GatherAndCount(reg, "partroute_naming_reloads_total")
+		if err != nil || n == 0 {
+			t.Fatalf("no reload series: %v", err)
+		}
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() != "partroute_naming_reloads_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				if m.GetLabel()[0].GetValue() == "error" {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+		return -1
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reload := make(chan struct{})
+	applied := make(chan *config.Config, 16)
+	var refuse sync.Mutex
+	refusing := false
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.watch(ctx, time.Millisecond, reload, func(c *config.Config) error {
+			refuse.Lock()
+			defer refuse.Unlock()
+			applied <- c
+			if refusing {
+				return errors.New("refused for the test")
+			}
+			return nil
+		})
+	}()
+	next := func(what string) *config.Config {
+		t.Helper()
+		select {
+		case c := <-applied:
+			return c
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no configuration applied: %s", what)
+		}
+		return nil
+	}
+
+	write(strings.Replace(text, "unmatched: passthrough", "unmatched: reject", 1))
+	if c := next("a change"); c.Unmatched != config.Reject {
+		t.Errorf("applied %v, want the changed configuration", c.Unmatched)
+	}
+
+	write(strings.Replace(text, "count: 4", "count: 40", 1))
+	waitFor(t, "the broken configuration to be logged", func() bool { return strings.Contains(logs.String(), "configuration rejected") })
+	if got := errorsCounted(); got != 1 {
+		t.Errorf("broken configuration counted %v errors, want 1", got)
+	}
+	if n := strings.Count(logs.String(), "configuration rejected"); n != 1 {
+		t.Errorf("broken configuration logged %d times, want once", n)
+	}
+
+	refuse.Lock()
+	refusing = true
+	refuse.Unlock()
+	write(text)
+	next("a configuration then refused")
+	next("the refused configuration offered again")
+	if got := errorsCounted(); got != 2 {
+		t.Errorf("one refused configuration offered twice counted %v errors in all, want 2", got)
+	}
+	refuse.Lock()
+	refusing = false
+	refuse.Unlock()
+	next("the refused configuration accepted at last")
+
+	reload <- struct{}{}
+	next("SIGHUP")
+	cancel()
+	<-done
+}
+
+// waitFor checks cond on a ticker until it holds, failing the test after ten seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}

@@ -1,0 +1,42 @@
+package server
+
+import (
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/partroute/partroute/extproc"
+)
+
+// ExtProcServerOptions are the ext_proc gRPC server's options. The load test's no-op baseline
+// is served with the same ones, so that a comparison differs in the handler alone.
+func ExtProcServerOptions(maxConnAge time.Duration, streamWorkers int) []grpc.ServerOption {
+	if streamWorkers <= 0 {
+		streamWorkers = DefaultStreamWorkers
+	}
+	return []grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionAge:      maxConnAge,
+			MaxConnectionAgeGrace: 30 * time.Second,
+			Time:                  30 * time.Second,
+			Timeout:               10 * time.Second,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// Responses are marshalled with go-control-plane's generated code when the binary has
+		// it (build tag vtprotobuf), which is faster (docs/benchmarks.md).
+		grpc.ForceServerCodecV2(extproc.NewCodec()),
+		// Envoy opens a stream per HTTP request, so there are as many streams in flight as
+		// requests. A stream served by a long-lived worker runs on a stack that has already grown
+		// to fit the handler; a stream without a free worker gets a new goroutine, whose stack
+		// is grown (copied) again for every request. Workers for every stream in flight cut the
+		// server's CPU per request (docs/benchmarks.md).
+		grpc.NumStreamWorkers(uint32(streamWorkers)),
+	}
+}
+
+// xdsServerOptions are the xDS gRPC server's. Its streams live as long as Envoy does and must
+// not be cut by the ext_proc server's connection age.
+func xdsServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true})}
+}

@@ -1,0 +1,191 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/contract"
+	envoyconfig "github.com/partroute/partroute/envoy-config"
+	"github.com/partroute/partroute/extproc"
+	"github.com/partroute/partroute/resolver"
+	"github.com/partroute/partroute/xds"
+)
+
+// Run runs partroute until ctx ends, then drains: NOT_SERVING first, so that Envoy stops
+// sending, then a graceful stop bounded by the shutdown timeout. It returns an error when the
+// options are invalid, when the configuration or the first naming view cannot be loaded, when a
+// listener cannot be opened, or when a server fails while running.
+func Run(ctx context.Context, o Options) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	log, reg := o.Log, o.Registry
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "partroute_build_info",
+		Help: "1, labelled with the running build's version and Go version.",
+	}, []string{"version", "goversion"})
+	buildInfo.WithLabelValues(o.Version, runtime.Version()).Set(1)
+	reg.MustRegister(buildInfo)
+
+	sources := resolver.NewSourceMetrics(reg)
+	cfgWatch := newConfigWatcher(o.ConfigPath, sources, log)
+	cfg, err := cfgWatch.load()
+	if err != nil {
+		return err
+	}
+	src, err := newNamingSource(cfg, o.Poll, sources, reg, log)
+	if err != nil {
+		return err
+	}
+	// The source is closed last, after every goroutine that uses it has ended (deferred
+	// first, so run last).
+	defer func() { _ = src.Close() }()
+	snap, err := src.Initial(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	res := resolver.New(resolver.StateOf(cfg, snap))
+	// runCtx outlives the signal that starts the drain: while the ext_proc streams finish,
+	// partroute keeps following the configuration and naming changes and Envoy keeps its xDS
+	// stream, so that no request in the drain is routed by a view older than it should be.
+	// It ends when Run returns.
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRun()
+	var xdsSrv *xds.Server
+	if cfg.Listen.XDS != "" {
+		xdsSrv = xds.New(runCtx, log, reg)
+		if _, err := xdsSrv.Update(cfg, snap.View, envoyconfig.Options{}); err != nil {
+			return err
+		}
+	}
+	requests := extproc.NewMetrics(reg)
+	requests.Init(cfg)
+	sources.Served(snap.View, time.Now())
+	log.Info("naming view served", "source", cfg.Naming.Source, "version", snap.View.Version, "services", len(snap.View.Services))
+	ap := &applier{res: res, xds: xdsSrv, src: src, sources: sources, requests: requests, log: log}
+
+	l, err := listen(cfg)
+	if err != nil {
+		return err
+	}
+	gs := grpc.NewServer(ExtProcServerOptions(o.MaxConnectionAge, o.StreamWorkers)...)
+	extprocv3.RegisterExternalProcessorServer(gs, extproc.NewHandler(res, requests, log))
+	healthSrv := health.NewServer()
+	healthpb.RegisterHealthServer(gs, healthSrv)
+	var ready atomic.Bool
+	admin := &http.Server{Handler: adminMux(reg, res, &ready, src, xdsSrv), ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 3)
+	go func() { errc <- gs.Serve(l.extproc) }()
+	go func() { errc <- admin.Serve(l.admin) }()
+	if xdsSrv != nil {
+		xdsGRPC := grpc.NewServer(xdsServerOptions()...)
+		xdsSrv.Register(xdsGRPC)
+		go func() { errc <- xdsGRPC.Serve(l.xds) }()
+		defer xdsGRPC.Stop()
+		log.Info("xds serving", "address", l.xds.Addr().String())
+	}
+
+	// The watchers end before the naming source is closed, so that none of them uses a
+	// closed source.
+	watchCtx, stopWatch := context.WithCancel(runCtx)
+	var watchers sync.WaitGroup
+	defer func() { stopWatch(); watchers.Wait() }()
+	watchers.Go(func() {
+		cfgWatch.watch(watchCtx, o.Poll, o.Reload, func(next *config.Config) error {
+			return ap.apply(watchCtx, change{config: next})
+		})
+	})
+	watchers.Go(func() {
+		src.Watch(watchCtx, func() *config.Config { return res.State().Config }, ap.namingChanged)
+	})
+
+	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthSrv.SetServingStatus(contract.ExtProcService(), healthpb.HealthCheckResponse_SERVING)
+	ready.Store(true)
+	log.Info("partroute serving", "extproc", l.extproc.Addr().String(), "admin", l.admin.Addr().String(), "version", o.Version)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+
+	log.Info("draining", "drain_delay", o.DrainDelay, "shutdown_timeout", o.ShutdownTimeout)
+	ready.Store(false)
+	healthSrv.Shutdown() // every service NOT_SERVING
+	if runErr == nil {
+		// Envoy learns NOT_SERVING at its next health check; until then requests keep coming
+		// and are answered normally.
+		timer := time.NewTimer(o.DrainDelay)
+		<-timer.C
+	}
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	timer := time.NewTimer(o.ShutdownTimeout)
+	select {
+	case <-stopped:
+		timer.Stop()
+	case <-timer.C:
+		log.Warn("streams still open at the shutdown timeout; closing them")
+		gs.Stop()
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = admin.Shutdown(shutdownCtx)
+	log.Info("partroute stopped")
+	if runErr != nil && !errors.Is(runErr, http.ErrServerClosed) && !errors.Is(runErr, grpc.ErrServerStopped) {
+		return runErr
+	}
+	return nil
+}
+
+// listeners are the sockets Run serves on.
+type listeners struct {
+	extproc, admin, xds net.Listener
+}
+
+// listen opens the listeners of cfg's listen section, closing those it opened when one fails.
+func listen(cfg *config.Config) (*listeners, error) {
+	var l listeners
+	var opened []net.Listener
+	open := func(field, addr string, into *net.Listener) error {
+		lis, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, o := range opened {
+				o.Close()
+			}
+			return fmt.Errorf("listen.%s: %w", field, err)
+		}
+		opened = append(opened, lis)
+		*into = lis
+		return nil
+	}
+	if err := open("extproc", cfg.Listen.ExtProc, &l.extproc); err != nil {
+		return nil, err
+	}
+	if err := open("admin", cfg.Listen.Admin, &l.admin); err != nil {
+		return nil, err
+	}
+	if cfg.Listen.XDS != "" {
+		if err := open("xds", cfg.Listen.XDS, &l.xds); err != nil {
+			return nil, err
+		}
+	}
+	return &l, nil
+}
