@@ -28,6 +28,9 @@ type FileNaming struct {
 	mu       sync.Mutex
 	file     *filewatch.File
 	rejected [32]byte
+	// serving is set once a view has been served: until then a rejection has no previous
+	// view to fall back on, and is not logged as if it had.
+	serving bool
 }
 
 // maxRetryWait bounds the wait between offers of a refused change: a change refused for a
@@ -39,9 +42,16 @@ func NewFileNaming(poll time.Duration, metrics *SourceMetrics, log *slog.Logger)
 	return &FileNaming{poll: poll, metrics: metrics, log: log}
 }
 
-// Initial reads the naming file of cfg.
+// Initial reads the naming file of cfg. A rejection is counted but not logged: nothing is
+// served yet, so there is no previous view to keep, and the caller reports the error.
 func (f *FileNaming) Initial(_ context.Context, cfg *config.Config) (Snapshot, error) {
-	return f.read(cfg, true)
+	snap, err := f.read(cfg, true)
+	if err == nil {
+		f.mu.Lock()
+		f.serving = true
+		f.mu.Unlock()
+	}
+	return snap, err
 }
 
 // ForConfig reads the naming file of a new configuration (its path may have changed) and
@@ -126,5 +136,8 @@ func (f *FileNaming) reject(err error, sum [32]byte) {
 	}
 	f.rejected = sum
 	f.metrics.Failed()
+	if !f.serving {
+		return
+	}
 	f.log.Error("naming view rejected; still serving the previous one", "naming", f.file.Path(), "error", err)
 }

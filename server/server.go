@@ -28,8 +28,9 @@ import (
 
 // Run runs partroute until ctx ends, then drains: NOT_SERVING first, so that Envoy stops
 // sending, then a graceful stop bounded by the shutdown timeout. It returns an error when the
-// options are invalid, when the configuration or the first naming view cannot be loaded, when a
-// listener cannot be opened, or when a server fails while running.
+// options are invalid, when the configuration or the first naming view cannot be loaded or a
+// listener cannot be opened (partroute never served), or, as a *ServingError, when a server
+// failed while partroute was serving.
 func Run(ctx context.Context, o Options) error {
 	if err := o.Validate(); err != nil {
 		return err
@@ -150,10 +151,19 @@ func Run(ctx context.Context, o Options) error {
 	_ = admin.Shutdown(shutdownCtx)
 	log.Info("partroute stopped")
 	if runErr != nil && !errors.Is(runErr, http.ErrServerClosed) && !errors.Is(runErr, grpc.ErrServerStopped) {
-		return runErr
+		return &ServingError{Err: runErr}
 	}
 	return nil
 }
+
+// ServingError is a failure that stopped partroute after it had started serving, as opposed to
+// one that kept it from starting (a broken configuration, a port in use). The binary logs the
+// first kind like everything partroute did meanwhile, and prints the second in plain text, a
+// problem a line.
+type ServingError struct{ Err error }
+
+func (e *ServingError) Error() string { return e.Err.Error() }
+func (e *ServingError) Unwrap() error { return e.Err }
 
 // listeners are the sockets Run serves on.
 type listeners struct {

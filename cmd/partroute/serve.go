@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -56,7 +57,12 @@ func runServe(args []string, _, stderr io.Writer) int {
 	o.Log, o.Registry, o.Version = log, prometheus.NewRegistry(), version
 	o.Reload = sighup(ctx)
 	if err := server.Run(ctx, o); err != nil {
-		log.Error("partroute stopped", "error", err)
+		var failed *server.ServingError
+		if errors.As(err, &failed) {
+			log.Error("partroute stopped", "error", failed.Err)
+		} else {
+			fmt.Fprintln(stderr, "partroute serve:", err)
+		}
 		return 1
 	}
 	return 0
