@@ -91,11 +91,26 @@ func runServe(args []string, _, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	if err := serve(ctx, o, hup, log); err != nil {
-		log.Error("partroute stopped", "error", err)
+		// A failure while serving is logged like everything else partroute did meanwhile. A
+		// failure to start (a broken configuration, a port in use) ends the command before it
+		// served anything: it is said in plain text, so that each problem of a file stays on a
+		// line of its own.
+		var failed servingError
+		if errors.As(err, &failed) {
+			log.Error("partroute stopped", "error", failed.err)
+		} else {
+			fmt.Fprintln(stderr, "partroute serve:", err)
+		}
 		return 1
 	}
 	return 0
 }
+
+// servingError is an error that stopped partroute after it had started serving.
+type servingError struct{ err error }
+
+func (e servingError) Error() string { return e.err.Error() }
+func (e servingError) Unwrap() error { return e.err }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var lv slog.Level
@@ -311,7 +326,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, log *slog.
 	_ = admin.Shutdown(shutdownCtx)
 	log.Info("partroute stopped")
 	if runErr != nil && !errors.Is(runErr, http.ErrServerClosed) && !errors.Is(runErr, grpc.ErrServerStopped) {
-		return runErr
+		return servingError{runErr}
 	}
 	return nil
 }
