@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -106,5 +107,22 @@ func TestServeBrokenReloadKeepsServing(t *testing.T) {
 	cancel()
 	if err := <-served; err != nil {
 		t.Errorf("serve returned %v, want nil", err)
+	}
+}
+
+func TestRunServeHelp(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := runServe([]string{"-h"}, &stdout, &stderr); code != 0 {
+		t.Errorf("serve -h: exit code %d, want 0", code)
+	}
+	if !strings.HasPrefix(stdout.String(), "usage: partroute serve -config FILE") || !strings.Contains(stdout.String(), "-drain-delay") {
+		t.Errorf("serve -h printed on stdout:\n%s", stdout.String())
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("serve -h printed on stderr:\n%s", stderr.String())
+	}
+	stdout.Reset()
+	if code := runServe([]string{"-nosuchflag"}, io.Discard, &stderr); code != 1 || !strings.Contains(stderr.String(), "partroute serve: flag provided but not defined: -nosuchflag") {
+		t.Errorf("serve -nosuchflag: exit code %d, stderr:\n%s", code, stderr.String())
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -20,22 +19,20 @@ type headerFlags []string
 func (h *headerFlags) String() string     { return strings.Join(*h, ", ") }
 func (h *headerFlags) Set(v string) error { *h = append(*h, v); return nil }
 
-const resolveUsage = "usage: partroute resolve -config FILE [-naming FILE] [-H 'name: value']... [-d BODY|@FILE] METHOD URL"
+const resolveSynopsis = "partroute resolve -config FILE [-naming FILE] [-H 'name: value']... [-d BODY|@FILE] METHOD URL"
 
 func runResolve(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("resolve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCmdFlags("resolve", resolveSynopsis).positional("METHOD and URL", 2, 2)
 	cfgPath := fs.String("config", "", "partroute.yaml (required)")
 	namingPath := fs.String("naming", "", "naming file (default: the configuration's naming.file)")
 	var headers headerFlags
 	fs.Var(&headers, "H", "a request header 'name: value' (repeatable)")
 	data := fs.String("d", "", "the request body, or @FILE to read it from a file")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := fs.parse(args, stdout, stderr); !ok {
+		return code
 	}
-	if *cfgPath == "" || fs.NArg() != 2 {
-		fmt.Fprintln(stderr, resolveUsage)
-		return 1
+	if *cfgPath == "" {
+		return fs.fail(stderr, "-config is required")
 	}
 	cfg, view, err := loadConfigAndView(*cfgPath, *namingPath)
 	if err != nil {

@@ -55,9 +55,8 @@ type serveOptions struct {
 	streamWorkers int
 }
 
-func runServe(args []string, _, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func runServe(args []string, stdout, stderr io.Writer) int {
+	fs := newCmdFlags("serve", "partroute serve -config FILE [flags]")
 	var o serveOptions
 	fs.StringVar(&o.configPath, "config", "", "partroute.yaml (required)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -68,13 +67,12 @@ func runServe(args []string, _, stderr io.Writer) int {
 	fs.DurationVar(&o.maxConnAge, "max-connection-age", 5*time.Minute, "age at which a gRPC connection is asked to reconnect, so that Envoy rebalances over partroute replicas")
 	fs.IntVar(&o.streamWorkers, "stream-workers", DefaultStreamWorkers, "goroutines that serve ext_proc streams; size it to the requests Envoy has in flight at once (more streams than workers still work, a little slower)")
 	var tune runtimeTuning
-	tune.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	tune.register(fs.FlagSet)
+	if code, ok := fs.parse(args, stdout, stderr); !ok {
+		return code
 	}
-	if o.configPath == "" || fs.NArg() != 0 {
-		fmt.Fprintln(stderr, "usage: partroute serve -config FILE [flags]")
-		return 1
+	if o.configPath == "" {
+		return fs.fail(stderr, "-config is required")
 	}
 	log, err := newLogger(stderr, o.logLevel, o.logFormat)
 	if err != nil {
