@@ -53,6 +53,12 @@ func TestCLIUsageErrors(t *testing.T) {
 		{"resolve with too many arguments", []string{"resolve", "-config", cliExampleConfig, "GET", "http://h/", "x"}, 1, []string{`partroute resolve: expected METHOD and URL, got "GET" "http://h/" "x"`, "usage: partroute resolve"}},
 		{"resolve with an unknown flag", []string{"resolve", "-X", "POST"}, 1, []string{"flag provided but not defined: -X"}},
 		{"resolve with a bad URL", []string{"resolve", "-config", cliExampleConfig, "GET", "http://h/%zz"}, 1, []string{"partroute resolve: URL \"http://h/%zz\""}},
+		{"resolve a URL without scheme", []string{"resolve", "-config", cliExampleConfig, "GET", "api.example.com/api/users/12"}, 1, []string{
+			`partroute resolve: URL "api.example.com/api/users/12" has no scheme and host: write it as http://host/path (or as a path, /path, with a host header)` + "\n"}},
+		{"resolve a URL with a port and no scheme", []string{"resolve", "-config", cliExampleConfig, "GET", "localhost:8080/api/users/12"}, 1, []string{`URL "localhost:8080/api/users/12" has no scheme and host`}},
+		{"resolve a URL without host", []string{"resolve", "-config", cliExampleConfig, "GET", "http:///api/users/12"}, 1, []string{`URL "http:///api/users/12" has no scheme and host`}},
+		{"resolve a URL without scheme, with //", []string{"resolve", "-config", cliExampleConfig, "GET", "//api.example.com/api/users/12"}, 1, []string{`URL "//api.example.com/api/users/12" has no scheme and host`}},
+		{"resolve a URL of another scheme", []string{"resolve", "-config", cliExampleConfig, "GET", "ftp://api.example.com/api/users/12"}, 1, []string{`URL "ftp://api.example.com/api/users/12": the scheme is "ftp", not http or https`}},
 		{"resolve with a bad header", []string{"resolve", "-config", cliExampleConfig, "-H", "x-user-id 7", "GET", "http://h/"}, 1, []string{`partroute resolve: header "x-user-id 7" is not 'name: value'`}},
 		{"resolve with an empty header name", []string{"resolve", "-config", cliExampleConfig, "-H", ": 7", "GET", "http://h/"}, 1, []string{`header ": 7" is not 'name: value'`}},
 		{"resolve with a missing body file", []string{"resolve", "-config", cliTestConfig, "-d", "@testdata/absent.json", "POST", "http://h/orders"}, 1, []string{"partroute resolve:", "testdata/absent.json"}},
