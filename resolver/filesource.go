@@ -31,6 +31,9 @@ type FileSource struct {
 	// refused again when it is offered again, is logged and counted once rather than on every
 	// poll or offer.
 	lastError, lastRejected [32]byte
+	// serving is set once a state has been served: until then there is no previous state to
+	// keep, and a rejected load is the caller's to report.
+	serving bool
 	// retryAt is when a state the caller refused is offered again, and retryWait the wait
 	// before it; both are zero when nothing was refused.
 	retryAt   time.Time
@@ -113,7 +116,9 @@ func NewFileSource(configPath string, metrics *SourceMetrics, log *slog.Logger) 
 }
 
 // Load reads both files and returns the state they describe. When the configuration names
-// another naming source, only the configuration is read, and the State has no Naming.
+// another naming source, only the configuration is read, and the State has no Naming. A
+// rejected first load is counted but not logged: nothing is being served yet, so there is no
+// previous state to fall back on, and the caller reports the error.
 func (s *FileSource) Load() (*State, *View, error) {
 	st, view, _, err := s.load(true)
 	if err == nil {
@@ -226,6 +231,7 @@ func (s *FileSource) load(force bool) (*State, *View, bool, error) {
 // say what partroute serves, not what it read.
 func (s *FileSource) served(view *View) {
 	s.lastError, s.lastRejected = [32]byte{}, [32]byte{}
+	s.serving = true
 	if view == nil {
 		// The configuration alone: its naming comes from another source, which counts it.
 		return
@@ -275,6 +281,9 @@ func (s *FileSource) report(err error, content []byte) {
 	if rejected != s.lastRejected {
 		s.lastRejected = rejected
 		s.metrics.Failed()
+	}
+	if !s.serving {
+		return
 	}
 	sum := sha256.Sum256(append([]byte(err.Error()), content...))
 	if sum != s.lastError {

@@ -234,6 +234,11 @@ func TestFileSourceLoadRejectsBrokenFiles(t *testing.T) {
 	if n, _ := testutil.GatherAndCount(f.reg, "partroute_naming_view_info"); n != 0 {
 		t.Errorf("a view is reported as served after a failed load: %d series", n)
 	}
+	// Nothing was served before, so there is no previous state to speak of: the error is the
+	// caller's to report, and the source logs nothing.
+	if log := f.log.String(); log != "" {
+		t.Errorf("a rejected first load was logged:\n%s", log)
+	}
 }
 
 // A poll that finds nothing new is no reload, and counts as none: the reload counter moves
@@ -365,6 +370,9 @@ func TestFileSourceReloadInvalidKeepsServing(t *testing.T) {
 	}
 	if !strings.Contains(f.log.String(), "level=ERROR") || !strings.Contains(f.log.String(), "leader") {
 		t.Errorf("the rejection is not logged as an error naming the problem:\n%s", f.log)
+	}
+	if !strings.Contains(f.log.String(), "still serving the previous one") {
+		t.Errorf("the rejection does not say that the previous state is kept:\n%s", f.log)
 	}
 	// The view being served is still the old one.
 	if got := fsGauge(t, f.reg, "partroute_naming_view_info", "version", old.Version); got != 1 {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -20,22 +19,20 @@ type headerFlags []string
 func (h *headerFlags) String() string     { return strings.Join(*h, ", ") }
 func (h *headerFlags) Set(v string) error { *h = append(*h, v); return nil }
 
-const resolveUsage = "usage: partroute resolve -config FILE [-naming FILE] [-H 'name: value']... [-d BODY|@FILE] METHOD URL"
+const resolveSynopsis = "partroute resolve -config FILE [-naming FILE] [-H 'name: value']... [-d BODY|@FILE] METHOD URL"
 
 func runResolve(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("resolve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCmdFlags("resolve", resolveSynopsis).positional("METHOD and URL", 2, 2)
 	cfgPath := fs.String("config", "", "partroute.yaml (required)")
 	namingPath := fs.String("naming", "", "naming file (default: the configuration's naming.file)")
 	var headers headerFlags
 	fs.Var(&headers, "H", "a request header 'name: value' (repeatable)")
 	data := fs.String("d", "", "the request body, or @FILE to read it from a file")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := fs.parse(args, stdout, stderr); !ok {
+		return code
 	}
-	if *cfgPath == "" || fs.NArg() != 2 {
-		fmt.Fprintln(stderr, resolveUsage)
-		return 1
+	if *cfgPath == "" {
+		return fs.fail(stderr, "-config is required")
 	}
 	cfg, view, err := loadConfigAndView(*cfgPath, *namingPath)
 	if err != nil {
@@ -63,11 +60,11 @@ func runResolve(args []string, stdout, stderr io.Writer) int {
 // buildRequest turns the command line into the request Envoy would send: an absolute URL gives
 // the authority, a bare path takes it from a host header.
 func buildRequest(method, rawURL string, headers []string, data string) (*keying.Request, error) {
-	u, err := url.Parse(rawURL)
+	u, err := parseRequestURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("URL %q: %v", rawURL, err)
+		return nil, err
 	}
-	if u.Path == "" && u.Opaque == "" {
+	if u.Path == "" {
 		u.Path = "/"
 	}
 	target := u.EscapedPath()
@@ -105,4 +102,24 @@ func buildRequest(method, rawURL string, headers []string, data string) (*keying
 		req.Body = []byte(data)
 	}
 	return req, nil
+}
+
+// parseRequestURL parses the URL of a request to resolve: an absolute http or https URL, or a
+// path. Anything else is refused rather than guessed at: "api.example.com/api/users/12" parses
+// as a relative path, which would match no service and pass through, and "localhost:8080/x"
+// parses as an opaque URL of scheme "localhost".
+func parseRequestURL(rawURL string) (*url.URL, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("URL %q: %v", rawURL, err)
+	}
+	bare := u.Scheme == "" && u.Host == "" && strings.HasPrefix(rawURL, "/")
+	absolute := (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.Opaque == ""
+	if !bare && !absolute && u.Host != "" && u.Scheme != "" {
+		return nil, fmt.Errorf("URL %q: the scheme is %q, not http or https", rawURL, u.Scheme)
+	}
+	if !bare && !absolute {
+		return nil, fmt.Errorf("URL %q has no scheme and host: write it as http://host/path (or as a path, /path, with a host header)", rawURL)
+	}
+	return u, nil
 }

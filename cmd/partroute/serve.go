@@ -55,9 +55,8 @@ type serveOptions struct {
 	streamWorkers int
 }
 
-func runServe(args []string, _, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func runServe(args []string, stdout, stderr io.Writer) int {
+	fs := newCmdFlags("serve", "partroute serve -config FILE [flags]")
 	var o serveOptions
 	fs.StringVar(&o.configPath, "config", "", "partroute.yaml (required)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -68,13 +67,12 @@ func runServe(args []string, _, stderr io.Writer) int {
 	fs.DurationVar(&o.maxConnAge, "max-connection-age", 5*time.Minute, "age at which a gRPC connection is asked to reconnect, so that Envoy rebalances over partroute replicas")
 	fs.IntVar(&o.streamWorkers, "stream-workers", DefaultStreamWorkers, "goroutines that serve ext_proc streams; size it to the requests Envoy has in flight at once (more streams than workers still work, a little slower)")
 	var tune runtimeTuning
-	tune.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	tune.register(fs.FlagSet)
+	if code, ok := fs.parse(args, stdout, stderr); !ok {
+		return code
 	}
-	if o.configPath == "" || fs.NArg() != 0 {
-		fmt.Fprintln(stderr, "usage: partroute serve -config FILE [flags]")
-		return 1
+	if o.configPath == "" {
+		return fs.fail(stderr, "-config is required")
 	}
 	log, err := newLogger(stderr, o.logLevel, o.logFormat)
 	if err != nil {
@@ -91,11 +89,26 @@ func runServe(args []string, _, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	if err := serve(ctx, o, hup, log); err != nil {
-		log.Error("partroute stopped", "error", err)
+		// A failure while serving is logged like everything else partroute did meanwhile. A
+		// failure to start (a broken configuration, a port in use) ends the command before it
+		// served anything: it is said in plain text, so that each problem of a file stays on a
+		// line of its own.
+		var failed servingError
+		if errors.As(err, &failed) {
+			log.Error("partroute stopped", "error", failed.err)
+		} else {
+			fmt.Fprintln(stderr, "partroute serve:", err)
+		}
 		return 1
 	}
 	return 0
 }
+
+// servingError is an error that stopped partroute after it had started serving.
+type servingError struct{ err error }
+
+func (e servingError) Error() string { return e.err.Error() }
+func (e servingError) Unwrap() error { return e.err }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var lv slog.Level
@@ -314,7 +327,7 @@ func serve(ctx context.Context, o serveOptions, hup <-chan os.Signal, log *slog.
 	_ = admin.Shutdown(shutdownCtx)
 	log.Info("partroute stopped")
 	if runErr != nil && !errors.Is(runErr, http.ErrServerClosed) && !errors.Is(runErr, grpc.ErrServerStopped) {
-		return runErr
+		return servingError{runErr}
 	}
 	return nil
 }
