@@ -146,13 +146,20 @@ func TestAdminDebugResolve(t *testing.T) {
 
 func TestAdminDebugResolveBadRequests(t *testing.T) {
 	f := newAdminFixture(t)
-	for _, q := range []url.Values{
-		{"method": {"PUT"}},
-		{"url": {"http://a.example.com/api/users/12"}, "header": {"no colon"}},
-		{"url": {"http://a.example.com/%zz"}},
+	for _, c := range []struct {
+		q    url.Values
+		want string
+	}{
+		{url.Values{"method": {"PUT"}}, "url is required"},
+		{url.Values{"url": {"http://a.example.com/api/users/12"}, "header": {"no colon"}}, `header "no colon" is not 'name: value'`},
+		{url.Values{"url": {"http://a.example.com/%zz"}}, `bad request: URL "http://a.example.com/%zz"`},
+		// A URL without scheme and host would be read as a relative path that no service
+		// matches: it is refused, as by partroute resolve.
+		{url.Values{"url": {"api.example.com/api/users/12"}}, `bad request: URL "api.example.com/api/users/12" has no scheme and host: write it as http://host/path (or as a path, /path, with a host header)` + "\n"},
 	} {
-		if code, _, body := f.get(t, "/debug/resolve?"+q.Encode()); code != http.StatusBadRequest {
-			t.Errorf("/debug/resolve?%s: %d, want 400: %s", q.Encode(), code, body)
+		code, _, body := f.get(t, "/debug/resolve?"+c.q.Encode())
+		if code != http.StatusBadRequest || !strings.Contains(body, c.want) {
+			t.Errorf("/debug/resolve?%s: %d %q, want 400 with %q", c.q.Encode(), code, body, c.want)
 		}
 	}
 }

@@ -13,11 +13,11 @@ import (
 // absolute URL gives the authority, a bare path takes it from a host header. A nil body is a
 // request whose body has not been read.
 func BuildRequest(method, rawURL string, headers []string, body []byte) (*keying.Request, error) {
-	u, err := url.Parse(rawURL)
+	u, err := parseRequestURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("URL %q: %v", rawURL, err)
+		return nil, err
 	}
-	if u.Path == "" && u.Opaque == "" {
+	if u.Path == "" {
 		u.Path = "/"
 	}
 	target := u.EscapedPath()
@@ -47,4 +47,24 @@ func BuildRequest(method, rawURL string, headers []string, body []byte) (*keying
 	req.Headers = list
 	req.Body = body
 	return req, nil
+}
+
+// parseRequestURL parses the URL of a request to resolve: an absolute http or https URL, or a
+// path. Anything else is refused rather than guessed at: "api.example.com/api/users/12" parses
+// as a relative path, which would match no service and pass through, and "localhost:8080/x"
+// parses as an opaque URL of scheme "localhost".
+func parseRequestURL(rawURL string) (*url.URL, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("URL %q: %v", rawURL, err)
+	}
+	bare := u.Scheme == "" && u.Host == "" && strings.HasPrefix(rawURL, "/")
+	absolute := (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.Opaque == ""
+	if !bare && !absolute && u.Host != "" && u.Scheme != "" {
+		return nil, fmt.Errorf("URL %q: the scheme is %q, not http or https", rawURL, u.Scheme)
+	}
+	if !bare && !absolute {
+		return nil, fmt.Errorf("URL %q has no scheme and host: write it as http://host/path (or as a path, /path, with a host header)", rawURL)
+	}
+	return u, nil
 }

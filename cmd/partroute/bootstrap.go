@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -18,8 +17,7 @@ import (
 
 // runEnvoyBootstrap writes the Envoy bootstrap for a configuration and its naming view.
 func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("envoy-bootstrap", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCmdFlags("envoy-bootstrap", "partroute envoy-bootstrap -config FILE [-naming FILE] [-listen ADDR] [-admin ADDR] [-extproc ADDR] [-retry N [-per-try-timeout D]] [-message-timeout D] [-response-headers] [-xds [-node-id ID]] [-o FILE]")
 	cfgPath := fs.String("config", "", "partroute.yaml to generate from (required)")
 	namingPath := fs.String("naming", "", "naming file whose replicas become endpoints (default: the configuration's naming.file)")
 	listen := fs.String("listen", envoyconfig.DefaultListenAddress, "address Envoy accepts client traffic on")
@@ -32,12 +30,11 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
 	xds := fs.Bool("xds", false, "take the service clusters and endpoints from partroute's xDS server (the configuration's listen.xds) instead of writing them in")
 	nodeID := fs.String("node-id", envoyconfig.DefaultNodeID, "the Envoy node id the xDS server sees; give each Envoy its own")
 	out := fs.String("o", "", "file to write the bootstrap to (default: standard output)")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := fs.parse(args, stdout, stderr); !ok {
+		return code
 	}
-	if *cfgPath == "" || fs.NArg() != 0 {
-		fmt.Fprintln(stderr, "usage: partroute envoy-bootstrap -config FILE [-naming FILE] [-listen ADDR] [-admin ADDR] [-extproc ADDR] [-retry N [-per-try-timeout D]] [-message-timeout D] [-response-headers] [-xds [-node-id ID]] [-o FILE]")
-		return 1
+	if *cfgPath == "" {
+		return fs.fail(stderr, "-config is required")
 	}
 	if *retries < 0 || (*perTry != 0 && *retries == 0) {
 		fmt.Fprintln(stderr, "partroute envoy-bootstrap: -retry must be at least 0, and -per-try-timeout needs -retry")

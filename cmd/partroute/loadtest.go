@@ -159,7 +159,7 @@ func runLoadtest(args []string, stdout, stderr io.Writer) int {
 	case "compare":
 		err = loadtestCompare(ctx, args, stdout, stderr)
 	case "noop":
-		err = loadtestNoop(ctx, args, stderr)
+		err = loadtestNoop(ctx, args, stdout, stderr)
 	case "report":
 		err = loadtestReport(args, stdout, stderr)
 	default:
@@ -179,22 +179,30 @@ func runLoadtest(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// reportedError is an error, from flag parsing, that the flag package has already printed.
+// reportedError is an error, from flag parsing, that has already been printed.
 type reportedError struct{ error }
 
-func parseLoadFlags(name string, args []string, compare bool, stderr io.Writer) (*loadFlags, loadtest.Options, error) {
-	fs := flag.NewFlagSet("loadtest "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	f := &loadFlags{}
-	f.register(fs, compare)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, loadtest.Options{}, err
-		}
-		return nil, loadtest.Options{}, reportedError{err}
+// parseStopped is the error of a command line that parsing has already answered: flag.ErrHelp
+// after help (exit code 0), a reportedError after a usage error.
+func parseStopped(code int) error {
+	if code == 0 {
+		return flag.ErrHelp
 	}
-	if fs.NArg() != 0 {
-		return nil, loadtest.Options{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	return reportedError{errors.New("usage error")}
+}
+
+// loadtestSynopses are the command lines of the loadtest subcommands that take the load flags.
+var loadtestSynopses = map[string]string{
+	"run":     "partroute loadtest [run] [flags]",
+	"compare": "partroute loadtest compare [flags]",
+}
+
+func parseLoadFlags(name string, args []string, compare bool, stdout, stderr io.Writer) (*loadFlags, loadtest.Options, error) {
+	fs := newCmdFlags("loadtest "+name, loadtestSynopses[name])
+	f := &loadFlags{}
+	f.register(fs.FlagSet, compare)
+	if code, ok := fs.parse(args, stdout, stderr); !ok {
+		return nil, loadtest.Options{}, parseStopped(code)
 	}
 	o, err := f.options(stderr)
 	return f, o, err
@@ -202,7 +210,7 @@ func parseLoadFlags(name string, args []string, compare bool, stderr io.Writer) 
 
 // loadtestRun makes one run against a server, started here unless -addr names one.
 func loadtestRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, o, err := parseLoadFlags("run", args, false, stderr)
+	f, o, err := parseLoadFlags("run", args, false, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -287,7 +295,7 @@ func externalArm(f *loadFlags) (loadtest.Arm, error) {
 
 // loadtestCompare runs partroute and its baselines alternately and reports their ratios.
 func loadtestCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, o, err := parseLoadFlags("compare", args, true, stderr)
+	f, o, err := parseLoadFlags("compare", args, true, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -432,19 +440,13 @@ func writeReports(rep *loadtest.Report, dir, name string, stdout io.Writer) erro
 // -out, the text, JSON and SVG files. It redraws a report, or puts runs of several invocations
 // on one chart.
 func loadtestReport(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("loadtest report", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCmdFlags("loadtest report", "partroute loadtest report [-out DIR] [-name NAME] [-title TITLE] REPORT.json [REPORT.json ...]").
+		positional("REPORT.json files", 1, -1)
 	out := fs.String("out", "", "directory for the merged report's text, JSON and SVG (empty: the table on stdout only)")
 	name := fs.String("name", "report", "file name of the merged report, without extension")
 	title := fs.String("title", "", "title of the merged report (default: the first report's)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return reportedError{err}
-	}
-	if fs.NArg() == 0 {
-		return errors.New("usage: partroute loadtest report [-out DIR] [-name NAME] [-title TITLE] REPORT.json [REPORT.json ...]")
+	if code, ok := fs.parse(args, stdout, stderr); !ok {
+		return parseStopped(code)
 	}
 	var merged *loadtest.Report
 	for _, path := range fs.Args() {
@@ -473,18 +475,14 @@ func loadtestReport(args []string, stdout, stderr io.Writer) error {
 // loadtestNoop serves the no-op ext_proc server until interrupted: the baseline in a process of
 // its own, with partroute's gRPC server options and runtime settings, so that the comparison
 // differs in the handler alone.
-func loadtestNoop(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("loadtest noop", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func loadtestNoop(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newCmdFlags("loadtest noop", "partroute loadtest noop [-listen ADDR] [-stream-workers N] [-gogc N] [-gc-headroom SIZE] [-memory-limit SIZE]")
 	listen := fs.String("listen", "127.0.0.1:50061", "address to serve ext_proc on (loopback)")
 	workers := fs.Int("stream-workers", server.DefaultStreamWorkers, "goroutines that serve streams, as partroute serve's")
 	var tune gcFlags
-	tune.register(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return reportedError{err}
+	tune.register(fs.FlagSet)
+	if code, ok := fs.parse(args, stdout, stderr); !ok {
+		return parseStopped(code)
 	}
 	if err := tune.tuning().Apply(ctx); err != nil {
 		return err

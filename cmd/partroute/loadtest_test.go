@@ -129,7 +129,7 @@ func TestLoadtestUsage(t *testing.T) {
 		}
 	}
 	var stdout, stderr bytes.Buffer
-	if code := run([]string{"loadtest", "compare", "-h"}, &stdout, &stderr); code != 0 || !strings.Contains(stderr.String(), "-pairs") {
-		t.Errorf("-h: exit %d\n%s", code, stderr.String())
+	if code := run([]string{"loadtest", "compare", "-h"}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "-pairs") || stderr.Len() != 0 {
+		t.Errorf("-h: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
 }

@@ -30,21 +30,41 @@ func commands() []command {
 		{"envoy-bootstrap", "write the Envoy bootstrap for a configuration and its naming view", runEnvoyBootstrap},
 		{"naming", "put, get or fail over the naming view stored in etcd", runNaming},
 		{"demo", "run demo backends, partroute and Envoy on the example files and show where requests land", runDemo},
-		{"loadtest", "generate ext_proc or HTTP load and compare partroute with no-op baselines (run, compare, noop)", runLoadtest},
-		{"version", "print the version", func(_ []string, stdout, _ io.Writer) int {
-			fmt.Fprintln(stdout, "partroute", version)
-			return 0
-		}},
+		{"loadtest", "generate ext_proc or HTTP load and compare partroute with no-op baselines (run, compare, noop, report)", runLoadtest},
+		{"version", "print the version", runVersion},
 	}
 }
 
+func runVersion(args []string, stdout, stderr io.Writer) int {
+	if code, ok := newCmdFlags("version", "partroute version").parse(args, stdout, stderr); !ok {
+		return code
+	}
+	fmt.Fprintln(stdout, "partroute", version)
+	return 0
+}
+
+// run runs the command line. Help that was asked for goes to stdout and exits with 0; a command
+// line that is wrong is said on stderr and exits with 1.
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(stderr)
-		if len(args) == 0 {
+		return 1
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		usage(stdout)
+		return 0
+	case "help":
+		if len(args) == 1 {
+			usage(stdout)
+			return 0
+		}
+		if len(args) > 2 {
+			fmt.Fprintf(stderr, "partroute help: expected one COMMAND, got %q\n", args[1:])
 			return 1
 		}
-		return 0
+		// `partroute help COMMAND` is `partroute COMMAND -h`.
+		args = []string{args[1], "-h"}
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -19,25 +18,41 @@ import (
 	"github.com/partroute/partroute/resolver/etcdsource"
 )
 
+// namingSynopses are the command lines of the naming subcommands.
+var namingSynopses = map[string]string{
+	"put":      "partroute naming put -config FILE [-etcd ENDPOINTS] [-prefix P] [-file NAMING]",
+	"get":      "partroute naming get -config FILE [-etcd ENDPOINTS] [-prefix P]",
+	"failover": "partroute naming failover -config FILE [-etcd ENDPOINTS] [-prefix P] -service S -partition ID -to ADDRESS",
+}
+
 const namingUsage = `usage:
   partroute naming put      -config FILE [-etcd ENDPOINTS] [-prefix P] [-file NAMING]
   partroute naming get      -config FILE [-etcd ENDPOINTS] [-prefix P]
   partroute naming failover -config FILE [-etcd ENDPOINTS] [-prefix P] -service S -partition ID -to ADDRESS
--etcd and -prefix default to the configuration's naming.etcd when its naming.source is etcd.`
+-etcd and -prefix default to the configuration's naming.etcd when its naming.source is etcd.
+Run 'partroute naming SUBCOMMAND -h' for its flags.`
 
 // runNaming manages the naming view stored in etcd: put writes a naming file, get prints what
 // is stored, failover moves a partition's primary.
 func runNaming(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+	switch {
+	case len(args) == 0:
 		fmt.Fprintln(stderr, namingUsage)
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			return 0
-		}
+		return 1
+	case args[0] == "-h" || args[0] == "-help" || args[0] == "--help":
+		fmt.Fprintln(stdout, namingUsage)
+		return 0
+	case strings.HasPrefix(args[0], "-"):
+		fmt.Fprintf(stderr, "partroute naming: the subcommand (put, get or failover) goes before the flags: %q came first\n%s\n", args[0], namingUsage)
 		return 1
 	}
 	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("naming "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	synopsis, known := namingSynopses[sub]
+	if !known {
+		fmt.Fprintf(stderr, "partroute naming: unknown subcommand %q\n%s\n", sub, namingUsage)
+		return 1
+	}
+	fs := newCmdFlags("naming "+sub, synopsis)
 	cfgPath := fs.String("config", "", "partroute.yaml whose services the view must fit (required)")
 	endpoints := fs.String("etcd", "", "etcd endpoints, comma-separated host:port or URLs (default: the configuration's naming.etcd.endpoints)")
 	prefix := fs.String("prefix", "", "the key prefix of the naming view (default: the configuration's naming.etcd.prefix, else "+config.DefaultEtcdPrefix+")")
@@ -51,23 +66,18 @@ func runNaming(args []string, stdout, stderr io.Writer) int {
 		service = fs.String("service", "", "the service (required)")
 		partition = fs.String("partition", "", "the partition: its id, or its key's last segment such as 0:8, eu or singleton (required)")
 		to = fs.String("to", "", "the address of the replica to promote to primary (required)")
-	default:
-		fmt.Fprintf(stderr, "partroute naming: unknown subcommand %q\n%s\n", sub, namingUsage)
-		return 1
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+	if code, ok := fs.parse(args, stdout, stderr); !ok {
+		return code
+	}
+	required := []struct {
+		flag  string
+		value *string
+	}{{"-config", cfgPath}, {"-service", service}, {"-partition", partition}, {"-to", to}}
+	for _, r := range required {
+		if r.value != nil && *r.value == "" {
+			return fs.fail(stderr, "%s is required", r.flag)
 		}
-		return 1
-	}
-	missing := *cfgPath == "" || fs.NArg() != 0
-	if sub == "failover" {
-		missing = missing || *service == "" || *partition == "" || *to == ""
-	}
-	if missing {
-		fmt.Fprintln(stderr, namingUsage)
-		return 1
 	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {

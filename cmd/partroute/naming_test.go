@@ -233,10 +233,10 @@ func TestNamingUsageErrors(t *testing.T) {
 	if r := namingCLI("naming", "get", "-config", namingExampleConfig); r.code != 1 || !strings.Contains(r.stderr, "no etcd endpoints: give -etcd") {
 		t.Errorf("get without -etcd: %+v", r)
 	}
-	if r := namingCLI("naming", "-h"); r.code != 0 || !strings.Contains(r.stderr, "partroute naming failover") {
+	if r := namingCLI("naming", "-h"); r.code != 0 || !strings.Contains(r.stdout, "partroute naming failover") || r.stderr != "" {
 		t.Errorf("naming -h: %+v", r)
 	}
-	if r := namingCLI("help"); !strings.Contains(r.stderr, "naming") {
+	if r := namingCLI("help"); !strings.Contains(r.stdout, "naming") {
 		t.Errorf("the command list lacks naming: %+v", r)
 	}
 }

@@ -3,15 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"strings"
 
-	"github.com/partroute/partroute/keying"
 	"github.com/partroute/partroute/resolver"
+	"github.com/partroute/partroute/server"
 )
 
 // headerFlags collects repeated -H flags.
@@ -20,29 +18,32 @@ type headerFlags []string
 func (h *headerFlags) String() string     { return strings.Join(*h, ", ") }
 func (h *headerFlags) Set(v string) error { *h = append(*h, v); return nil }
 
-const resolveUsage = "usage: partroute resolve -config FILE [-naming FILE] [-H 'name: value']... [-d BODY|@FILE] METHOD URL"
+const resolveSynopsis = "partroute resolve -config FILE [-naming FILE] [-H 'name: value']... [-d BODY|@FILE] METHOD URL"
 
 func runResolve(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("resolve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCmdFlags("resolve", resolveSynopsis).positional("METHOD and URL", 2, 2)
 	cfgPath := fs.String("config", "", "partroute.yaml (required)")
 	namingPath := fs.String("naming", "", "naming file (default: the configuration's naming.file)")
 	var headers headerFlags
 	fs.Var(&headers, "H", "a request header 'name: value' (repeatable)")
 	data := fs.String("d", "", "the request body, or @FILE to read it from a file")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := fs.parse(args, stdout, stderr); !ok {
+		return code
 	}
-	if *cfgPath == "" || fs.NArg() != 2 {
-		fmt.Fprintln(stderr, resolveUsage)
-		return 1
+	if *cfgPath == "" {
+		return fs.fail(stderr, "-config is required")
 	}
 	cfg, view, err := resolver.LoadConfigAndView(*cfgPath, *namingPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	req, err := buildRequest(fs.Arg(0), fs.Arg(1), headers, *data)
+	body, err := requestBody(*data)
+	if err != nil {
+		fmt.Fprintln(stderr, "partroute resolve: -d:", err)
+		return 1
+	}
+	req, err := server.BuildRequest(fs.Arg(0), fs.Arg(1), headers, body)
 	if err != nil {
 		fmt.Fprintln(stderr, "partroute resolve:", err)
 		return 1
@@ -60,49 +61,13 @@ func runResolve(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// buildRequest turns the command line into the request Envoy would send: an absolute URL gives
-// the authority, a bare path takes it from a host header.
-func buildRequest(method, rawURL string, headers []string, data string) (*keying.Request, error) {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return nil, fmt.Errorf("URL %q: %v", rawURL, err)
+// requestBody is the body of -d: inline, or read from a file with @FILE; nil without -d.
+func requestBody(data string) ([]byte, error) {
+	if file, ok := strings.CutPrefix(data, "@"); ok {
+		return os.ReadFile(file)
 	}
-	if u.Path == "" && u.Opaque == "" {
-		u.Path = "/"
+	if data == "" {
+		return nil, nil
 	}
-	target := u.EscapedPath()
-	if u.RawQuery != "" {
-		target += "?" + u.RawQuery
-	}
-	req := &keying.Request{Method: strings.ToUpper(method), Authority: u.Host, Path: target}
-	list := keying.HeaderList{}
-	for _, h := range headers {
-		name, value, ok := strings.Cut(h, ":")
-		if !ok || strings.TrimSpace(name) == "" {
-			return nil, fmt.Errorf("header %q is not 'name: value'", h)
-		}
-		name = strings.ToLower(strings.TrimSpace(name))
-		value = strings.TrimSpace(value)
-		if name == "host" && req.Authority == "" {
-			req.Authority = value
-		}
-		list = append(list, keying.Header{Name: name, Value: value})
-	}
-	// Envoy hands ext_proc the pseudo-headers as ordinary entries; so does the CLI.
-	list = append(list,
-		keying.Header{Name: ":method", Value: req.Method},
-		keying.Header{Name: ":path", Value: req.Path},
-		keying.Header{Name: ":authority", Value: req.Authority},
-	)
-	req.Headers = list
-	if strings.HasPrefix(data, "@") {
-		body, err := os.ReadFile(data[1:])
-		if err != nil {
-			return nil, err
-		}
-		req.Body = body
-	} else if data != "" {
-		req.Body = []byte(data)
-	}
-	return req, nil
+	return []byte(data), nil
 }

@@ -21,9 +21,8 @@ import (
 
 // runServe is `partroute serve`: its flags, the process's signals and GC settings, and
 // server.Run.
-func runServe(args []string, _, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func runServe(args []string, stdout, stderr io.Writer) int {
+	fs := newCmdFlags("serve", "partroute serve -config FILE [flags]")
 	var o server.Options
 	var logLevel, logFormat string
 	fs.StringVar(&o.ConfigPath, "config", "", "partroute.yaml (required)")
@@ -35,13 +34,12 @@ func runServe(args []string, _, stderr io.Writer) int {
 	fs.DurationVar(&o.MaxConnectionAge, "max-connection-age", server.DefaultMaxConnectionAge, "age at which a gRPC connection is asked to reconnect, so that Envoy rebalances over partroute replicas")
 	fs.IntVar(&o.StreamWorkers, "stream-workers", server.DefaultStreamWorkers, "goroutines that serve ext_proc streams; size it to the requests Envoy has in flight at once (more streams than workers still work, a little slower)")
 	var tune gcFlags
-	tune.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	tune.register(fs.FlagSet)
+	if code, ok := fs.parse(args, stdout, stderr); !ok {
+		return code
 	}
-	if o.ConfigPath == "" || fs.NArg() != 0 {
-		fmt.Fprintln(stderr, "usage: partroute serve -config FILE [flags]")
-		return 1
+	if o.ConfigPath == "" {
+		return fs.fail(stderr, "-config is required")
 	}
 	log, err := newLogger(stderr, logLevel, logFormat)
 	if err != nil {
@@ -57,6 +55,10 @@ func runServe(args []string, _, stderr io.Writer) int {
 	o.Log, o.Registry, o.Version = log, prometheus.NewRegistry(), version
 	o.Reload = sighup(ctx)
 	if err := server.Run(ctx, o); err != nil {
+		// A failure while serving is logged like everything else partroute did meanwhile. A
+		// failure to start (a broken configuration, a port in use) ends the command before it
+		// served anything: it is said in plain text, so that each problem of a file stays on a
+		// line of its own.
 		var failed *server.ServingError
 		if errors.As(err, &failed) {
 			log.Error("partroute stopped", "error", failed.Err)

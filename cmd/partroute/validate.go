@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -12,16 +11,14 @@ import (
 )
 
 func runValidate(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCmdFlags("validate", "partroute validate -config FILE [-naming FILE]")
 	cfgPath := fs.String("config", "", "partroute.yaml to check (required)")
 	namingPath := fs.String("naming", "", "naming file to check against it (default: the configuration's naming.file)")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := fs.parse(args, stdout, stderr); !ok {
+		return code
 	}
-	if *cfgPath == "" || fs.NArg() != 0 {
-		fmt.Fprintln(stderr, "usage: partroute validate -config FILE [-naming FILE]")
-		return 1
+	if *cfgPath == "" {
+		return fs.fail(stderr, "-config is required")
 	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
