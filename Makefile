@@ -6,10 +6,11 @@ GO          ?= go
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X main.version=$(VERSION)
 BIN         := bin
-# staticcheck is built once into .cache, per Go version: a staticcheck built by an older Go
-# cannot read the newer standard library.
-STATICCHECK_VERSION := v0.8.2
-STATICCHECK := .cache/staticcheck/$(STATICCHECK_VERSION)-$(shell $(GO) env GOVERSION)/staticcheck
+# golangci-lint (configured by .golangci.yml; it runs staticcheck among its linters) is built
+# once into .cache, per Go version: a linter built by an older Go cannot read the newer
+# standard library.
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := .cache/golangci-lint/$(GOLANGCI_LINT_VERSION)-$(shell $(GO) env GOVERSION)/golangci-lint
 # The Envoy release and where it goes have one home, envoy-config/process.go (envoyconfig.EnvoyPin
 # and envoyconfig.EnvoyVenv, which FindEnvoy looks in); the Makefile reads them from there.
 goconst      = $(shell sed -n 's/^const $(1) = "\(.*\)"$$/\1/p' envoy-config/process.go)
@@ -41,7 +42,7 @@ FUZZ_TARGETS := \
 	./resolver/servicefabric:FuzzParseAddress \
 	./resolver/servicefabric:FuzzDecodeResolution
 
-.PHONY: all build test bench loadtest fuzz lint demo ci deps envoy etcd clean
+.PHONY: all build test e2e bench loadtest fuzz lint demo ci deps envoy etcd clean
 
 all: build
 
@@ -81,19 +82,32 @@ etcd:
 	$(APT_GET) update -qq; \
 	$(APT_GET) install -y -qq etcd-server >/dev/null
 
-$(STATICCHECK):
-	@echo "building staticcheck $(STATICCHECK_VERSION) into $(@D) (once per Go version)..."
-	@GOBIN=$(abspath $(@D)) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+$(GOLANGCI_LINT):
+	@echo "building golangci-lint $(GOLANGCI_LINT_VERSION) into $(@D) (once per Go version)..."
+	@GOBIN=$(abspath $(@D)) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 # NORACE_TESTS are the allocation and memory tests: they skip themselves under the race
 # detector, which allocates and multiplies memory, so test runs them once more without it and
 # CI always runs them.
 NORACE_TESTS := ^(TestHitDoesNotAllocate|TestMillionPartitionsFitInMemory|TestPartitionHitDoesNotAllocate)$$
 
-test: deps
-	$(GO) test -race -count=1 ./...
+# E2E_PKGS are the packages with tests that run a real Envoy or etcd: `make e2e` runs them
+# (their other tests too), `make test` every other package. cmd/partroute's end-to-end tests
+# run partroute with Envoy and etcd, envoy-config's start Envoy on every bootstrap, and
+# resolver/etcdsource's run against an etcd server.
+E2E_PKGS    := ./cmd/partroute ./envoy-config ./resolver/etcdsource
+MODULE       = $(shell $(GO) list -m)
+UNIT_PKGS    = $(filter-out $(patsubst ./%,$(MODULE)/%,$(E2E_PKGS)),$(shell $(GO) list ./...))
+
+# test runs the unit tests: no root, no download, no Envoy or etcd.
+test:
+	$(GO) test -race -count=1 $(UNIT_PKGS)
 	$(GO) test -race -count=1 -tags "$(TAGS)" ./extproc ./loadtest
 	$(GO) test -count=1 -run '$(NORACE_TESTS)' ./cache ./loadtest ./resolver/servicefabric
+
+# e2e runs the tests against a real Envoy and etcd, installing them first when missing.
+e2e: deps
+	$(GO) test -race -count=1 $(E2E_PKGS)
 
 bench:
 	$(GO) test -tags "$(TAGS)" -run '^$$' -bench . -benchmem ./...
@@ -115,17 +129,19 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) $$pkg; \
 	done
 
-lint: $(STATICCHECK)
+# lint fails on any finding: gofmt, an untidy go.mod or go.sum, go vet, golangci-lint.
+lint: $(GOLANGCI_LINT)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
-	$(STATICCHECK) ./...
+	$(GOLANGCI_LINT) run ./...
 
 # DEMO_FLAGS are added to `partroute demo`'s: `make demo DEMO_FLAGS=-once` stops after the table.
 DEMO_FLAGS ?=
 demo: envoy build
 	$(BIN)/partroute demo -config envoy-config/examples/partroute.yaml $(DEMO_FLAGS)
 
-ci: lint test fuzz
+ci: lint test e2e fuzz
 
 clean:
 	rm -rf $(BIN) results

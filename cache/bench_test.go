@@ -26,7 +26,7 @@ func newBenchCache(tb testing.TB) *Cache[partitionKey, replicas] {
 		Size:         100_000,
 		TTL:          time.Hour,
 		StaleIfError: 5 * time.Minute,
-		Fill: func(_ context.Context, k partitionKey, prev replicas, _ bool) (replicas, error) {
+		Fill: func(_ context.Context, _ partitionKey, prev replicas, _ bool) (replicas, error) {
 			return replicas{version: prev.version + 1, endpoints: []string{"10.0.0.1:8080", "10.0.0.2:8080"}}, nil
 		},
 		Metrics: prometheus.NewRegistry(),

@@ -53,7 +53,7 @@ type source struct {
 	answer func(ctx context.Context, key string, n int) (string, error)
 }
 
-func (s *source) fill(ctx context.Context, key string, prev string, hasPrev bool) (string, error) {
+func (s *source) fill(ctx context.Context, key, prev string, hasPrev bool) (string, error) {
 	s.mu.Lock()
 	s.calls = append(s.calls, fillCall{key: key, prev: prev, hasPrev: hasPrev})
 	n, answer := len(s.calls), s.answer
@@ -362,7 +362,7 @@ func TestCallerLeavingDoesNotCancelSharedFill(t *testing.T) {
 	go func() {
 		_, res, err := f.c.Get(ctx, "k")
 		if res != Error {
-			err = fmt.Errorf("result %v; want error (err %v)", res, err)
+			err = fmt.Errorf("result %v; want error (err %w)", res, err)
 		}
 		first <- err
 	}()

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -419,7 +420,7 @@ func parseService(f *serviceFile, index int, p string, errs *Errors, at func(str
 			}
 			scheme, err = keying.NewNamed(part.Names)
 		}
-		if fe, ok := err.(*keying.FieldError); ok {
+		if fe, ok := errors.AsType[*keying.FieldError](err); ok {
 			errs.Add(pf+"."+fe.Field, at(pf+"."+fe.Field), "%s", fe.Message)
 		}
 	}
@@ -465,7 +466,7 @@ func parseService(f *serviceFile, index int, p string, errs *Errors, at func(str
 	}
 	if scheme != nil && len(sources) == len(f.Key.Sources) {
 		k, err := keying.NewKeyer(scheme, sources, transform, hash)
-		if fe, ok := err.(*keying.FieldError); ok {
+		if fe, ok := errors.AsType[*keying.FieldError](err); ok {
 			field := strings.TrimPrefix(fe.Field, "key.")
 			errs.Add(kf+"."+field, at(kf+"."+field), "%s", fe.Message)
 		}

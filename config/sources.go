@@ -219,7 +219,7 @@ func parseNaming(f *namingFile, path string, errs *Errors, at func(string) int) 
 }
 
 // positive copies a duration that was set into dst, reporting one that is not above zero.
-func positive(errs *Errors, at func(string) int, field string, v *time.Duration, dst *time.Duration) {
+func positive(errs *Errors, at func(string) int, field string, v, dst *time.Duration) {
 	if v == nil {
 		return
 	}

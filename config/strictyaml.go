@@ -136,7 +136,8 @@ func kindName(n *yaml.Node) string {
 }
 
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
-	if d.budget--; d.budget < 0 {
+	d.budget--
+	if d.budget < 0 {
 		if d.budget == -1 {
 			d.errs.Add(path, n.Line, "aliases expand the document to more than 16 times its size; decoding stopped here")
 		}

@@ -367,7 +367,7 @@ func serviceRoute(cfg *config.Config, svc *config.Service, opts Options) (*route
 			// which end the request before the router: the client retries those, after their
 			// retry-after, through partroute again.
 			RetriableStatusCodes: []uint32{retriableStatusCode},
-			NumRetries:           wrapperspb.UInt32(uint32(opts.Retry.NumRetries)),
+			NumRetries:           wrapperspb.UInt32(uint32(opts.Retry.NumRetries)), //nolint:gosec // Bootstrap checked that it is at least 1; a count past 2^32-1 wraps
 			// Prefer a replica the request has not tried yet; when the subset holds only one,
 			// Envoy settles for it after these attempts.
 			RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{
@@ -394,7 +394,7 @@ func serviceRoute(cfg *config.Config, svc *config.Service, opts Options) (*route
 				Overrides: &extprocv3.ExtProcOverrides{ProcessingMode: processingMode(opts, true)},
 			}}),
 		}
-		r.RequestBodyBufferLimit = wrapperspb.UInt64(uint64(cfg.MaxBodyBytes))
+		r.RequestBodyBufferLimit = wrapperspb.UInt64(uint64(cfg.MaxBodyBytes)) //nolint:gosec // config checks that maxBodyBytes is at least 1
 	}
 	return r, nil
 }

@@ -20,6 +20,7 @@ func WriteExamples(dir string) (string, error) {
 		if err != nil {
 			return "", err
 		}
+		//nolint:gosec // The examples are public, and the user reads and edits them: 0644, as for any file of theirs.
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
 			return "", err
 		}

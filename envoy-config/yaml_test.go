@@ -66,7 +66,7 @@ func TestBootstrapYAMLRoundTrip(t *testing.T) {
 
 func TestParseYAMLRejectsUnknownFields(t *testing.T) {
 	for _, doc := range []string{
-		"admin: {adress: {}}\n",
+		"admin: {adress: {}}\n", //nolint:misspell // the misspelt field is the input under test
 		"static_resources: {clusters: [{name: x, typo: 1}]}\n",
 		"static_resources: {listeners: [{filter_chains: [{filters: [{name: x, typed_config: {'@type': type.googleapis.com/no.such.Type}}]}]}]}\n",
 		"admin: [\n",

@@ -101,7 +101,7 @@ func roundTrip(ctx context.Context, client extprocv3.ExternalProcessorClient, ms
 		return nil, err
 	}
 	if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("stream did not end cleanly after the half-close: %v", err)
+		return nil, fmt.Errorf("stream did not end cleanly after the half-close: %w", err)
 	}
 	return resp, nil
 }

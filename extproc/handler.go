@@ -153,11 +153,11 @@ func (h *Handler) responseHeaders(m *extprocv3.HttpHeaders, st *stream) {
 	if !ok {
 		return
 	}
-	status, err := strconv.Atoi(v)
+	httpStatus, err := strconv.Atoi(v)
 	if err != nil {
 		return
 	}
-	st.upstream.Report(status, headers)
+	st.upstream.Report(httpStatus, headers)
 }
 
 func (h *Handler) requestBody(ctx context.Context, m *extprocv3.HttpBody, st *stream) *extprocv3.ProcessingResponse {
@@ -341,7 +341,7 @@ func rejection(e *resolver.Error) *extprocv3.ProcessingResponse {
 		set = append(set, setHeader("retry-after", []byte(resolver.RetryAfterSeconds)))
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
-		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(e.Code.Status())},
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(e.Code.Status())}, //nolint:gosec // an HTTP status of the error table, three digits
 		Headers: &extprocv3.HeaderMutation{SetHeaders: set},
 		Body:    resolver.ErrorBody(e),
 		Details: "partroute_" + e.Code.String(),

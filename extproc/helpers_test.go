@@ -346,8 +346,7 @@ func setHeaders(tb testing.TB, hm *extprocv3.HeaderMutation) map[string]string {
 			tb.Errorf("header %s has append action %v, want OVERWRITE_IF_EXISTS_OR_ADD", h.GetKey(), o.GetAppendAction())
 		}
 		// The deprecated append field is read on purpose: partroute must never set it.
-		//lint:ignore SA1019 checking that the deprecated field stays unset
-		if o.GetAppend() != nil || o.GetKeepEmptyValue() {
+		if o.GetAppend() != nil || o.GetKeepEmptyValue() { //nolint:staticcheck // checking that the deprecated field stays unset
 			tb.Errorf("header %s sets the deprecated append or keep_empty_value", h.GetKey())
 		}
 		if _, dup := got[h.GetKey()]; dup {

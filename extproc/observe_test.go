@@ -19,7 +19,7 @@ type observingNaming struct {
 	seen []string
 }
 
-func (o *observingNaming) ObserveUpstream(svc *config.Service, index int, status int, headers keying.Headers) bool {
+func (o *observingNaming) ObserveUpstream(svc *config.Service, index, status int, headers keying.Headers) bool {
 	sf, _ := keying.Get(headers, "x-servicefabric")
 	o.seen = append(o.seen, svc.Name+"/"+o.View.Services[svc.Name].Partitions[index].ID+" "+strconv.Itoa(status)+" "+sf)
 	return true

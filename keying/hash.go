@@ -66,10 +66,10 @@ func fnv1a64(s string) uint64 {
 // low + h, that is h with its top bit flipped. This formula is part of the public contract:
 // changing it would move keys between partitions.
 func ReduceHash(h uint64, low, high int64) int64 {
-	k := uint64(high) - uint64(low) + 1
+	k := uint64(high) - uint64(low) + 1 //nolint:gosec // two's complement: the key count of [low, high], 2^64 wrapping to 0
 	off := h
 	if k != 0 { // k wraps to 0 exactly for the full range
 		off, _ = bits.Mul64(h, k)
 	}
-	return int64(uint64(low) + off)
+	return int64(uint64(low) + off) //nolint:gosec // two's complement: low + off stays in [low, high]
 }

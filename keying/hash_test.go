@@ -105,10 +105,10 @@ func TestReduceHashGolden(t *testing.T) {
 		1,
 		math.MaxUint64,
 		1 << 63,
-		0x6de6f5d076d742b9, // xxhash64("42")
-		0x216dec03713b4cfd, // xxhash64("user-7")
-		0xf84ba0aa754a486e, // fnv1a64("user-7")
-		0x45ab6734b21e6968, // xxhash64("hello world")
+		0x6de6f5d076d742b9, // the xxhash64 of "42"
+		0x216dec03713b4cfd, // the xxhash64 of "user-7"
+		0xf84ba0aa754a486e, // the fnv1a64 of "user-7"
+		0x45ab6734b21e6968, // the xxhash64 of "hello world"
 	}
 	// want[r][i] is the reduction of hashes[i] into ranges[r]. These literals pin the formula:
 	// changing it moves keys between partitions, which must never happen between releases.

@@ -33,7 +33,7 @@ func ParseInt64(s string) (int64, bool) {
 		}
 	}
 	if neg {
-		return int64(-u), true // -(2^63) wraps to math.MinInt64, which is what we want
+		return int64(-u), true //nolint:gosec // u <= 2^63; -(2^63) wraps to math.MinInt64, which is what we want
 	}
 	if u == maxMagnitude {
 		return 0, false

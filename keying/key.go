@@ -191,9 +191,9 @@ func (k *Keyer) missing() *Failure {
 // QuoteInput renders untrusted input for an error message: quoted, escaped and cut short, so
 // that a message never carries raw or unbounded client bytes.
 func QuoteInput(s string) string {
-	const max = 64
-	if len(s) > max {
-		return strconv.QuoteToASCII(s[:max]) + "..."
+	const maxLen = 64
+	if len(s) > maxLen {
+		return strconv.QuoteToASCII(s[:maxLen]) + "..."
 	}
 	return strconv.QuoteToASCII(s)
 }

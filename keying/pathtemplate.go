@@ -56,7 +56,7 @@ func (p *PathTemplate) String() string { return p.raw }
 // the path does not match the template.
 func (p *PathTemplate) Match(path string) (string, bool) {
 	path = PathOnly(path)
-	if len(path) == 0 || path[0] != '/' {
+	if path == "" || path[0] != '/' {
 		return "", false
 	}
 	rest := path[1:]

@@ -85,7 +85,7 @@ func NewUniformInt64(low, high int64, count int) (*Scheme, error) {
 	}
 	// Unsigned arithmetic covers the full int64 range, where the key count is 2^64 and does
 	// not fit in any int64.
-	span := uint64(high) - uint64(low)
+	span := uint64(high) - uint64(low) //nolint:gosec // two's complement: high-low as unsigned, exact for low <= high
 	n := uint64(count)
 	if span < n-1 {
 		return nil, &FieldError{"count", fmt.Sprintf("%d is above the number of keys in [%d, %d], which is %d", count, low, high, span+1)}
@@ -151,15 +151,15 @@ func (s *Scheme) Names() []string { return s.names }
 
 // Bounds returns the inclusive key range of partition i of a uniformInt64 scheme.
 func (s *Scheme) Bounds(i int) (low, high int64) {
-	u := uint64(i)
-	start := uint64(s.low) + u*s.rpp + min(u, s.rem)
+	u := uint64(i)                                   //nolint:gosec // i is a partition index, in [0, count)
+	start := uint64(s.low) + u*s.rpp + min(u, s.rem) //nolint:gosec // two's complement: the offset from low, unsigned
 	width := s.rpp
 	if u < s.rem {
 		width++
 	}
 	// width-1 wraps correctly for the single partition of the full range, whose width is 2^64
 	// and so computes as 0.
-	return int64(start), int64(start + width - 1)
+	return int64(start), int64(start + width - 1) //nolint:gosec // two's complement: both bounds lie in [low, high]
 }
 
 // PartitionOfInt64 returns the index of the partition that holds key, or false when key lies
@@ -171,11 +171,11 @@ func (s *Scheme) PartitionOfInt64(key int64) (int, bool) {
 	if s.count == 1 {
 		return 0, true
 	}
-	off := uint64(key) - uint64(s.low)
+	off := uint64(key) - uint64(s.low) //nolint:gosec // two's complement: key-low as unsigned, exact for low <= key
 	if off < s.boundary {
-		return int(off / (s.rpp + 1)), true
+		return int(off / (s.rpp + 1)), true //nolint:gosec // a partition index, below count
 	}
-	return int(s.rem + (off-s.boundary)/s.rpp), true
+	return int(s.rem + (off-s.boundary)/s.rpp), true //nolint:gosec // a partition index, below count
 }
 
 // PartitionOfName returns the index of the named partition, or false when there is none.

@@ -69,7 +69,7 @@ func (b *Backend) Served() int64 { return b.served.Load() }
 func (b *Backend) Writes() int64 { return b.writes.Load() }
 
 // FailWith makes the backend answer every request with status (0 restores normal service).
-func (b *Backend) FailWith(status int) { b.status.Store(int32(status)) }
+func (b *Backend) FailWith(status int) { b.status.Store(int32(status)) } //nolint:gosec // an HTTP status, three digits
 
 // Close stops the backend at once; requests in flight are cut off, as when a replica dies.
 func (b *Backend) Close() error { return b.srv.Close() }

@@ -30,7 +30,7 @@ func TestBackendReportsReplica(t *testing.T) {
 		if bs.Get(b.Addr) != b {
 			t.Errorf("Get(%s) does not return the backend listening there", b.Addr)
 		}
-		req, err := http.NewRequest(http.MethodGet, "http://"+b.Addr+"/api/users/9", nil)
+		req, err := http.NewRequest(http.MethodGet, "http://"+b.Addr+"/api/users/9", http.NoBody)
 		if err != nil {
 			t.Fatal(err)
 		}

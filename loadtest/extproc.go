@@ -153,7 +153,7 @@ func (w *extProcWorker) Do(ctx context.Context, r *Request) error {
 	// tells a clean end from a reset.
 	for {
 		if err := stream.RecvMsg(&w.drain); err != nil {
-			if err != io.EOF {
+			if !errors.Is(err, io.EOF) {
 				return grpcError(err)
 			}
 			return nil
@@ -178,7 +178,7 @@ func checkAnswer(a *answer, expectRouted bool) error {
 
 // grpcError names a stream failure by its gRPC code.
 func grpcError(err error) error {
-	if err == nil || err == io.EOF {
+	if err == nil || errors.Is(err, io.EOF) {
 		return &RequestError{Code: "closed_early", Err: err}
 	}
 	st, _ := status.FromError(err)

@@ -33,12 +33,12 @@ type Histogram struct {
 // bucketIndex maps v (0 <= v <= maxRecordable) to its bucket. Values below subBucketCount have
 // a bucket of their own; above, the top subBucketBits+1 significant bits choose the bucket.
 func bucketIndex(v int64) int {
-	u := uint64(v)
+	u := uint64(v) //nolint:gosec // v is not negative
 	shift := bits.Len64(u) - subBucketBits - 1
 	if shift <= 0 {
-		return int(u)
+		return int(u) //nolint:gosec // below 2*subBucketCount
 	}
-	return shift*subBucketCount + int(u>>uint(shift))
+	return shift*subBucketCount + int(u>>uint(shift)) //nolint:gosec // u>>shift is below 2*subBucketCount
 }
 
 // bucketRange returns the lowest and highest value that land in bucket i.

@@ -54,7 +54,7 @@ type KeyGen struct {
 
 // NewKeyGen returns a generator of keys in [0, o.Space). o must pass Check.
 func NewKeyGen(o KeyOptions, seed, stream uint64) *KeyGen {
-	g := &KeyGen{rng: rand.New(rand.NewPCG(seed, stream)), space: o.Space}
+	g := &KeyGen{rng: rand.New(rand.NewPCG(seed, stream)), space: o.Space} //nolint:gosec // load-test keys, seeded so that a run can be repeated; nothing secret
 	if o.Distribution == Zipf {
 		g.zipf = rand.NewZipf(g.rng, o.ZipfS, o.ZipfV, o.Space-1)
 	}

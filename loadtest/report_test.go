@@ -3,6 +3,7 @@ package loadtest
 import (
 	"bytes"
 	"encoding/xml"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"reflect"
@@ -77,7 +78,7 @@ func TestSVGIsWellFormed(t *testing.T) {
 	polylines := 0
 	for {
 		tok, err := dec.Token()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

@@ -283,7 +283,7 @@ func Run(ctx context.Context, target Target, o Options) (*Result, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.work(runCtx, w, uint64(i), stats[i])
+			r.work(runCtx, w, uint64(i), stats[i]) //nolint:gosec // i is a worker index, not negative
 		}()
 	}
 	stopProgress := r.progress(o.Progress)

@@ -75,7 +75,7 @@ func (s Scenario) NamingYAML(addrs []string) (string, error) {
 	for p := 0; p < s.Partitions; p++ {
 		// The split of [0, 1048575] into Partitions ranges, as the scheme computes it: the first
 		// n mod Partitions ranges hold one key more.
-		per, extra := n/uint64(s.Partitions), n%uint64(s.Partitions)
+		per, extra := n/uint64(s.Partitions), n%uint64(s.Partitions) //nolint:gosec // Check keeps Partitions in [1, 100000]
 		lo := uint64(p)*per + min(uint64(p), extra)
 		width := per
 		if uint64(p) < extra {
@@ -104,10 +104,10 @@ func (s Scenario) WriteFiles(dir, extproc, admin string, addrs []string) (string
 		return "", err
 	}
 	cfgPath := filepath.Join(dir, "partroute.yaml")
-	if err := os.WriteFile(cfgPath, []byte(s.ConfigYAML(extproc, admin)), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(s.ConfigYAML(extproc, admin)), 0o644); err != nil { //nolint:gosec // no secret, and the user may read it after a run
 		return "", err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "naming.yaml"), []byte(naming), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "naming.yaml"), []byte(naming), 0o644); err != nil { //nolint:gosec // no secret, and the user may read it after a run
 		return "", err
 	}
 	return cfgPath, nil

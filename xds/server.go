@@ -170,10 +170,10 @@ func (s *Server) WaitAcked(ctx context.Context, v Versions) error {
 	for {
 		s.mu.Lock()
 		ch := s.changed
-		done, err := s.allAckedLocked(v)
+		done := s.allAckedLocked(v)
 		s.mu.Unlock()
 		if done {
-			return err
+			return nil
 		}
 		select {
 		case <-ch:
@@ -183,20 +183,20 @@ func (s *Server) WaitAcked(ctx context.Context, v Versions) error {
 	}
 }
 
-func (s *Server) allAckedLocked(v Versions) (bool, error) {
+func (s *Server) allAckedLocked(v Versions) bool {
 	nodes := map[string]bool{}
 	for _, n := range s.streams {
 		nodes[n] = true
 	}
 	if len(nodes) == 0 {
-		return false, nil
+		return false
 	}
 	for n := range nodes {
 		if s.acked[n] != v {
-			return false, nil
+			return false
 		}
 	}
-	return true, nil
+	return true
 }
 
 func (s *Server) notifyLocked() {

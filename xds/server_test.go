@@ -48,13 +48,13 @@ func load(t *testing.T, primary string) (*config.Config, *resolver.View) {
 	return cfg, view
 }
 
-func newServer(t *testing.T) (*Server, *prometheus.Registry) {
+func newServer() (*Server, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
 	return New(context.Background(), slog.New(slog.DiscardHandler), reg), reg
 }
 
 func TestUpdateVersionsFollowContent(t *testing.T) {
-	s, reg := newServer(t)
+	s, reg := newServer()
 	cfg, view := load(t, "10.0.0.1:80")
 	v1, err := s.Update(cfg, view, envoyconfig.Options{})
 	if err != nil {
@@ -99,7 +99,7 @@ func TestUpdateVersionsFollowContent(t *testing.T) {
 }
 
 func TestUpdateRefusesAViewWithoutAService(t *testing.T) {
-	s, _ := newServer(t)
+	s, _ := newServer()
 	cfg, _ := load(t, "10.0.0.1:80")
 	if _, err := s.Update(cfg, &resolver.View{Version: "x", Services: map[string]*resolver.ServiceView{}}, envoyconfig.Options{}); err == nil || !strings.Contains(err.Error(), "no service orders") {
 		t.Errorf("error %v, want one naming the missing service", err)
@@ -123,7 +123,7 @@ func request(node, typeURL, version, nonce string, rejected bool) *discoverygrpc
 }
 
 func TestAcknowledgements(t *testing.T) {
-	s, _ := newServer(t)
+	s, _ := newServer()
 	cfg, view := load(t, "10.0.0.1:80")
 	v, err := s.Update(cfg, view, envoyconfig.Options{})
 	if err != nil {
