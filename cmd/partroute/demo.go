@@ -198,7 +198,7 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer envoy.Stop(5 * time.Second)
+	defer func() { _ = envoy.Stop(5 * time.Second) }() // the demo's answers are printed by then
 	if err := waitEnvoy(ctx, envoy, o.envoyAdmin, bootPath, demoEnvoyReady); err != nil {
 		return fmt.Errorf("envoy (listener %s, admin %s) is not ready (log: %s): %w", o.envoyListen, o.envoyAdmin, envoyLogPath, err)
 	}
