@@ -147,7 +147,9 @@ type Match struct {
 	PathPrefix string
 }
 
-// Load reads and validates a configuration file.
+// Load reads and validates a configuration file. The configuration keeps the file's absolute
+// path, against which naming.file is resolved; its errors name the file as path does, as the
+// user wrote it.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -157,7 +159,12 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Parse(data, abs)
+	c, err := Parse(data, abs)
+	var errs *Errors
+	if errors.As(err, &errs) {
+		errs.File = path
+	}
+	return c, err
 }
 
 // file is the YAML shape of partroute.yaml.

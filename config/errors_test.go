@@ -3,6 +3,7 @@ package config_test
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -428,5 +429,19 @@ func TestErrorsErr(t *testing.T) {
 	}
 	if want := "z=no line a=first b=second c=third 3"; strings.Join(got, " ") != want {
 		t.Errorf("order %q, want %q (by line, stable)", strings.Join(got, " "), want)
+	}
+}
+
+// Load names a broken file as its caller did: a relative path stays relative, as the user
+// typed it.
+func TestLoadErrorsNameTheFileAsGiven(t *testing.T) {
+	t.Chdir(t.TempDir())
+	if err := os.WriteFile("partroute.yaml", []byte("naming: {file: naming.yaml}\nunmatched: drop\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := config.Load("partroute.yaml")
+	var errs *config.Errors
+	if !errors.As(err, &errs) || errs.File != "partroute.yaml" || !strings.HasPrefix(err.Error(), "partroute.yaml: 1 error(s):\n") {
+		t.Errorf("Load of a broken relative path: %v", err)
 	}
 }

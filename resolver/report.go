@@ -57,7 +57,7 @@ func (d Decision) Report() Report {
 		return r
 	}
 	if d.Service == nil {
-		return Report{Passthrough: true, Message: "no service matches; the request passes through untouched"}
+		return Report{Passthrough: true, Message: "no service matches; the request passes through, with the partition, role and key headers removed"}
 	}
 	r := Report{Service: d.Service.Name}
 	if d.NeedBody {

@@ -36,7 +36,7 @@ func TestDecisionReport(t *testing.T) {
 		{"singleton", example, request("GET", "h", "/api/settings"),
 			`{"service":"settings","partition":{"id":"settings","index":0},"role":"primary","replicas":[{"address":"127.0.0.1:8099","role":"primary","healthy":true}]}`},
 		{"passthrough", example, request("GET", "example.org", "/"),
-			`{"passthrough":true,"message":"no service matches; the request passes through untouched"}`},
+			`{"passthrough":true,"message":"no service matches; the request passes through, with the partition, role and key headers removed"}`},
 		{"rejected", example, request("GET", "a.example.com", "/api/users/34"),
 			`{"error":{"status":400,"code":"partition_key_out_of_range","message":"path \"/api/users/{id}\": key 34 is outside [0, 33]"}}`},
 		{"unavailable", other, withBody(request("POST", "h", "/orders"), `{"customer":{"id":99}}`),

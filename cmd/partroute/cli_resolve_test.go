@@ -112,9 +112,9 @@ func TestCLIResolve(t *testing.T) {
 
 		// Unmatched requests under passthrough.
 		{"passthrough", ex, []string{"GET", "http://example.org/"}, 0, resolver.Report{
-			Passthrough: true, Message: "no service matches; the request passes through untouched"}},
+			Passthrough: true, Message: "no service matches; the request passes through, with the partition, role and key headers removed"}},
 		{"passthrough, wildcard needs a subdomain", ex, []string{"GET", "http://example.com/api/users/7"}, 0, resolver.Report{
-			Passthrough: true, Message: "no service matches; the request passes through untouched"}},
+			Passthrough: true, Message: "no service matches; the request passes through, with the partition, role and key headers removed"}},
 
 		// Each rejection that needs no server.
 		{"missing key", ex, []string{"GET", "http://api.example.com/api/users"}, 2,

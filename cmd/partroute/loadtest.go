@@ -529,9 +529,11 @@ func startLoadStack(ctx context.Context, f *loadFlags, servers []string, status 
 	}
 	st = &loadStack{f: f, work: work, status: status}
 	st.onClose(func() { os.RemoveAll(work) })
+	// A failure returns a nil stack: what was started is closed through a copy of the pointer.
+	started := st
 	defer func() {
 		if err != nil {
-			st.close()
+			started.close()
 		}
 	}()
 	sc := st.f.scenario()

@@ -133,3 +133,15 @@ func TestLoadtestUsage(t *testing.T) {
 		t.Errorf("-h: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
 }
+
+// A load test that cannot start its stack (here, no Envoy for the http target) fails with the
+// reason, having closed what it had started.
+func TestLoadtestStackFailureIsReported(t *testing.T) {
+	t.Setenv("ENVOY_BIN", filepath.Join(t.TempDir(), "absent-envoy"))
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"loadtest", "run", "-target", "http", "-server", "partroute", "-servers", "inprocess",
+		"-c", "1", "-d", "100ms", "-warmup", "0s", "-quiet"}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "absent-envoy") {
+		t.Errorf("exit %d\nstderr:\n%s", code, stderr.String())
+	}
+}

@@ -89,5 +89,5 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-16s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun 'partroute COMMAND -h' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'partroute COMMAND -h' or 'partroute help COMMAND' for a command's flags.")
 }

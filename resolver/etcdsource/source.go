@@ -431,7 +431,12 @@ func (s *Source) rebuild(cfg *config.Config, count bool) (view *resolver.View, c
 		}
 		if ver != s.badVersion {
 			s.badVersion = ver
-			s.log.Error("naming view in etcd rejected; still serving the previous one", "error", err)
+			msg := "naming view in etcd rejected; still serving the previous one"
+			if s.view == nil {
+				// Nothing was served yet: there is no previous view to keep.
+				msg = "naming view in etcd rejected; waiting for a valid one"
+			}
+			s.log.Error(msg, "error", err)
 		}
 		return nil, false, err
 	}

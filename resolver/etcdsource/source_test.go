@@ -348,6 +348,25 @@ func TestWatchAppliesAChange(t *testing.T) {
 	}
 }
 
+// A view that is invalid from the start is rejected without a word of a previous view: there is
+// none.
+func TestInvalidFirstView(t *testing.T) {
+	srv := etcdtest.StartTestServer(t)
+	c := srv.Client()
+	cfg, _ := writeExample(t, c)
+	e := getEntry(t, c, "services/regions/partitions/eu")
+	e.Replicas[1].Role = "primary"
+	put(t, c, "services/regions/partitions/eu", e)
+	h := newHarness(t, fastOptions(c), cfg)
+	if _, _, err := h.src.Load(ctx(t), cfg); err == nil {
+		t.Fatal("Load accepted a view with two primaries in a partition")
+	}
+	log := h.log.String()
+	if !strings.Contains(log, "naming view in etcd rejected; waiting for a valid one") || strings.Contains(log, "previous") {
+		t.Errorf("the first rejection is not logged as such:\n%s", log)
+	}
+}
+
 func TestInvalidChangeKeepsTheView(t *testing.T) {
 	srv := etcdtest.StartTestServer(t)
 	c := srv.Client()
@@ -384,8 +403,8 @@ func TestInvalidChangeKeepsTheView(t *testing.T) {
 	if !strings.Contains(h.log.String(), `services/users/partitions/0:8: the key names partition \"0:8\" but its value describes partition \"9:17\"`) {
 		t.Errorf("log does not report the disagreement:\n%s", h.log.String())
 	}
-	if n := strings.Count(h.log.String(), "naming view in etcd rejected"); n != 2 {
-		t.Errorf("rejections logged %d times, want once per distinct content (2)", n)
+	if n := strings.Count(h.log.String(), "naming view in etcd rejected; still serving the previous one"); n != 2 {
+		t.Errorf("rejections logged %d times saying the previous view is kept, want once per distinct content (2)", n)
 	}
 
 	// Putting the first content back is no new view: it is the one still served.
