@@ -89,6 +89,9 @@ func parseGettingStarted(text string) ([]gsStep, error) {
 	)
 	lines := strings.Split(text, "\n")
 	for n, l := range lines {
+		if strings.HasPrefix(strings.TrimLeft(l, " \t"), "```") && !strings.HasPrefix(l, "```") {
+			return nil, fmt.Errorf("line %d: an indented code block: write it at the start of the line, so that it is run", n+1)
+		}
 		if !inBlock {
 			if strings.HasPrefix(l, "```") {
 				// start is the fence's line; body line i is line start+1+i.
@@ -575,4 +578,89 @@ func gsOK(url string) (bool, string) {
 // gsShellQuote quotes s for sh.
 func gsShellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// TestGettingStartedParse checks how the page's code blocks become steps, and that a block
+// the walk would not run is an error rather than a block left out.
+func TestGettingStartedParse(t *testing.T) {
+	const fence = "```"
+	tests := []struct {
+		name, page string
+		want       []gsStep
+		err        string
+	}{
+		{
+			name: "a file, then commands with their output",
+			page: "text\n" + fence + "yaml\n# file: a.yaml\nx: 1\n" + fence + "\n" +
+				fence + "console\n$ cat a.yaml\n# file: a.yaml\nx: 1\n$ serve &\n$ echo $?\n0\n" + fence + "\n",
+			want: []gsStep{
+				{line: 2, file: "a.yaml", content: "# file: a.yaml\nx: 1\n"},
+				{line: 7, command: "cat a.yaml", want: []string{"# file: a.yaml", "x: 1"}},
+				{line: 10, command: "serve", background: true},
+				{line: 11, command: "echo $?", want: []string{"0"}},
+			},
+		},
+		{
+			name: "a command that prints nothing",
+			page: fence + "console\n$ true\n" + fence + "\n",
+			want: []gsStep{{line: 2, command: "true"}},
+		},
+		{
+			name: "output before the block's first command",
+			page: fence + "console\n$ a\n" + fence + "\n" + fence + "console\nout\n" + fence + "\n",
+			err:  "line 5: output before any command",
+		},
+		{
+			name: "output after a background command",
+			page: fence + "console\n$ serve &\nlog\n" + fence + "\n",
+			err:  "line 3: output after a background command",
+		},
+		{
+			name: "a yaml block that is no file",
+			page: fence + "yaml\nx: 1\n" + fence + "\n",
+			err:  `line 1: a yaml block must start with "# file: NAME"`,
+		},
+		{
+			name: "a file name with a directory",
+			page: fence + "yaml\n# file: ../a.yaml\n" + fence + "\n",
+			err:  `line 1: a yaml block must start with "# file: NAME"`,
+		},
+		{
+			name: "a block of another kind",
+			page: fence + "sh\nmake build\n" + fence + "\n",
+			err:  "line 1: a ```sh block",
+		},
+		{
+			name: "a block without a kind",
+			page: fence + "\nmake build\n" + fence + "\n",
+			err:  "line 1: a ``` block",
+		},
+		{
+			name: "an indented block",
+			page: "- item\n\n  " + fence + "console\n  $ make build\n  " + fence + "\n",
+			err:  "line 3: an indented code block",
+		},
+		{
+			name: "a block that never ends",
+			page: fence + "console\n$ a\n",
+			err:  "line 1: a code block that never ends",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseGettingStarted(tt.page)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want one containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", tt.want) {
+				t.Errorf("steps\n%+v\nwant\n%+v", got, tt.want)
+			}
+		})
+	}
 }
