@@ -22,6 +22,7 @@ func TestCLIHelp(t *testing.T) {
 		{[]string{"help", "resolve"}, "usage: partroute resolve -config FILE", "-naming"},
 		{[]string{"validate", "-h"}, "usage: partroute validate -config FILE [-naming FILE]\n\nflags:\n", "-naming"},
 		{[]string{"resolve", "-h"}, "usage: " + resolveSynopsis + "\n\nflags:\n", "-H value"},
+		{[]string{"demo", "-h"}, "usage: partroute demo [-config FILE] [-envoy-listen ADDR] [-envoy-admin ADDR] [-once]\n\nflags:\n", "-once"},
 		{[]string{"resolve", "--help"}, "usage: partroute resolve", "-H value"},
 		{[]string{"resolve", "-config", cliExampleConfig, "-h"}, "usage: partroute resolve", "-H value"},
 		{[]string{"serve", "-h"}, "usage: partroute serve -config FILE [flags]", "-drain-delay"},

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -40,19 +39,14 @@ type demoOptions struct {
 }
 
 func runDemo(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCmdFlags("demo", "partroute demo [-config FILE] [-envoy-listen ADDR] [-envoy-admin ADDR] [-once]")
 	var o demoOptions
 	fs.StringVar(&o.configPath, "config", "", "partroute.yaml whose naming file lists the replicas to play (default: the embedded example)")
 	fs.StringVar(&o.envoyListen, "envoy-listen", "", "Envoy's listener (default: a free loopback port)")
 	fs.StringVar(&o.envoyAdmin, "envoy-admin", "", "Envoy's admin listener (default: a free loopback port)")
 	fs.BoolVar(&o.once, "once", false, "stop after the sample requests instead of waiting for Ctrl-C")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
-	}
-	if fs.NArg() != 0 {
-		fmt.Fprintln(stderr, "usage: partroute demo [-config FILE] [-envoy-listen ADDR] [-envoy-admin ADDR] [-once]")
-		return 1
+	if code, ok := fs.parse(args, stdout, stderr); !ok {
+		return code
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
