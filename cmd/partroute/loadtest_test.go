@@ -90,27 +90,6 @@ func TestLoadtestCompareInProcess(t *testing.T) {
 	}
 }
 
-// TestLoadtestHTTPThroughEnvoy runs the http target through a real Envoy in front of partroute
-// (in this process) and the replicas' backends, over HTTP/1.1 and h2c.
-func TestLoadtestHTTPThroughEnvoy(t *testing.T) {
-	for _, proto := range []string{loadtest.HTTP1, loadtest.H2C} {
-		var stdout, stderr bytes.Buffer
-		code := run([]string{"loadtest", "run", "-target", "http", "-proto", proto, "-server", "partroute", "-servers", "inprocess",
-			"-c", "8", "-d", "500ms", "-warmup", "200ms", "-quiet"}, &stdout, &stderr)
-		if code != 0 {
-			t.Fatalf("%s: exit %d\nstdout:\n%s\nstderr:\n%s", proto, code, stdout.String(), stderr.String())
-		}
-		lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-		if len(lines) != 2 || !strings.Contains(lines[1], "envoy+partroute") {
-			t.Fatalf("%s: output\n%s", proto, stdout.String())
-		}
-		// The errors column is the fifth: none may fail.
-		if f := strings.Fields(lines[1]); len(f) < 5 || f[4] != "0" {
-			t.Errorf("%s: errors in\n%s", proto, stdout.String())
-		}
-	}
-}
-
 func TestLoadtestUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{"loadtest", "frobnicate"},

@@ -1,7 +1,6 @@
-package main
+package e2e
 
 import (
-	"bytes"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,34 +10,16 @@ import (
 	"testing"
 
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/internal/testkit"
 	"github.com/partroute/partroute/resolver"
 	"github.com/partroute/partroute/resolver/etcdsource"
 	"github.com/partroute/partroute/resolver/etcdsource/etcdtest"
 )
 
-// The example files the naming tests store in etcd.
-const (
-	namingExampleConfig = "../../envoy-config/examples/partroute.yaml"
-	namingExampleFile   = "../../envoy-config/examples/naming.yaml"
-)
-
-// namingResult is what one in-process run printed and returned.
-type namingResult struct {
-	code           int
-	stdout, stderr string
-}
-
-// namingCLI runs the command line in-process, through the command table.
-func namingCLI(args ...string) namingResult {
-	var stdout, stderr bytes.Buffer
-	code := run(args, &stdout, &stderr)
-	return namingResult{code, stdout.String(), stderr.String()}
-}
-
 // namingGetView runs naming get and reads its output back as a naming file.
 func namingGetView(t *testing.T, endpoint string, cfg *config.Config) (*resolver.View, string) {
 	t.Helper()
-	r := namingCLI("naming", "get", "-config", namingExampleConfig, "-etcd", endpoint)
+	r := cli(t, "naming", "get", "-config", testkit.Example(t, "partroute.yaml"), "-etcd", endpoint)
 	if r.code != 0 || r.stderr != "" {
 		t.Fatalf("naming get: %+v", r)
 	}
@@ -55,11 +36,11 @@ func namingGetView(t *testing.T, endpoint string, cfg *config.Config) (*resolver
 
 func namingExample(t *testing.T) (*config.Config, *resolver.View) {
 	t.Helper()
-	cfg, err := config.Load(namingExampleConfig)
+	cfg, err := config.Load(testkit.Example(t, "partroute.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	view, err := resolver.LoadViewFile(namingExampleFile, cfg)
+	view, err := resolver.LoadViewFile(testkit.Example(t, "naming.yaml"), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +51,7 @@ func TestNamingPutGetRoundTrip(t *testing.T) {
 	ep := etcdtest.StartEtcd(t)
 	cfg, file := namingExample(t)
 
-	r := namingCLI("naming", "put", "-config", namingExampleConfig, "-etcd", ep, "-file", namingExampleFile)
+	r := cli(t, "naming", "put", "-config", testkit.Example(t, "partroute.yaml"), "-etcd", ep, "-file", testkit.Example(t, "naming.yaml"))
 	if r.code != 0 || r.stderr != "" {
 		t.Fatalf("naming put: %+v", r)
 	}
@@ -88,7 +69,7 @@ func TestNamingPutGetRoundTrip(t *testing.T) {
 	}
 
 	// Putting the same file again writes nothing.
-	r = namingCLI("naming", "put", "-config", namingExampleConfig, "-etcd", ep)
+	r = cli(t, "naming", "put", "-config", testkit.Example(t, "partroute.yaml"), "-etcd", ep)
 	if r.code != 0 || !strings.Contains(r.stdout, ": 0 partition keys written, 10 unchanged, 0 deleted") {
 		t.Errorf("second put: %+v", r)
 	}
@@ -96,15 +77,15 @@ func TestNamingPutGetRoundTrip(t *testing.T) {
 
 func TestNamingPutUnderAnotherPrefix(t *testing.T) {
 	ep := etcdtest.StartEtcd(t)
-	r := namingCLI("naming", "put", "-config", namingExampleConfig, "-etcd", ep, "-prefix", "/team-a/naming")
+	r := cli(t, "naming", "put", "-config", testkit.Example(t, "partroute.yaml"), "-etcd", ep, "-prefix", "/team-a/naming")
 	if r.code != 0 || !strings.Contains(r.stdout, "under /team-a/naming/") {
 		t.Fatalf("naming put: %+v", r)
 	}
-	r = namingCLI("naming", "get", "-config", namingExampleConfig, "-etcd", ep)
+	r = cli(t, "naming", "get", "-config", testkit.Example(t, "partroute.yaml"), "-etcd", ep)
 	if r.code != 1 || !strings.Contains(r.stderr, "services.users: configured service is missing from the naming view") {
 		t.Errorf("get under the default prefix: %+v", r)
 	}
-	r = namingCLI("naming", "get", "-config", namingExampleConfig, "-etcd", ep, "-prefix", "/team-a/naming/")
+	r = cli(t, "naming", "get", "-config", testkit.Example(t, "partroute.yaml"), "-etcd", ep, "-prefix", "/team-a/naming/")
 	if r.code != 0 {
 		t.Errorf("get under the prefix: %+v", r)
 	}
@@ -114,7 +95,7 @@ func TestNamingPutUnderAnotherPrefix(t *testing.T) {
 // gives the endpoints and prefix, and that put then needs -file.
 func TestNamingEtcdFromTheConfiguration(t *testing.T) {
 	ep := etcdtest.StartEtcd(t)
-	src, err := os.ReadFile(namingExampleConfig)
+	src, err := os.ReadFile(testkit.Example(t, "partroute.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,14 +108,14 @@ func TestNamingEtcdFromTheConfiguration(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(strings.Replace(string(src), fileNaming, etcdNaming, 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if r := namingCLI("naming", "put", "-config", cfgPath); r.code != 1 || !strings.Contains(r.stderr, "no naming file: give -file") {
+	if r := cli(t, "naming", "put", "-config", cfgPath); r.code != 1 || !strings.Contains(r.stderr, "no naming file: give -file") {
 		t.Errorf("put without -file: %+v", r)
 	}
-	r := namingCLI("naming", "put", "-config", cfgPath, "-file", namingExampleFile)
+	r := cli(t, "naming", "put", "-config", cfgPath, "-file", testkit.Example(t, "naming.yaml"))
 	if r.code != 0 || !strings.Contains(r.stdout, "under /from-config/ at revision") {
 		t.Fatalf("put: %+v", r)
 	}
-	if r := namingCLI("naming", "get", "-config", cfgPath); r.code != 0 || !strings.HasPrefix(r.stdout, "# naming view from etcd prefix /from-config/") {
+	if r := cli(t, "naming", "get", "-config", cfgPath); r.code != 0 || !strings.HasPrefix(r.stdout, "# naming view from etcd prefix /from-config/") {
 		t.Errorf("get: %+v", r)
 	}
 }
@@ -145,7 +126,7 @@ func TestNamingPutRejectsAnInvalidFile(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("services:\n  settings:\n    partitions:\n      - replicas: [{address: 127.0.0.1:1, role: leader}]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := namingCLI("naming", "put", "-config", namingExampleConfig, "-etcd", ep, "-file", bad)
+	r := cli(t, "naming", "put", "-config", testkit.Example(t, "partroute.yaml"), "-etcd", ep, "-file", bad)
 	if r.code != 1 || !strings.Contains(r.stderr, `services.settings.partitions[0].replicas[0].role: "leader" is not primary or secondary (line 4)`) || !strings.Contains(r.stderr, "services.users: configured service is missing") {
 		t.Errorf("put of an invalid file: %+v", r)
 	}
@@ -166,11 +147,11 @@ func TestNamingPutRejectsAnInvalidFile(t *testing.T) {
 func TestNamingFailoverSwapsRoles(t *testing.T) {
 	ep := etcdtest.StartEtcd(t)
 	cfg, _ := namingExample(t)
-	if r := namingCLI("naming", "put", "-config", namingExampleConfig, "-etcd", ep); r.code != 0 {
+	if r := cli(t, "naming", "put", "-config", testkit.Example(t, "partroute.yaml"), "-etcd", ep); r.code != 0 {
 		t.Fatalf("naming put: %+v", r)
 	}
 
-	r := namingCLI("naming", "failover", "-config", namingExampleConfig, "-etcd", ep, "-service", "users", "-partition", "users-1", "-to", "127.0.0.1:8085")
+	r := cli(t, "naming", "failover", "-config", testkit.Example(t, "partroute.yaml"), "-etcd", ep, "-service", "users", "-partition", "users-1", "-to", "127.0.0.1:8085")
 	if r.code != 0 || r.stderr != "" {
 		t.Fatalf("failover: %+v", r)
 	}
@@ -184,13 +165,13 @@ func TestNamingFailoverSwapsRoles(t *testing.T) {
 	}
 
 	// The partition may be named by its key's segment too; the primary again is a no-op.
-	r = namingCLI("naming", "failover", "-config", namingExampleConfig, "-etcd", ep, "-service", "users", "-partition", "9:17", "-to", "127.0.0.1:8085")
+	r = cli(t, "naming", "failover", "-config", testkit.Example(t, "partroute.yaml"), "-etcd", ep, "-service", "users", "-partition", "9:17", "-to", "127.0.0.1:8085")
 	if r.code != 0 || !strings.Contains(r.stdout, "127.0.0.1:8085 is already the primary of partition users-1; nothing written") {
 		t.Errorf("failover to the primary: %+v", r)
 	}
 
 	// An unhealthy replica is promoted with a warning.
-	r = namingCLI("naming", "failover", "-config", namingExampleConfig, "-etcd", ep, "-service", "users", "-partition", "users-0", "-to", "127.0.0.1:8083")
+	r = cli(t, "naming", "failover", "-config", testkit.Example(t, "partroute.yaml"), "-etcd", ep, "-service", "users", "-partition", "users-0", "-to", "127.0.0.1:8083")
 	if r.code != 0 || !strings.Contains(r.stderr, "warning: 127.0.0.1:8083 is marked unhealthy") {
 		t.Errorf("failover to an unhealthy replica: %+v", r)
 	}
@@ -198,7 +179,7 @@ func TestNamingFailoverSwapsRoles(t *testing.T) {
 
 func TestNamingFailoverFailsClearly(t *testing.T) {
 	ep := etcdtest.StartEtcd(t)
-	if r := namingCLI("naming", "put", "-config", namingExampleConfig, "-etcd", ep); r.code != 0 {
+	if r := cli(t, "naming", "put", "-config", testkit.Example(t, "partroute.yaml"), "-etcd", ep); r.code != 0 {
 		t.Fatalf("naming put: %+v", r)
 	}
 	for _, tc := range []struct {
@@ -208,7 +189,7 @@ func TestNamingFailoverFailsClearly(t *testing.T) {
 		{"users", "users-7", "127.0.0.1:8085", `partroute naming failover: service users has no partition "users-7" under /partroute/naming/; its partitions: users-0, users-1, users-2, users-3` + "\n"},
 		{"orders", "0", "127.0.0.1:8085", `partroute naming failover: no service "orders" in the configuration` + "\n"},
 	} {
-		r := namingCLI("naming", "failover", "-config", namingExampleConfig, "-etcd", ep, "-service", tc.service, "-partition", tc.partition, "-to", tc.to)
+		r := cli(t, "naming", "failover", "-config", testkit.Example(t, "partroute.yaml"), "-etcd", ep, "-service", tc.service, "-partition", tc.partition, "-to", tc.to)
 		if r.code != 1 || r.stdout != "" || r.stderr != tc.want {
 			t.Errorf("failover %s %s %s: %+v\nwant stderr %q", tc.service, tc.partition, tc.to, r, tc.want)
 		}
@@ -220,23 +201,23 @@ func TestNamingUsageErrors(t *testing.T) {
 		{"naming"},
 		{"naming", "list"},
 		{"naming", "get", "-etcd", "127.0.0.1:2379"},
-		{"naming", "-config", namingExampleConfig},
-		{"naming", "failover", "-config", namingExampleConfig, "-etcd", "127.0.0.1:2379", "-service", "users"},
-		{"naming", "get", "-config", namingExampleConfig, "-etcd", "127.0.0.1:2379", "extra"},
+		{"naming", "-config", testkit.Example(t, "partroute.yaml")},
+		{"naming", "failover", "-config", testkit.Example(t, "partroute.yaml"), "-etcd", "127.0.0.1:2379", "-service", "users"},
+		{"naming", "get", "-config", testkit.Example(t, "partroute.yaml"), "-etcd", "127.0.0.1:2379", "extra"},
 	} {
-		r := namingCLI(args...)
+		r := cli(t, args...)
 		if r.code != 1 || !strings.Contains(r.stderr, "usage:") {
 			t.Errorf("%v: %+v", args, r)
 		}
 	}
 	// The example configuration uses the file source, so it cannot stand in for -etcd.
-	if r := namingCLI("naming", "get", "-config", namingExampleConfig); r.code != 1 || !strings.Contains(r.stderr, "no etcd endpoints: give -etcd") {
+	if r := cli(t, "naming", "get", "-config", testkit.Example(t, "partroute.yaml")); r.code != 1 || !strings.Contains(r.stderr, "no etcd endpoints: give -etcd") {
 		t.Errorf("get without -etcd: %+v", r)
 	}
-	if r := namingCLI("naming", "-h"); r.code != 0 || !strings.Contains(r.stdout, "partroute naming failover") || r.stderr != "" {
+	if r := cli(t, "naming", "-h"); r.code != 0 || !strings.Contains(r.stdout, "partroute naming failover") || r.stderr != "" {
 		t.Errorf("naming -h: %+v", r)
 	}
-	if r := namingCLI("help"); !strings.Contains(r.stdout, "naming") {
+	if r := cli(t, "help"); !strings.Contains(r.stdout, "naming") {
 		t.Errorf("the command list lacks naming: %+v", r)
 	}
 }
@@ -249,7 +230,7 @@ func TestNamingUnreachableEtcd(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	r := namingCLI("naming", "get", "-config", namingExampleConfig, "-etcd", addr, "-timeout", "500ms")
+	r := cli(t, "naming", "get", "-config", testkit.Example(t, "partroute.yaml"), "-etcd", addr, "-timeout", "500ms")
 	if r.code != 1 || !strings.Contains(r.stderr, "etcd at "+addr+" did not answer within 500ms") {
 		t.Errorf("get from an unreachable etcd: %+v", r)
 	}

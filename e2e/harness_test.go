@@ -1,14 +1,16 @@
-package main
+package e2e
 
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/partroute/partroute/config"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
+	"github.com/partroute/partroute/internal/testkit"
 	"github.com/partroute/partroute/resolver"
 	"github.com/partroute/partroute/server"
 )
@@ -47,9 +49,21 @@ func runPartroute(t *testing.T, cfgPath, admin string, poll time.Duration) *part
 			t.Logf("partroute log (%s):\n%s", filepath.Base(cfgPath), p.log.String())
 		}
 	})
-	if err := waitHTTP(context.Background(), "http://"+admin+"/readyz", p.served); err != nil {
-		t.Fatalf("partroute not ready: %v", err)
-	}
+	client := &http.Client{Timeout: time.Second}
+	testkit.WaitFor(t, "partroute to be ready on "+admin, 15*time.Second, func() bool {
+		select {
+		case err := <-p.served:
+			p.served <- err
+			t.Fatalf("partroute stopped before it was ready: %v", err)
+		default:
+		}
+		resp, err := client.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 	return p
 }
 

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -28,29 +28,7 @@ import (
 )
 
 // gettingStartedDoc is the page whose every command TestGettingStarted runs.
-const gettingStartedDoc = "../../docs/getting-started.md"
-
-// gettingStartedHelperEnv, set to 1, makes the test binary behave as the partroute binary:
-// TestGettingStartedHelperProcess runs the command line given after "--" and exits with its
-// code. The page's commands reach it through a `partroute` script on their PATH.
-const gettingStartedHelperEnv = "PARTROUTE_GETTING_STARTED_HELPER"
-
-// TestGettingStartedHelperProcess is partroute itself when the test binary is started by the
-// `partroute` script of TestGettingStarted; in any other run it does nothing. Running the
-// commands in a process of their own, rather than calling run in the test's process, lets
-// `partroute serve` handle Ctrl-C as it does for a reader, and lets the shell redirect and
-// pipe its output.
-func TestGettingStartedHelperProcess(t *testing.T) {
-	if os.Getenv(gettingStartedHelperEnv) != "1" {
-		return
-	}
-	i := slices.Index(os.Args, "--")
-	if i < 0 {
-		fmt.Fprintln(os.Stderr, "partroute helper: no -- before the command line")
-		os.Exit(1)
-	}
-	os.Exit(run(os.Args[i+1:], os.Stdout, os.Stderr))
-}
+const gettingStartedDoc = "../docs/getting-started.md"
 
 // gsStep is one thing the reader of the page does: write a file, or run a command.
 type gsStep struct {
@@ -170,18 +148,12 @@ func TestGettingStarted(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Fatalf("the getting-started page needs curl: %v", err)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-
 	g := &gettingStarted{t: t, dir: t.TempDir(), ports: map[string]string{}}
 	g.mapPorts(steps)
 	binDir := t.TempDir()
-	// The reader's partroute is this test binary, as TestGettingStartedHelperProcess. Envoy
-	// runs without hot restart, whose shared memory would clash with another Envoy on the
+	// The reader's partroute is the binary built for the run. Envoy runs without hot restart, whose shared memory would clash with another Envoy on the
 	// machine, and on one core; neither changes what the page shows.
-	write(t, filepath.Join(binDir, "partroute"), fmt.Sprintf("#!/bin/sh\nexport %s=1\nexec %s -test.run='^TestGettingStartedHelperProcess$' -- \"$@\"\n", gettingStartedHelperEnv, gsShellQuote(exe)))
+	write(t, filepath.Join(binDir, "partroute"), fmt.Sprintf("#!/bin/sh\nexec %s \"$@\"\n", gsShellQuote(partrouteBin)))
 	write(t, filepath.Join(binDir, "envoy"), fmt.Sprintf("#!/bin/sh\nexec %s \"$@\" --disable-hot-restart --concurrency 1\n", gsShellQuote(envoyBin)))
 	for _, f := range []string{"partroute", "envoy"} {
 		if err := os.Chmod(filepath.Join(binDir, f), 0o755); err != nil {
