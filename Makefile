@@ -92,10 +92,10 @@ $(GOLANGCI_LINT):
 NORACE_TESTS := ^(TestHitDoesNotAllocate|TestMillionPartitionsFitInMemory|TestPartitionHitDoesNotAllocate)$$
 
 # E2E_PKGS are the packages with tests that run a real Envoy or etcd: `make e2e` runs them
-# (their other tests too), `make test` every other package. cmd/partroute's end-to-end tests
-# run partroute with Envoy and etcd, envoy-config's start Envoy on every bootstrap, and
-# resolver/etcdsource's run against an etcd server.
-E2E_PKGS    := ./cmd/partroute ./envoy-config ./resolver/etcdsource
+# (their other tests too), `make test` every other package. e2e's tests run partroute with
+# Envoy and etcd, demo's run the demo through Envoy, envoy-config's start Envoy on every
+# bootstrap, and resolver/etcdsource's run against an etcd server.
+E2E_PKGS    := ./e2e ./demo ./envoy-config ./resolver/etcdsource
 MODULE       = $(shell $(GO) list -m)
 UNIT_PKGS    = $(filter-out $(patsubst ./%,$(MODULE)/%,$(E2E_PKGS)),$(shell $(GO) list ./...))
 

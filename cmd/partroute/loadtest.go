@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -542,7 +541,7 @@ func startLoadStack(ctx context.Context, f *loadFlags, servers []string, status 
 	}
 	replicas := loadtest.FakeReplicaAddrs(sc.ReplicaCount())
 	if f.target == "http" {
-		if replicas, err = reservePorts(sc.ReplicaCount()); err != nil {
+		if replicas, err = loadtest.ReservePorts(sc.ReplicaCount()); err != nil {
 			return nil, err
 		}
 		backends, err := loadtest.StartBackends(replicas)
@@ -605,7 +604,7 @@ func startLoadStack(ctx context.Context, f *loadFlags, servers []string, status 
 // startExtProc starts partroute or the no-op server on a free loopback port, in its own process
 // or in this one, and waits until it serves.
 func (s *loadStack) startExtProc(ctx context.Context, name string, replicas []string) (string, func() (time.Duration, error), error) {
-	ports, err := reservePorts(2)
+	ports, err := loadtest.ReservePorts(2)
 	if err != nil {
 		return "", nil, err
 	}
@@ -625,7 +624,7 @@ func (s *loadStack) startExtProc(ctx context.Context, name string, replicas []st
 			if err != nil {
 				return "", nil, err
 			}
-			if err := waitHTTP(ctx, "http://"+admin+"/readyz", exited); err != nil {
+			if err := loadtest.WaitHTTP(ctx, "http://"+admin+"/readyz", exited); err != nil {
 				return "", nil, err
 			}
 			return addr, func() (time.Duration, error) { return loadtest.ProcessCPU(pid) }, nil
@@ -644,7 +643,7 @@ func (s *loadStack) startExtProc(ctx context.Context, name string, replicas []st
 				fmt.Fprintln(os.Stderr, "partroute (in process) stopped:", err)
 			}
 		})
-		if err := waitHTTP(ctx, "http://"+admin+"/readyz", served); err != nil {
+		if err := loadtest.WaitHTTP(ctx, "http://"+admin+"/readyz", served); err != nil {
 			return "", nil, err
 		}
 		return addr, nil, nil
@@ -719,7 +718,7 @@ func (s *loadStack) startEnvoy(ctx context.Context, name, extproc string, replic
 	if err != nil {
 		return "", err
 	}
-	ports, err := reservePorts(4)
+	ports, err := loadtest.ReservePorts(4)
 	if err != nil {
 		return "", err
 	}
@@ -765,27 +764,6 @@ func (s *loadStack) startEnvoy(ctx context.Context, name, extproc string, replic
 		return "", fmt.Errorf("%w (log: %s)", err, logFile.Name())
 	}
 	return ports[0], nil
-}
-
-// reservePorts reserves n loopback ports. The listeners close before the ports are used, so one
-// could in principle be taken in between; nothing else on a load-test machine races for them.
-func reservePorts(n int) ([]string, error) {
-	var addrs []string
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		addrs = append(addrs, l.Addr().String())
-	}
-	return addrs, nil
 }
 
 // waitGRPCHealth waits until the gRPC server at addr reports ext_proc SERVING, or the process

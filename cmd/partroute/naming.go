@@ -1,17 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/resolver"
@@ -177,7 +174,7 @@ func namingGet(ctx context.Context, c *clientv3.Client, prefix string, cfg *conf
 	if err != nil {
 		return err
 	}
-	out, err := namingYAML(cfg, view)
+	out, err := resolver.FormatView(cfg, view)
 	if err != nil {
 		return err
 	}
@@ -204,79 +201,4 @@ func namingFailover(ctx context.Context, c *clientv3.Client, prefix string, cfg 
 		fmt.Fprintf(stdout, "%s: %s is now the primary of partition %s; %s is now a secondary; revision %d\n", prefix+res.Key, to, res.PartitionID, res.From, res.Revision)
 	}
 	return nil
-}
-
-// namingYAML renders a view in naming.yaml's shape: services in configuration order, each
-// partition's fields in the order the example file uses, one replica per line.
-func namingYAML(cfg *config.Config, view *resolver.View) ([]byte, error) {
-	entries := etcdsource.Entries(view)
-	services := namingMap()
-	for _, svc := range cfg.Services {
-		list, ok := entries[svc.Name]
-		if !ok {
-			continue
-		}
-		parts := &yaml.Node{Kind: yaml.SequenceNode}
-		for _, e := range list {
-			parts.Content = append(parts.Content, namingEntry(&e))
-		}
-		svcNode := namingMap()
-		namingPair(svcNode, "partitions", parts)
-		namingPair(services, svc.Name, svcNode)
-	}
-	doc := namingMap()
-	namingPair(doc, "services", services)
-	var b bytes.Buffer
-	enc := yaml.NewEncoder(&b)
-	enc.SetIndent(2)
-	if err := enc.Encode(doc); err != nil {
-		return nil, err
-	}
-	if err := enc.Close(); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
-}
-
-func namingEntry(e *resolver.PartitionEntry) *yaml.Node {
-	n := namingMap()
-	if e.LowKey != nil {
-		namingPair(n, "lowKey", namingInt(*e.LowKey))
-		namingPair(n, "highKey", namingInt(*e.HighKey))
-	}
-	if e.Name != "" {
-		namingPair(n, "name", namingStr(e.Name))
-	}
-	if e.ID != "" {
-		namingPair(n, "id", namingStr(e.ID))
-	}
-	replicas := &yaml.Node{Kind: yaml.SequenceNode}
-	if len(e.Replicas) == 0 {
-		replicas.Style = yaml.FlowStyle // replicas: []
-	}
-	for _, r := range e.Replicas {
-		rn := namingMap()
-		rn.Style = yaml.FlowStyle
-		namingPair(rn, "address", namingStr(r.Address))
-		namingPair(rn, "role", namingStr(r.Role))
-		if r.Healthy != nil {
-			namingPair(rn, "healthy", &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: strconv.FormatBool(*r.Healthy)})
-		}
-		replicas.Content = append(replicas.Content, rn)
-	}
-	namingPair(n, "replicas", replicas)
-	return n
-}
-
-func namingMap() *yaml.Node { return &yaml.Node{Kind: yaml.MappingNode} }
-
-// namingStr is a string scalar; the encoder quotes it when it would otherwise read as another type.
-func namingStr(s string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s} }
-
-func namingInt(v int64) *yaml.Node {
-	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!int", Value: strconv.FormatInt(v, 10)}
-}
-
-func namingPair(m *yaml.Node, key string, value *yaml.Node) {
-	m.Content = append(m.Content, namingStr(key), value)
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/partroute/partroute/resolver"
 	"github.com/partroute/partroute/resolver/etcdsource"
 )
 
@@ -14,7 +15,7 @@ func exampleKVs(t *testing.T) map[string][]byte {
 	t.Helper()
 	_, view := loadExample(t)
 	kvs := map[string][]byte{}
-	for service, list := range etcdsource.Entries(view) {
+	for service, list := range resolver.Entries(view) {
 		for i := range list {
 			seg, err := etcdsource.Segment(&list[i])
 			if err != nil {

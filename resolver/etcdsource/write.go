@@ -67,7 +67,7 @@ const writeAttempts = 3
 func Write(ctx context.Context, c *clientv3.Client, prefix string, view *resolver.View) (WriteResult, error) {
 	prefix = NormalizePrefix(prefix)
 	want := map[string][]byte{}
-	for service, list := range Entries(view) {
+	for service, list := range resolver.Entries(view) {
 		for i := range list {
 			seg, err := Segment(&list[i])
 			if err != nil {

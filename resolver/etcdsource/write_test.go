@@ -68,7 +68,7 @@ func TestFailoverLosesToAConcurrentWrite(t *testing.T) {
 // withSettingsSecondary returns view with a secondary added to the settings singleton.
 func withSettingsSecondary(t *testing.T, cfg *config.Config, view *resolver.View) *resolver.View {
 	t.Helper()
-	changed := etcdsource.Entries(view)
+	changed := resolver.Entries(view)
 	changed["settings"][0].Replicas = append(changed["settings"][0].Replicas, resolver.ReplicaEntry{Address: "127.0.0.1:8100", Role: "secondary"})
 	next, err := resolver.BuildView(changed, cfg, "test", "test")
 	if err != nil {

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"bytes"
@@ -24,7 +24,7 @@ import (
 	"github.com/partroute/partroute/resolver"
 )
 
-var exampleConfigPath = filepath.Join("..", "..", "envoy-config", "examples", "partroute.yaml")
+var exampleConfigPath = filepath.Join("..", "envoy-config", "examples", "partroute.yaml")
 
 // TestDemoOnce runs two demos at once on the embedded example files, as `make demo` does, and
 // checks each: it ran on addresses of its own (none of the example's, none of the other
@@ -38,7 +38,7 @@ func TestDemoOnce(t *testing.T) {
 	var errs [2]error
 	var wg sync.WaitGroup
 	for i := range outs {
-		wg.Go(func() { errs[i] = demo(ctx, demoOptions{once: true}, &outs[i]) })
+		wg.Go(func() { errs[i] = Run(ctx, Options{Once: true, Version: "test"}, &outs[i]) })
 	}
 	wg.Wait()
 	for i := range outs {
@@ -246,20 +246,24 @@ func TestDemoBusyEnvoyAddress(t *testing.T) {
 	addr := busy.Addr().String()
 	for _, flag := range []string{"-envoy-listen", "-envoy-admin"} {
 		t.Run(flag, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			done := make(chan int, 1)
-			go func() { done <- runDemo([]string{flag, addr, "-once"}, &stdout, &stderr) }()
+			var stdout bytes.Buffer
+			o := Options{Once: true}
+			if flag == "-envoy-listen" {
+				o.EnvoyListen = addr
+			} else {
+				o.EnvoyAdmin = addr
+			}
+			done := make(chan error, 1)
+			go func() { done <- Run(context.Background(), o, &stdout) }()
+			var err error
 			select {
-			case code := <-done:
-				if code != 1 {
-					t.Errorf("exit %d, want 1", code)
-				}
+			case err = <-done:
 			case <-time.After(10 * time.Second):
 				t.Fatalf("the demo still runs 10s after it was given a busy %s", flag)
 			}
 			want := flag + " " + addr + ": the address is in use"
-			if !strings.Contains(stderr.String(), want) {
-				t.Errorf("stderr %q does not say %q", stderr.String(), want)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("error %v does not say %q", err, want)
 			}
 			if stdout.Len() != 0 {
 				t.Errorf("the demo printed a table with a busy %s:\n%s", flag, stdout.String())
