@@ -14,29 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/internal/testkit"
 )
-
-// fakeClock is the injected clock: tests move it instead of sleeping.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // fillCall records what the cache passed to one fill.
 type fillCall struct {
@@ -87,7 +66,7 @@ func (s *source) last() fillCall {
 
 type fixture struct {
 	c     *Cache[string, string]
-	clock *fakeClock
+	clock *testkit.Clock
 	src   *source
 	reg   *prometheus.Registry
 }
@@ -100,7 +79,7 @@ const (
 // newFixture builds a cache over a fake source and clock; edit adjusts the options first.
 func newFixture(t *testing.T, edit func(*Options[string, string])) *fixture {
 	t.Helper()
-	f := &fixture{clock: newClock(), src: &source{}, reg: prometheus.NewRegistry()}
+	f := &fixture{clock: testkit.NewClock(), src: &source{}, reg: prometheus.NewRegistry()}
 	opts := Options[string, string]{
 		Size:         100,
 		TTL:          testTTL,

@@ -1,22 +1,20 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/partroute/partroute/config"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
+	"github.com/partroute/partroute/internal/testkit"
 	"github.com/partroute/partroute/keying"
 	"github.com/partroute/partroute/loadtest"
 	"github.com/partroute/partroute/resolver"
@@ -33,44 +31,6 @@ type stack struct {
 	client   *http.Client
 
 	partroute *partrouteProcess
-}
-
-// syncBuffer collects partroute's log for the failure report.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// freePorts reserves n loopback ports. The listeners close before the ports are used, so a
-// port can in principle be taken in between; nothing else on a test machine races for them.
-func freePorts(t *testing.T, n int) []string {
-	t.Helper()
-	var addrs []string
-	var ls []net.Listener
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		addrs = append(addrs, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return addrs
 }
 
 // e2eConfig is the test configuration. %[1]s is partroute's ext_proc address, %[2]s its
@@ -115,7 +75,7 @@ services:
 func startStack(t *testing.T, unmatched string) *stack {
 	t.Helper()
 	dir := t.TempDir()
-	ports := freePorts(t, 4+5*9+3)
+	ports := testkit.FreePorts(t, 4+5*9+3)
 	extprocAddr, adminAddr, envoyAddr, envoyAdmin := ports[0], ports[1], ports[2], ports[3]
 	next := ports[4:]
 	take := func() string { a := next[0]; next = next[1:]; return a }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/partroute/partroute/config"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
+	"github.com/partroute/partroute/internal/testkit"
 	"github.com/partroute/partroute/keying"
 	"github.com/partroute/partroute/loadtest"
 	"github.com/partroute/partroute/resolver/servicefabric"
@@ -132,7 +133,7 @@ services:
 `
 
 func TestServiceFabricThroughEnvoy(t *testing.T) {
-	ports := freePorts(t, 10)
+	ports := testkit.FreePorts(t, 10)
 	a, b, c, d := ports[5], ports[6], ports[7], ports[8]
 	backends, err := loadtest.StartBackends([]string{a, b, c, d})
 	if err != nil {

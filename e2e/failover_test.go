@@ -15,6 +15,7 @@ import (
 
 	"github.com/partroute/partroute/config"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
+	"github.com/partroute/partroute/internal/testkit"
 	"github.com/partroute/partroute/loadtest"
 	"github.com/partroute/partroute/resolver"
 	"github.com/partroute/partroute/resolver/etcdsource"
@@ -74,7 +75,7 @@ func (f *failoverStack) writeNaming(primary string, secondaries ...string) {
 
 func startFailoverStack(t *testing.T, retry *envoyconfig.Retry, withEtcd bool) *failoverStack {
 	t.Helper()
-	ports := freePorts(t, 12)
+	ports := testkit.FreePorts(t, 12)
 	dir := t.TempDir()
 	f := &failoverStack{t: t, namingPath: filepath.Join(dir, "naming.yaml"), admin: ports[1], envoy: ports[3],
 		a: ports[5], b: ports[6], c: ports[7], d: ports[8], node: "envoy-failover", client: &http.Client{Timeout: 10 * time.Second}}

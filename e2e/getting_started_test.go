@@ -24,6 +24,7 @@ import (
 
 	"github.com/partroute/partroute/config"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
+	"github.com/partroute/partroute/internal/testkit"
 	"github.com/partroute/partroute/loadtest"
 )
 
@@ -197,7 +198,7 @@ type gettingStarted struct {
 type gsBackground struct {
 	step gsStep
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testkit.LogBuffer
 	done chan struct{}
 	err  error
 }
@@ -233,7 +234,7 @@ func (g *gettingStarted) mapPorts(steps []gsStep) {
 	for i, b := range backends.All() {
 		g.ports[replicas[i]] = b.Addr
 	}
-	for i, a := range freePorts(t, len(others)) {
+	for i, a := range testkit.FreePorts(t, len(others)) {
 		g.ports[others[i]] = a
 	}
 }
@@ -415,7 +416,7 @@ func (g *gettingStarted) startBackground(s gsStep) {
 	// exec, so that the signal at the end reaches the command itself, not a shell around it.
 	cmd := exec.Command("sh", "-c", "exec "+g.subst(s.command))
 	cmd.Dir, cmd.Env = g.dir, g.env
-	b := &gsBackground{step: s, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	b := &gsBackground{step: s, cmd: cmd, out: &testkit.LogBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = b.out, b.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -20,7 +20,7 @@ type partrouteProcess struct {
 	t      *testing.T
 	cancel context.CancelFunc
 	served chan error
-	log    *syncBuffer
+	log    *testkit.LogBuffer
 }
 
 // embeddedOptions are the server's options for a test that runs partroute in-process: no drain
@@ -36,7 +36,7 @@ func embeddedOptions(cfgPath string, poll time.Duration, log *slog.Logger) serve
 func runPartroute(t *testing.T, cfgPath, admin string, poll time.Duration) *partrouteProcess {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &partrouteProcess{t: t, cancel: cancel, served: make(chan error, 1), log: &syncBuffer{}}
+	p := &partrouteProcess{t: t, cancel: cancel, served: make(chan error, 1), log: &testkit.LogBuffer{}}
 	logger := slog.New(slog.NewTextHandler(p.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	go func() {
 		o := embeddedOptions(cfgPath, poll, logger)
@@ -98,7 +98,7 @@ func runEnvoy(t *testing.T, dir string, cfg *config.Config, view *resolver.View,
 	}
 	bootPath := filepath.Join(dir, "envoy.yaml")
 	write(t, bootPath, string(y))
-	envoyLog := &syncBuffer{}
+	envoyLog := &testkit.LogBuffer{}
 	envoy, err := envoyconfig.StartEnvoy(bin, bootPath, opts.AdminAddress, envoyLog)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	envoyconfig "github.com/partroute/partroute/envoy-config"
+	"github.com/partroute/partroute/internal/testkit"
 	"github.com/partroute/partroute/loadtest"
 	"github.com/partroute/partroute/resolver"
 )
@@ -37,7 +38,7 @@ services:
 // reaches the client unretried.
 func TestRetryPolicyRetriesAReplicas503(t *testing.T) {
 	dir := t.TempDir()
-	ports := freePorts(t, 8)
+	ports := testkit.FreePorts(t, 8)
 	extproc, admin, envoyAddr, envoyAdmin := ports[0], ports[1], ports[2], ports[3]
 	a, b, c, d := ports[4], ports[5], ports[6], ports[7]
 	cfgPath := filepath.Join(dir, "partroute.yaml")

@@ -14,7 +14,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/contract"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
+	"github.com/partroute/partroute/internal/testkit"
 	"github.com/partroute/partroute/resolver"
 	"github.com/partroute/partroute/xds"
 )
@@ -116,7 +116,7 @@ func runEnvoyAndCheckLog(t *testing.T, bin string, r envoyRun) {
 	if err := os.WriteFile(path, r.bootstrap(t, admin, lis.Addr().String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var log lockedBuffer
+	var log testkit.LogBuffer
 	envoy, err := envoyconfig.StartEnvoy(bin, path, admin, &log)
 	if err != nil {
 		t.Fatal(err)
@@ -486,22 +486,4 @@ func portOf(t *testing.T, addr string) string {
 		t.Fatal(err)
 	}
 	return port
-}
-
-// lockedBuffer is the Envoy log, written by the process's output copier and read by the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

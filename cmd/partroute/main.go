@@ -1,8 +1,6 @@
 package main
 
 import (
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -73,14 +71,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "partroute: unknown command %q\n", args[0])
 	usage(stderr)
-	return 1
-}
-
-// parseExit is the exit code after a flag parsing error: asking for help (-h) is not a failure.
-func parseExit(err error) int {
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
 	return 1
 }
 
