@@ -143,7 +143,7 @@ func New(opts Options) (*Source, error) {
 					opts.Registerer.Unregister(done)
 				}
 				s.Close()
-				return nil, fmt.Errorf("etcd naming source metrics: %v", err)
+				return nil, fmt.Errorf("etcd naming source metrics: %w", err)
 			}
 		}
 	}
@@ -156,7 +156,7 @@ func New(opts Options) (*Source, error) {
 func Dial(endpoints []string, dialTimeout time.Duration) (*clientv3.Client, error) {
 	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: dialTimeout, Logger: zap.NewNop()})
 	if err != nil {
-		return nil, fmt.Errorf("etcd %v: %v", endpoints, err)
+		return nil, fmt.Errorf("etcd %v: %w", endpoints, err)
 	}
 	return c, nil
 }

@@ -238,7 +238,7 @@ func findPartition(ct *Content, svc *config.Service, partition string) (key stri
 		e, decErr := DecodeEntry(ct.KVs[k])
 		if decErr != nil {
 			if segment == partition {
-				return "", resolver.PartitionEntry{}, nil, fmt.Errorf("%s%s: %v", ct.Prefix, k, decErr)
+				return "", resolver.PartitionEntry{}, nil, fmt.Errorf("%s%s: %w", ct.Prefix, k, decErr)
 			}
 			continue
 		}
