@@ -277,7 +277,7 @@ func (c *Client) attempt(ctx context.Context, op, target, u string) ([]byte, *Ga
 
 	actx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(actx, http.MethodGet, u, nil)
+	req, err := http.NewRequestWithContext(actx, http.MethodGet, u, http.NoBody)
 	if err != nil {
 		return nil, &GatewayError{Op: op, Target: target, Err: err}
 	}
