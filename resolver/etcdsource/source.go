@@ -23,7 +23,7 @@ import (
 const (
 	DefaultRequestTimeout = 2 * time.Second
 	DefaultProbeInterval  = 2 * time.Second
-	DefaultBackoffMin     = 100 * time.Millisecond
+	DefaultBackoffMin     = 100 * time.Millisecond //nolint:revive // Min means minimum, not minutes: the default of Options.BackoffMin is named after it.
 	DefaultBackoffMax     = 5 * time.Second
 )
 
