@@ -23,7 +23,7 @@ import (
 const (
 	DefaultRequestTimeout = 2 * time.Second
 	DefaultProbeInterval  = 2 * time.Second
-	DefaultBackoffMin     = 100 * time.Millisecond //nolint:revive // Min means minimum, not minutes: the default of Options.BackoffMin is named after it.
+	DefaultBackoffMin     = 100 * time.Millisecond //nolint:revive // Min is minimum, not minutes: the default of Options.BackoffMin is named after it
 	DefaultBackoffMax     = 5 * time.Second
 )
 
@@ -489,7 +489,7 @@ func (s *Source) backoff(attempt int) time.Duration {
 		d *= 2
 	}
 	d = min(d, s.opts.BackoffMax)
-	return d - time.Duration(rand.Int64N(int64(d)/5+1))
+	return d - time.Duration(rand.Int64N(int64(d)/5+1)) //nolint:gosec // jitter only spreads retries out: it needs no unpredictability
 }
 
 // wait waits d or until ctx ends, and reports whether to go on.
