@@ -14,7 +14,7 @@ type observingListener struct {
 	seen []int
 }
 
-func (o *observingListener) ObserveUpstream(_ *config.Service, index int, status int, _ keying.Headers) bool {
+func (o *observingListener) ObserveUpstream(_ *config.Service, index, status int, _ keying.Headers) bool {
 	o.seen = append(o.seen, status)
 	return index == 0
 }

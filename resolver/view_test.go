@@ -53,23 +53,23 @@ func readFile(t testing.TB, path string) string {
 	return string(b)
 }
 
-// replace replaces the first old in s with new, failing the test when s has no old, so that a
-// test notices when a fixture it edits has changed.
-func replace(t testing.TB, s, old, new string) string {
+// replace replaces the first old in s with replacement, failing the test when s has no old,
+// so that a test notices when a fixture it edits has changed.
+func replace(t testing.TB, s, old, replacement string) string {
 	t.Helper()
 	if !strings.Contains(s, old) {
 		t.Fatalf("%q not found in the fixture", old)
 	}
-	return strings.Replace(s, old, new, 1)
+	return strings.Replace(s, old, replacement, 1)
 }
 
-// edit replaces old with new in doc like replace, and marks the line where new ends with the
-// comment "#a".
-func edit(t testing.TB, doc, old, new string) string {
+// edit replaces old with replacement in doc like replace, and marks the line where the
+// replacement ends with the comment "#a".
+func edit(t testing.TB, doc, old, replacement string) string {
 	t.Helper()
 	i := strings.Index(doc, old)
-	doc = replace(t, doc, old, new)
-	end := i + len(strings.TrimRight(new, "\n"))
+	doc = replace(t, doc, old, replacement)
+	end := i + len(strings.TrimRight(replacement, "\n"))
 	if j := strings.IndexByte(doc[end:], '\n'); j >= 0 {
 		end += j
 	} else {

@@ -56,7 +56,7 @@ func BuildRequest(method, rawURL string, headers []string, body []byte) (*keying
 func parseRequestURL(rawURL string) (*url.URL, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("URL %q: %v", rawURL, err)
+		return nil, fmt.Errorf("URL %q: %w", rawURL, err)
 	}
 	bare := u.Scheme == "" && u.Host == "" && strings.HasPrefix(rawURL, "/")
 	absolute := (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.Opaque == ""

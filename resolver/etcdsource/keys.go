@@ -85,9 +85,9 @@ func DecodeEntry(value []byte) (resolver.PartitionEntry, error) {
 	d := json.NewDecoder(bytes.NewReader(value))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&e); err != nil {
-		return resolver.PartitionEntry{}, fmt.Errorf("value is not a partition entry in JSON: %v", err)
+		return resolver.PartitionEntry{}, fmt.Errorf("value is not a partition entry in JSON: %w", err)
 	}
-	if _, err := d.Token(); err != io.EOF {
+	if _, err := d.Token(); !errors.Is(err, io.EOF) {
 		return resolver.PartitionEntry{}, errors.New("value is not a partition entry in JSON: data after the entry")
 	}
 	return e, nil

@@ -1,6 +1,8 @@
 package etcdsource_test
 
 import (
+	"encoding/json"
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -125,6 +127,27 @@ func TestAssembleErrors(t *testing.T) {
 				t.Errorf("%d errors, want %d:\n%s", n, len(tc.want), msg)
 			}
 		})
+	}
+}
+
+// A value that is not a partition entry is an error that keeps the JSON decoder's, so that a
+// caller can tell where in the value the decoder stopped.
+func TestDecodeEntryErrorKeepsTheCause(t *testing.T) {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	for _, tc := range []struct {
+		value string
+		as    any
+	}{
+		{`replicas: []`, &syntax},
+		{`{"replicas": [}`, &syntax},
+		{`{"lowKey": 0.5, "highKey": 8, "replicas": []}`, &typ},
+		{`{"replicas": "none"}`, &typ},
+	} {
+		_, err := etcdsource.DecodeEntry([]byte(tc.value))
+		if err == nil || !errors.As(err, tc.as) {
+			t.Errorf("DecodeEntry(%s) = %v, want an error that is a %v", tc.value, err, reflect.TypeOf(tc.as).Elem())
+		}
 	}
 }
 

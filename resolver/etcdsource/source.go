@@ -23,7 +23,7 @@ import (
 const (
 	DefaultRequestTimeout = 2 * time.Second
 	DefaultProbeInterval  = 2 * time.Second
-	DefaultBackoffMin     = 100 * time.Millisecond
+	DefaultBackoffMin     = 100 * time.Millisecond //nolint:revive // Min is minimum, not minutes: the default of Options.BackoffMin is named after it
 	DefaultBackoffMax     = 5 * time.Second
 )
 
@@ -143,7 +143,7 @@ func New(opts Options) (*Source, error) {
 					opts.Registerer.Unregister(done)
 				}
 				s.Close()
-				return nil, fmt.Errorf("etcd naming source metrics: %v", err)
+				return nil, fmt.Errorf("etcd naming source metrics: %w", err)
 			}
 		}
 	}
@@ -156,7 +156,7 @@ func New(opts Options) (*Source, error) {
 func Dial(endpoints []string, dialTimeout time.Duration) (*clientv3.Client, error) {
 	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: dialTimeout, Logger: zap.NewNop()})
 	if err != nil {
-		return nil, fmt.Errorf("etcd %v: %v", endpoints, err)
+		return nil, fmt.Errorf("etcd %v: %w", endpoints, err)
 	}
 	return c, nil
 }
@@ -489,7 +489,7 @@ func (s *Source) backoff(attempt int) time.Duration {
 		d *= 2
 	}
 	d = min(d, s.opts.BackoffMax)
-	return d - time.Duration(rand.Int64N(int64(d)/5+1))
+	return d - time.Duration(rand.Int64N(int64(d)/5+1)) //nolint:gosec // jitter only spreads retries out: it needs no unpredictability
 }
 
 // wait waits d or until ctx ends, and reports whether to go on.

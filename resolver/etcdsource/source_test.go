@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"reflect"
@@ -632,6 +633,57 @@ func TestFailoverRefusesAnInvalidResult(t *testing.T) {
 	}
 	if e := getEntry(t, c, "services/regions/partitions/eu"); e.Replicas[0].Role != "primary" {
 		t.Errorf("the failover was written: %+v", e.Replicas)
+	}
+}
+
+// The errors of the package keep their cause, for a caller to tell with errors.Is and
+// errors.As what went wrong beneath the message.
+func TestErrorsKeepTheirCause(t *testing.T) {
+	if _, err := etcdsource.Dial(nil, time.Second); !errors.Is(err, clientv3.ErrNoAvailableEndpoints) {
+		t.Errorf("Dial with no endpoints: %v, want clientv3.ErrNoAvailableEndpoints", err)
+	}
+
+	srv := etcdtest.StartTestServer(t)
+	c := srv.Client()
+	cfg, _ := writeExample(t, c)
+
+	// A second source on the registry of the first cannot register its metrics.
+	h := newHarness(t, fastOptions(c), cfg)
+	opts := fastOptions(c)
+	opts.Registerer = h.reg
+	var dup prometheus.AlreadyRegisteredError
+	if _, err := etcdsource.New(opts); !errors.As(err, &dup) {
+		t.Errorf("New on a registry that has the metrics: %v, want a prometheus.AlreadyRegisteredError", err)
+	}
+
+	// A failover of a partition whose value is not JSON says what the decoder found.
+	put(t, c, "services/settings/partitions/singleton", `replicas: []`)
+	var syntax *json.SyntaxError
+	if _, err := etcdsource.Failover(ctx(t), c, "", cfg, "settings", "singleton", "127.0.0.1:8099"); !errors.As(err, &syntax) {
+		t.Errorf("failover of a partition that is not JSON: %v, want a *json.SyntaxError", err)
+	}
+
+	// Initial given up waits for a valid view: the error is the context's, and the last
+	// reason the view was refused. The backoff is long, so that the cancellation comes while
+	// Initial waits rather than in the middle of a read.
+	opts = fastOptions(c)
+	opts.BackoffMin, opts.BackoffMax = time.Minute, time.Minute
+	h = newHarness(t, opts, cfg)
+	initialCtx, cancel := context.WithCancel(ctx(t))
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.src.Initial(initialCtx, cfg)
+		done <- err
+	}()
+	waitFor(t, 10*time.Second, "Initial waits for a valid view", func() bool {
+		return strings.Contains(h.log.String(), "waiting for the etcd naming view")
+	})
+	cancel()
+	err := <-done
+	var invalid *config.Errors
+	if !errors.Is(err, context.Canceled) || !errors.As(err, &invalid) {
+		t.Errorf("Initial cancelled: %v, want context.Canceled and the *config.Errors of the view", err)
 	}
 }
 

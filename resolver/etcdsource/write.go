@@ -1,6 +1,7 @@
 package etcdsource
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sort"
@@ -88,7 +89,7 @@ func Write(ctx context.Context, c *clientv3.Client, prefix string, view *resolve
 		res := WriteResult{Revision: ct.Revision}
 		var ops []clientv3.Op
 		for _, k := range sortedKeys(want) {
-			if old, ok := ct.KVs[k]; ok && string(old) == string(want[k]) {
+			if old, ok := ct.KVs[k]; ok && bytes.Equal(old, want[k]) {
 				res.Unchanged++
 				continue
 			}
@@ -238,7 +239,7 @@ func findPartition(ct *Content, svc *config.Service, partition string) (key stri
 		e, decErr := DecodeEntry(ct.KVs[k])
 		if decErr != nil {
 			if segment == partition {
-				return "", resolver.PartitionEntry{}, nil, fmt.Errorf("%s%s: %v", ct.Prefix, k, decErr)
+				return "", resolver.PartitionEntry{}, nil, fmt.Errorf("%s%s: %w", ct.Prefix, k, decErr)
 			}
 			continue
 		}

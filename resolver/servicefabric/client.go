@@ -277,19 +277,19 @@ func (c *Client) attempt(ctx context.Context, op, target, u string) ([]byte, *Ga
 
 	actx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(actx, http.MethodGet, u, nil)
+	req, err := http.NewRequestWithContext(actx, http.MethodGet, u, http.NoBody)
 	if err != nil {
 		return nil, &GatewayError{Op: op, Target: target, Err: err}
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, &GatewayError{Op: op, Target: target, Err: transportError(err, ctx, actx, c.timeout)}
+		return nil, &GatewayError{Op: op, Target: target, Err: transportError(ctx, actx, err, c.timeout)}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
 	if err != nil {
-		return nil, &GatewayError{Op: op, Target: target, Err: transportError(err, ctx, actx, c.timeout)}
+		return nil, &GatewayError{Op: op, Target: target, Err: transportError(ctx, actx, err, c.timeout)}
 	}
 	if len(body) > maxResponseBytes {
 		return nil, &GatewayError{Op: op, Target: target, StatusCode: resp.StatusCode, Message: fmt.Sprintf("answer exceeds %d bytes", maxResponseBytes)}
@@ -328,7 +328,7 @@ func quoteCode(code string) string {
 // transportError says plainly which deadline a request ran into, which the http package
 // reports only as a context error: the caller's (the call is abandoned) or the request's own
 // timeout (the gateway was too slow, and the request may be retried).
-func transportError(err error, ctx, actx context.Context, timeout time.Duration) error {
+func transportError(ctx, actx context.Context, err error, timeout time.Duration) error {
 	switch {
 	case ctx.Err() != nil:
 		return fmt.Errorf("abandoned: %w", ctx.Err())

@@ -34,7 +34,7 @@ func (s *Source) Initial(ctx context.Context, cfg *config.Config) (resolver.Snap
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return resolver.Snapshot{}, fmt.Errorf("service fabric naming view: %w (last error: %v)", ctx.Err(), err)
+			return resolver.Snapshot{}, fmt.Errorf("service fabric naming view: %w (last error: %w)", ctx.Err(), err)
 		case <-t.C:
 		}
 		wait = min(2*wait, initialWaitMax)

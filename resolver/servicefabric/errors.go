@@ -103,9 +103,9 @@ func addressErrorf(published, format string, args ...any) *AddressError {
 // quote renders text that came from the gateway for a message: quoted, escaped and cut short,
 // since it may end up in logs and in the body of a 503 answer.
 func quote(s string) string {
-	const max = 120
-	if len(s) > max {
-		s = s[:max] + "..."
+	const limit = 120
+	if len(s) > limit {
+		s = s[:limit] + "..."
 	}
 	return strconv.QuoteToASCII(s)
 }

@@ -526,7 +526,7 @@ func ShouldReresolve(status int, header http.Header) bool {
 // ObserveUpstream implements resolver.UpstreamListener: it applies ShouldReresolve to the
 // response of a request routed to partition index of svc and, when the rule holds, calls
 // Invalidate, whose rate limit applies. It reports whether a re-resolution was accepted.
-func (s *Source) ObserveUpstream(svc *config.Service, index int, status int, headers keying.Headers) bool {
+func (s *Source) ObserveUpstream(svc *config.Service, index, status int, headers keying.Headers) bool {
 	if svc == nil || status < 400 {
 		return false
 	}

@@ -3,6 +3,7 @@ package servicefabric
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"reflect"
@@ -435,6 +436,41 @@ func TestResolverDecision(t *testing.T) {
 	d = r.Resolve(context.Background(), &keying.Request{Method: "GET", Path: "/api/catalog/items"})
 	if d.Err != nil || d.Partition.ID != catalog || d.Role != resolver.RolePrimary {
 		t.Fatalf("stateless decision %+v", d)
+	}
+}
+
+// cancelOn is a log handler that cancels a context when a given message is logged, for a test
+// to end a retry loop at a known point.
+type cancelOn struct {
+	msg    string
+	cancel context.CancelFunc
+}
+
+func (h cancelOn) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h cancelOn) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.cancel()
+	}
+	return nil
+}
+
+func (h cancelOn) WithAttrs([]slog.Attr) slog.Handler { return h }
+
+func (h cancelOn) WithGroup(string) slog.Handler { return h }
+
+// Initial given up is the context's error, and the gateway's last answer.
+func TestInitialGivenUpKeepsTheLastError(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	env := newEnv(t, nil, func(o *SourceOptions) {
+		o.Log = slog.New(cancelOn{msg: "waiting for the Service Fabric gateway", cancel: cancel})
+	})
+	env.gw.on("/Services/shop~users/$/GetPartitions", reply{status: 503, file: "error-service-offline.json"})
+	_, err := env.src.Initial(ctx, env.cfg)
+	var ge *GatewayError
+	if !errors.Is(err, context.Canceled) || !errors.As(err, &ge) || ge.StatusCode != 503 || ge.Code != "FABRIC_E_SERVICE_OFFLINE" {
+		t.Fatalf("Initial cancelled: %v, want context.Canceled and the gateway's 503 FABRIC_E_SERVICE_OFFLINE", err)
 	}
 }
 

@@ -144,10 +144,10 @@ func (s *TestServer) start() error {
 		return fmt.Errorf("etcd at %s is already running", s.Endpoint)
 	}
 	log := &lockedBuffer{}
-	cmd := exec.Command(s.binary, s.args...)
+	cmd := exec.Command(s.binary, s.args...) //nolint:gosec // the etcd binary the test found, with arguments the server makes itself
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting %s: %v", s.binary, err)
+		return fmt.Errorf("starting %s: %w", s.binary, err)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -159,7 +159,7 @@ func (s *TestServer) start() error {
 	if err := waitHealthy(s.Endpoint, done, 30*time.Second); err != nil {
 		_ = cmd.Process.Kill() // it may have exited already
 		<-done
-		return fmt.Errorf("etcd at %s: %v; its log:\n%s", s.Endpoint, err, log.String())
+		return fmt.Errorf("etcd at %s: %w; its log:\n%s", s.Endpoint, err, log.String())
 	}
 	s.cmd, s.done, s.log = cmd, done, log
 	return nil
