@@ -165,7 +165,7 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 		return err
 	}
 	bootPath := filepath.Join(work, "envoy.yaml")
-	if err := os.WriteFile(bootPath, bootYAML, 0o644); err != nil {
+	if err := os.WriteFile(bootPath, bootYAML, 0o600); err != nil {
 		return err
 	}
 	envoyLogPath := filepath.Join(work, "envoy.log")
@@ -276,10 +276,11 @@ func writeDemoFiles(work, src, srcName string, cfg *config.Config, played *resol
 	}
 	header := "# The configuration the demo runs partroute with: " + srcName + ",\n# listening on the demo's own ports and naming its naming.yaml.\n"
 	cfgPath := filepath.Join(work, "partroute.yaml")
-	if err := os.WriteFile(filepath.Join(work, "naming.yaml"), naming, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(work, "naming.yaml"), naming, 0o600); err != nil {
 		return "", err
 	}
-	if err := os.WriteFile(cfgPath, append([]byte(header), copied...), 0o644); err != nil {
+	// cfgPath is in the demo's own work folder, made by os.MkdirTemp.
+	if err := os.WriteFile(cfgPath, append([]byte(header), copied...), 0o600); err != nil { //nolint:gosec // a path of the demo's own making
 		return "", err
 	}
 	return cfgPath, nil
@@ -351,7 +352,10 @@ func setScalarField(m *yaml.Node, key, value string) {
 // file, which holds the backends' ports: a process that answers with it is the partroute
 // this demo started and no other. The server stopping (stopped closed, with its error in
 // *stopErr) ends the wait at once.
-func waitPartroute(parent context.Context, admin, viewVersion string, stopped <-chan struct{}, stopErr *error, timeout time.Duration) error {
+//
+// stopErr is a pointer because the server's goroutine writes the error after the wait has
+// started; it is read only once stopped is closed.
+func waitPartroute(parent context.Context, admin, viewVersion string, stopped <-chan struct{}, stopErr *error, timeout time.Duration) error { //nolint:gocritic // see stopErr above
 	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	client := &http.Client{Timeout: time.Second}
@@ -362,7 +366,7 @@ func waitPartroute(parent context.Context, admin, viewVersion string, stopped <-
 	for {
 		select {
 		case <-stopped:
-			return fmt.Errorf("partroute stopped: %v", *stopErr)
+			return fmt.Errorf("partroute stopped: %w", *stopErr)
 		case <-ctx.Done():
 			if err := parent.Err(); err != nil {
 				return err
@@ -420,7 +424,7 @@ func waitEnvoy(ctx context.Context, envoy *envoyconfig.Envoy, admin, bootPath st
 
 // httpGet returns the status and body of a GET of url.
 func httpGet(ctx context.Context, client *http.Client, url string) (int, string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, http.NoBody)
 	if err != nil {
 		return 0, "", err
 	}
@@ -551,11 +555,12 @@ func withKey(s sample, src keying.Source, key string) sample {
 		var b strings.Builder
 		for _, seg := range strings.Split(strings.TrimPrefix(src.Name, "/"), "/") {
 			b.WriteByte('/')
-			if strings.HasPrefix(seg, "{") {
+			switch {
+			case strings.HasPrefix(seg, "{"):
 				b.WriteString(key)
-			} else if seg == "*" {
+			case seg == "*":
 				b.WriteString("x")
-			} else {
+			default:
 				b.WriteString(seg)
 			}
 		}

@@ -165,7 +165,7 @@ func TestServiceFabricThroughEnvoy(t *testing.T) {
 	}
 
 	send := func(method, query string) (int, string) {
-		req, _ := http.NewRequest(method, "http://"+ports[3]+"/app/orders/items?"+query, nil)
+		req, _ := http.NewRequest(method, "http://"+ports[3]+"/app/orders/items?"+query, http.NoBody)
 		resp, err := f.client.Do(req)
 		if err != nil {
 			t.Fatal(err)

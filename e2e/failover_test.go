@@ -215,7 +215,7 @@ func (f *failoverStack) steadyWrites(rate int, d, changeAfter time.Duration, cha
 		go func(key int) {
 			defer wg.Done()
 			w := writeResult{sent: time.Now()}
-			req, _ := http.NewRequest("PUT", fmt.Sprintf("http://%s/api/orders/%d", f.envoy, key%50), nil)
+			req, _ := http.NewRequest("PUT", fmt.Sprintf("http://%s/api/orders/%d", f.envoy, key%50), http.NoBody)
 			resp, err := f.client.Do(req)
 			w.done = time.Now()
 			if err == nil {

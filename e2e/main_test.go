@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -48,8 +49,8 @@ func cli(tb testing.TB, args ...string) cliResult {
 	err := cmd.Run()
 	code := 0
 	if err != nil {
-		exit, ok := err.(*exec.ExitError)
-		if !ok {
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) {
 			tb.Fatalf("running partroute %q: %v", args, err)
 		}
 		code = exit.ExitCode()

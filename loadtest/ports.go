@@ -46,7 +46,7 @@ func WaitHTTP(ctx context.Context, url string, failed <-chan error) error {
 		}
 		select {
 		case err := <-failed:
-			return fmt.Errorf("server stopped: %v", err)
+			return fmt.Errorf("server stopped: %w", err)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -112,7 +113,7 @@ func TestRunRunsAndDrains(t *testing.T) {
 		if err := stream.CloseSend(); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := stream.Recv(); err != io.EOF {
+		if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
 			t.Errorf("the stream ended with %v, want io.EOF", err)
 		}
 		return resp.GetDynamicMetadata().GetFields()["envoy.lb"].GetStructValue().GetFields()["partition"].GetStringValue()
@@ -240,7 +241,7 @@ func TestRunBrokenReloadKeepsServing(t *testing.T) {
 }
 
 // requestSeriesLine is the exposition line of a request counter of service and code at zero.
-func requestSeriesLine(service string, code string) string {
+func requestSeriesLine(service, code string) string {
 	return `partroute_extproc_requests_total{code="` + code + `",service="` + service + `"} 0`
 }
 

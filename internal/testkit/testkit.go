@@ -130,7 +130,7 @@ func CopyExamples(tb testing.TB) string {
 			tb.Fatal(err)
 		}
 		text := strings.NewReplacer("127.0.0.1:50051", "127.0.0.1:0", "127.0.0.1:9901", "127.0.0.1:0").Replace(string(data))
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil { //nolint:gosec // the test's own temporary directory
 			tb.Fatal(err)
 		}
 	}
