@@ -42,7 +42,7 @@ FUZZ_TARGETS := \
 	./resolver/servicefabric:FuzzParseAddress \
 	./resolver/servicefabric:FuzzDecodeResolution
 
-.PHONY: all build test e2e bench loadtest fuzz lint lint-pending demo ci deps envoy etcd clean
+.PHONY: all build test e2e bench loadtest fuzz lint demo ci deps envoy etcd clean
 
 all: build
 
@@ -129,24 +129,12 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) $$pkg; \
 	done
 
-# LINT_PENDING are the packages that golangci-lint's full set (.golangci.yml) does not pass yet:
-# `make lint` holds them to the standard set (staticcheck, errcheck, govet, ineffassign,
-# unused) meanwhile, and `make lint-pending` lists what the full set finds there. A package
-# leaves this list in the change that fixes its findings.
-LINT_PENDING := ./cmd/...
-LINT_PENDING_DIRS := $(patsubst ./%/...,%,$(LINT_PENDING))
-LINT_FULL = $(filter-out $(foreach d,$(LINT_PENDING_DIRS),$(MODULE)/$(d) $(MODULE)/$(d)/%),$(shell $(GO) list ./...))
-
 # lint fails on any finding: gofmt, an untidy go.mod or go.sum, go vet, golangci-lint.
 lint: $(GOLANGCI_LINT)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) mod tidy -diff
 	$(GO) vet ./...
-	$(GOLANGCI_LINT) run $(patsubst $(MODULE)/%,./%,$(LINT_FULL))
-	$(GOLANGCI_LINT) run --default standard --enable-only errcheck,govet,ineffassign,staticcheck,unused $(LINT_PENDING)
-
-lint-pending: $(GOLANGCI_LINT)
-	$(GOLANGCI_LINT) run $(LINT_PENDING)
+	$(GOLANGCI_LINT) run ./...
 
 # DEMO_FLAGS are added to `partroute demo`'s: `make demo DEMO_FLAGS=-once` stops after the table.
 DEMO_FLAGS ?=

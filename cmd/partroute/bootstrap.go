@@ -94,7 +94,9 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	if err := os.WriteFile(*out, doc.Bytes(), 0o644); err != nil {
+	// The bootstrap is read by Envoy, which often runs as another user: it is world-readable,
+	// as configuration files are.
+	if err := os.WriteFile(*out, doc.Bytes(), 0o644); err != nil { //nolint:gosec // see above
 		fmt.Fprintln(stderr, err)
 		return 1
 	}

@@ -269,7 +269,7 @@ func startProfiles(f *loadFlags) (stop func() error, err error) {
 		if f.memProfile == "" {
 			return nil
 		}
-		mem, err := os.Create(f.memProfile)
+		mem, err := os.Create(f.memProfile) //nolint:gosec // the operator names the profile's path
 		if err != nil {
 			return err
 		}
@@ -412,7 +412,8 @@ func writeReports(rep *loadtest.Report, dir, name string, stdout io.Writer) erro
 	if dir == "" {
 		return nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// Reports are for people to read and share: the folder is world-readable, like `make`'s.
+	if err := os.MkdirAll(dir, 0o755); err != nil { //nolint:gosec // see above
 		return err
 	}
 	for ext, write := range map[string]func(io.Writer, *loadtest.Report) error{
@@ -612,7 +613,7 @@ func (s *loadStack) startExtProc(ctx context.Context, name string, replicas []st
 	switch name {
 	case serverPartroute:
 		dir := filepath.Join(s.work, name)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return "", nil, err
 		}
 		cfgPath, err := s.f.scenario().WriteFiles(dir, addr, admin, replicas)
@@ -723,7 +724,7 @@ func (s *loadStack) startEnvoy(ctx context.Context, name, extproc string, replic
 		return "", err
 	}
 	dir := filepath.Join(s.work, "envoy-"+name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return "", err
 	}
 	cfgPath, err := s.f.scenario().WriteFiles(dir, ports[2], ports[3], replicas)
@@ -745,7 +746,7 @@ func (s *loadStack) startEnvoy(ctx context.Context, name, extproc string, replic
 		return "", err
 	}
 	bootPath := filepath.Join(dir, "envoy.yaml")
-	if err := os.WriteFile(bootPath, y, 0o644); err != nil {
+	if err := os.WriteFile(bootPath, y, 0o600); err != nil {
 		return "", err
 	}
 	logFile, err := os.Create(filepath.Join(dir, "envoy.log"))
