@@ -19,22 +19,9 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/internal/testkit/example"
 	"github.com/partroute/partroute/resolver"
 )
-
-// loadExample loads the shipped example configuration and naming view.
-func loadExample(t *testing.T) (*config.Config, *resolver.View) {
-	t.Helper()
-	cfg, err := config.Load(filepath.Join("examples", "partroute.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	view, err := resolver.LoadViewFile(cfg.Naming.File, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg, view
-}
 
 // featureConfig exercises what the example does not: exact and wildcard authorities that
 // share a path, a body-keyed service, a prefix ending in "/", a service matching every path,
@@ -161,7 +148,7 @@ func unpack(t *testing.T, b *bootstrapv3.Bootstrap) parts {
 }
 
 func TestBootstrapExampleClusters(t *testing.T) {
-	cfg, view := loadExample(t)
+	cfg, view := example.Load(t)
 	p := unpack(t, mustBootstrap(t, cfg, view, Options{}))
 
 	want := []string{ExtProcCluster}
@@ -242,7 +229,7 @@ func TestBootstrapExampleClusters(t *testing.T) {
 func itoa(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
 
 func TestBootstrapExtProcCluster(t *testing.T) {
-	cfg, view := loadExample(t)
+	cfg, view := example.Load(t)
 	p := unpack(t, mustBootstrap(t, cfg, view, Options{}))
 	c := p.clusters[ExtProcCluster]
 	if c.GetType() != clusterv3.Cluster_STATIC || c.GetConnectTimeout().AsDuration() != time.Second {
@@ -298,7 +285,7 @@ func TestBootstrapExtProcCluster(t *testing.T) {
 }
 
 func TestBootstrapExtProcFilter(t *testing.T) {
-	cfg, view := loadExample(t)
+	cfg, view := example.Load(t)
 	p := unpack(t, mustBootstrap(t, cfg, view, Options{}))
 	ep := p.extProc
 	if ep.GetFailureModeAllow() {
@@ -336,7 +323,7 @@ func TestBootstrapExtProcFilter(t *testing.T) {
 }
 
 func TestBootstrapRouteOrder(t *testing.T) {
-	for _, load := range []func(*testing.T) (*config.Config, *resolver.View){loadExample, loadFeatures} {
+	for _, load := range []func(*testing.T) (*config.Config, *resolver.View){func(t *testing.T) (*config.Config, *resolver.View) { return example.Load(t) }, loadFeatures} {
 		cfg, view := load(t)
 		p := unpack(t, mustBootstrap(t, cfg, view, Options{}))
 		var got, want []string
@@ -433,7 +420,7 @@ func TestBootstrapBodyKeyedRoutesBuffer(t *testing.T) {
 }
 
 func TestBootstrapRetry(t *testing.T) {
-	cfg, view := loadExample(t)
+	cfg, view := example.Load(t)
 	p := unpack(t, mustBootstrap(t, cfg, view, Options{}))
 	for _, r := range p.routes {
 		if r.GetRoute().GetRetryPolicy() != nil {
@@ -588,7 +575,7 @@ services: [{name: s, match: {authority: "`+pattern+`"}, partitioning: {scheme: s
 }
 
 func TestBootstrapErrors(t *testing.T) {
-	cfg, view := loadExample(t)
+	cfg, view := example.Load(t)
 	for _, tc := range []struct {
 		name string
 		opts Options
@@ -630,7 +617,7 @@ services: [{name: partroute_extproc, partitioning: {scheme: singleton}}]
 // when an authority is long enough to need it (Envoy's validate mode proves the limit is high
 // enough, in TestEnvoyValidatesBootstraps).
 func TestBootstrapRegexLimit(t *testing.T) {
-	cfg, view := loadExample(t)
+	cfg, view := example.Load(t)
 	if rt := mustBootstrap(t, cfg, view, Options{}).GetLayeredRuntime(); rt != nil {
 		t.Errorf("the example's short authority needs no runtime override, got %v", rt)
 	}

@@ -17,6 +17,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/partroute/partroute/internal/testkit/example"
 )
 
 // regenerate is the command that rewrites the shipped bootstrap from the example files.
@@ -78,7 +80,7 @@ func TestParseYAMLRejectsUnknownFields(t *testing.T) {
 }
 
 func TestValidateLooksIntoTypedConfigs(t *testing.T) {
-	cfg, view := loadExample(t)
+	cfg, view := example.Load(t)
 	b := mustBootstrap(t, cfg, view, Options{})
 	if err := Validate(b); err != nil {
 		t.Fatal(err)
@@ -140,7 +142,7 @@ func TestShippedYAMLs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, view := loadExample(t)
+	cfg, view := example.Load(t)
 	want := mustBootstrap(t, cfg, view, Options{})
 	if !proto.Equal(want, shipped) {
 		t.Errorf("envoy.yaml is not the bootstrap of the example files; regenerate it from the repository root with\n  %s\n%s", regenerate, yamlDiff(t, want, shipped))

@@ -1,13 +1,11 @@
 package resolver
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,25 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/internal/testkit"
 )
-
-// fnLog collects a source's log; Watch logs from its own goroutine.
-type fnLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *fnLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *fnLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
 
 // fnFixture is a file naming source over a copy of the example naming file.
 type fnFixture struct {
@@ -41,7 +22,7 @@ type fnFixture struct {
 	namingText string
 	src        *FileNaming
 	reg        *prometheus.Registry
-	log        *fnLog
+	log        *testkit.LogBuffer
 }
 
 func newFNFixture(t *testing.T) *fnFixture {
@@ -64,7 +45,7 @@ func newFNFixture(t *testing.T) *fnFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fnFixture{cfg: cfg, namingText: string(data), reg: prometheus.NewRegistry(), log: &fnLog{}}
+	f := &fnFixture{cfg: cfg, namingText: string(data), reg: prometheus.NewRegistry(), log: &testkit.LogBuffer{}}
 	f.src = NewFileNaming(time.Millisecond, NewSourceMetrics(f.reg), slog.New(slog.NewTextHandler(f.log, nil)))
 	return f
 }

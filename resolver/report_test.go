@@ -5,14 +5,15 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/partroute/partroute/internal/testkit/example"
 	"github.com/partroute/partroute/keying"
 	"github.com/partroute/partroute/resolver"
 )
 
 // TestDecisionReport pins the JSON that `partroute resolve` prints and /debug/resolve serves.
 func TestDecisionReport(t *testing.T) {
-	cfg, view := loadExample(t)
-	tcfg, tview := loadPair(t, "testdata/partroute.yaml", "testdata/naming.yaml")
+	cfg, view := example.Load(t)
+	tcfg, tview := example.LoadPair(t, "testdata/partroute.yaml", "testdata/naming.yaml")
 	example := resolver.New(&resolver.State{Config: cfg, Naming: view})
 	other := resolver.New(&resolver.State{Config: tcfg, Naming: tview})
 	cases := []struct {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/internal/testkit/example"
 	"github.com/partroute/partroute/keying"
 	"github.com/partroute/partroute/resolver"
 )
@@ -126,9 +127,9 @@ const (
 )
 
 func TestResolve(t *testing.T) {
-	cfg, view := loadExample(t)
+	cfg, view := example.Load(t)
 	sick := unhealthyView(t, cfg)
-	tcfg, tview := loadPair(t, "testdata/partroute.yaml", "testdata/naming.yaml")
+	tcfg, tview := example.LoadPair(t, "testdata/partroute.yaml", "testdata/naming.yaml")
 	const (
 		usersMissing = `no partition key in the request; looked in path "/api/users/{id}", header "x-user-id", query "user"`
 		sessions0    = "sessions/-9223372036854775808:-1"
@@ -252,7 +253,7 @@ func (f fakeNaming) Partition(context.Context, *config.Service, keying.Key) (*re
 }
 
 func TestResolveNamingFailure(t *testing.T) {
-	cfg, _ := loadExample(t)
+	cfg, _ := example.Load(t)
 	own := &resolver.Error{Code: resolver.PartitionUnavailable, Message: "partition users-0 is being moved"}
 	cases := []struct {
 		name string
@@ -300,7 +301,7 @@ func TestResolveNamingFailure(t *testing.T) {
 }
 
 func TestResolverSwap(t *testing.T) {
-	cfg, view := loadExample(t)
+	cfg, view := example.Load(t)
 	first := &resolver.State{Config: cfg, Naming: view}
 	r := resolver.New(first)
 	if r.State() != first {
@@ -321,7 +322,7 @@ func TestResolverSwap(t *testing.T) {
 }
 
 func TestResolveDoesNotAllocate(t *testing.T) {
-	cfg, view := loadExample(t)
+	cfg, view := example.Load(t)
 	r := resolver.New(&resolver.State{Config: cfg, Naming: view})
 	ctx := context.Background()
 	cases := []struct {
@@ -347,7 +348,7 @@ func TestResolveDoesNotAllocate(t *testing.T) {
 }
 
 func BenchmarkResolve(b *testing.B) {
-	cfg, view := loadExample(b)
+	cfg, view := example.Load(b)
 	r := resolver.New(&resolver.State{Config: cfg, Naming: view})
 	ctx := context.Background()
 	req := request("GET", "api.example.com", "/api/users", "x-user-id", "17")

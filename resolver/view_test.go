@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/internal/testkit/example"
 	"github.com/partroute/partroute/keying"
 	"github.com/partroute/partroute/resolver"
 )
@@ -22,26 +23,6 @@ const (
 	exampleConfig = "../envoy-config/examples/partroute.yaml"
 	exampleNaming = "../envoy-config/examples/naming.yaml"
 )
-
-// loadExample loads the example configuration and naming view.
-func loadExample(t testing.TB) (*config.Config, *resolver.View) {
-	t.Helper()
-	return loadPair(t, exampleConfig, exampleNaming)
-}
-
-// loadPair loads a configuration and a naming view that must be valid.
-func loadPair(t testing.TB, cfgPath, namingPath string) (*config.Config, *resolver.View) {
-	t.Helper()
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	view, err := resolver.LoadViewFile(namingPath, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg, view
-}
 
 // readFile returns a file's content or stops the test.
 func readFile(t testing.TB, path string) string {
@@ -92,7 +73,7 @@ func down(r resolver.Replica) resolver.Replica {
 }
 
 func TestParseViewExample(t *testing.T) {
-	cfg, view := loadExample(t)
+	cfg, view := example.Load(t)
 	data := readFile(t, exampleNaming)
 	sum := sha256.Sum256([]byte(data))
 	if want := hex.EncodeToString(sum[:8]); view.Version != want {
@@ -148,8 +129,8 @@ func TestParseViewExample(t *testing.T) {
 }
 
 func TestViewPartitionUnknownService(t *testing.T) {
-	_, view := loadExample(t)
-	other, _ := loadPair(t, "testdata/partroute.yaml", "testdata/naming.yaml")
+	_, view := example.Load(t)
+	other, _ := example.LoadPair(t, "testdata/partroute.yaml", "testdata/naming.yaml")
 	_, err := view.Partition(context.Background(), other.Service("orders"), keying.Key{})
 	if err == nil || !strings.Contains(err.Error(), "has no partition 0 of service orders") || !strings.Contains(err.Error(), view.Version) {
 		t.Errorf("error = %v, want one naming the view version, partition and service", err)
@@ -157,7 +138,7 @@ func TestViewPartitionUnknownService(t *testing.T) {
 }
 
 func TestParseViewDefaults(t *testing.T) {
-	_, view := loadPair(t, "testdata/partroute.yaml", "testdata/naming.yaml")
+	_, view := example.LoadPair(t, "testdata/partroute.yaml", "testdata/naming.yaml")
 	orders := view.Services["orders"].Partitions
 	var ids []string
 	for _, p := range orders {
@@ -195,7 +176,7 @@ func TestDefaultPartitionID(t *testing.T) {
 }
 
 func TestViewVersion(t *testing.T) {
-	cfg, _ := loadExample(t)
+	cfg, _ := example.Load(t)
 	data := readFile(t, exampleNaming)
 	parse := func(doc string) string {
 		t.Helper()
@@ -516,7 +497,7 @@ func TestParseViewReportsEveryError(t *testing.T) {
 // A view fits only the configuration whose schemes it has: one built for an earlier
 // configuration is told apart service by service.
 func TestViewFits(t *testing.T) {
-	cfg, view := loadExample(t)
+	cfg, view := example.Load(t)
 	if err := view.Fits(cfg); err != nil {
 		t.Fatalf("the example view does not fit its configuration: %v", err)
 	}

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -16,26 +15,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/internal/testkit"
 	"github.com/partroute/partroute/resolver"
 )
-
-// lockedLog collects a log written from the watcher's goroutine.
-type lockedLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
 
 // TestConfigWatcher follows partroute.yaml through the cases a reload meets: a change, broken
 // content (counted and logged once over many polls), a refusal (offered again after a wait,
@@ -67,7 +49,7 @@ func TestConfigWatcher(t *testing.T) {
 	write(text)
 	reg := prometheus.NewRegistry()
 	metrics := resolver.NewSourceMetrics(reg)
-	logs := &lockedLog{}
+	logs := &testkit.LogBuffer{}
 	w := newConfigWatcher(path, metrics, slog.New(slog.NewTextHandler(logs, nil)))
 	if _, err := w.load(); err != nil {
 		t.Fatal(err)
@@ -127,7 +109,7 @@ func TestConfigWatcher(t *testing.T) {
 	}
 
 	write(strings.Replace(text, "count: 4", "count: 40", 1))
-	waitFor(t, "the broken configuration to be logged", func() bool { return strings.Contains(logs.String(), "configuration rejected") })
+	testkit.WaitFor(t, "the broken configuration to be logged", 10*time.Second, func() bool { return strings.Contains(logs.String(), "configuration rejected") })
 	if got := errorsCounted(); got != 1 {
 		t.Errorf("broken configuration counted %v errors, want 1", got)
 	}
@@ -153,20 +135,4 @@ func TestConfigWatcher(t *testing.T) {
 	next("SIGHUP")
 	cancel()
 	<-done
-}
-
-// waitFor checks cond on a ticker until it holds, failing the test after ten seconds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(10 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/partroute/partroute/internal/testkit/example"
 	"github.com/partroute/partroute/resolver"
 	"github.com/partroute/partroute/resolver/etcdsource"
 )
@@ -15,7 +16,7 @@ import (
 // prefix.
 func exampleKVs(t *testing.T) map[string][]byte {
 	t.Helper()
-	_, view := loadExample(t)
+	_, view := example.Load(t)
 	kvs := map[string][]byte{}
 	for service, list := range resolver.Entries(view) {
 		for i := range list {
@@ -34,7 +35,7 @@ func exampleKVs(t *testing.T) map[string][]byte {
 }
 
 func TestAssembleIsTheFileView(t *testing.T) {
-	cfg, file := loadExample(t)
+	cfg, file := example.Load(t)
 	kvs := exampleKVs(t)
 	v, err := etcdsource.Assemble(kvs, cfg, "test")
 	if err != nil {
@@ -65,7 +66,7 @@ func TestAssembleIsTheFileView(t *testing.T) {
 }
 
 func TestAssembleErrors(t *testing.T) {
-	cfg, _ := loadExample(t)
+	cfg, _ := example.Load(t)
 	for _, tc := range []struct {
 		name       string
 		key, value string // the key is set to the value, or deleted when delete is set

@@ -9,7 +9,6 @@ import (
 	"os"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +16,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/internal/testkit"
+	"github.com/partroute/partroute/internal/testkit/example"
 	"github.com/partroute/partroute/resolver"
 	"github.com/partroute/partroute/resolver/etcdsource"
 	"github.com/partroute/partroute/resolver/etcdsource/etcdtest"
@@ -28,19 +29,6 @@ const (
 	exampleNaming = "../../envoy-config/examples/naming.yaml"
 )
 
-func loadExample(t testing.TB) (*config.Config, *resolver.View) {
-	t.Helper()
-	cfg, err := config.Load(exampleConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	view, err := resolver.LoadViewFile(exampleNaming, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg, view
-}
-
 // ctx returns a context that ends with the test, bounded so that a hung etcd fails the test
 // rather than the whole run.
 func ctx(t testing.TB) context.Context {
@@ -49,46 +37,11 @@ func ctx(t testing.TB) context.Context {
 	return c
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(limit)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("%s: not within %v", what, limit)
-			return
-		case <-tick.C:
-		}
-	}
-}
-
-// syncBuffer is a log sink that the source's goroutine and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // harness is a Source under test with its registry, log and the views it handed out.
 type harness struct {
 	src   *etcdsource.Source
 	reg   *prometheus.Registry
-	log   *syncBuffer
+	log   *testkit.LogBuffer
 	views chan *resolver.View
 	cfg   *config.Config
 }
@@ -107,7 +60,7 @@ func fastOptions(c *clientv3.Client) etcdsource.Options {
 
 func newHarness(t testing.TB, opts etcdsource.Options, cfg *config.Config) *harness {
 	t.Helper()
-	h := &harness{reg: prometheus.NewRegistry(), log: &syncBuffer{}, views: make(chan *resolver.View, 16), cfg: cfg}
+	h := &harness{reg: prometheus.NewRegistry(), log: &testkit.LogBuffer{}, views: make(chan *resolver.View, 16), cfg: cfg}
 	opts.Metrics = resolver.NewSourceMetrics(h.reg)
 	opts.Registerer = h.reg
 	opts.Log = slog.New(slog.NewTextHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -230,7 +183,7 @@ func getEntry(t testing.TB, c *clientv3.Client, key string) resolver.PartitionEn
 // writeExample stores the example view and returns the configuration and the file's view.
 func writeExample(t testing.TB, c *clientv3.Client) (*config.Config, *resolver.View) {
 	t.Helper()
-	cfg, view := loadExample(t)
+	cfg, view := example.Load(t)
 	res, err := etcdsource.Write(ctx(t), c, "", view)
 	if err != nil {
 		t.Fatal(err)
@@ -342,7 +295,7 @@ func TestWatchAppliesAChange(t *testing.T) {
 
 	// The same content written again is an event but no new version: onView is not called.
 	rev = put(t, c, "services/users/partitions/0:8", e)
-	waitFor(t, 10*time.Second, "source reads the rewrite", func() bool { return h.src.Revision() >= rev })
+	testkit.WaitFor(t, "source reads the rewrite", 10*time.Second, func() bool { return h.src.Revision() >= rev })
 	h.noView(t)
 	if h.src.View() != v {
 		t.Errorf("after the rewrite the source serves %s, want %s", h.src.View().Version, v.Version)
@@ -383,7 +336,7 @@ func TestInvalidChangeKeepsTheView(t *testing.T) {
 	e := getEntry(t, c, "services/regions/partitions/eu")
 	e.Replicas[1].Role = "primary"
 	rev := put(t, c, "services/regions/partitions/eu", e)
-	waitFor(t, 10*time.Second, "the rejection is counted", func() bool {
+	testkit.WaitFor(t, "the rejection is counted", 10*time.Second, func() bool {
 		return h.src.Revision() >= rev && h.metric(t, "partroute_naming_reloads_total", "result=error") == 1
 	})
 	h.noView(t)
@@ -398,7 +351,7 @@ func TestInvalidChangeKeepsTheView(t *testing.T) {
 	// A second invalid state counts again; a key that disagrees with its value is named.
 	bad := getEntry(t, c, "services/users/partitions/9:17")
 	rev = put(t, c, "services/users/partitions/0:8", bad)
-	waitFor(t, 10*time.Second, "the second rejection is counted", func() bool {
+	testkit.WaitFor(t, "the second rejection is counted", 10*time.Second, func() bool {
 		return h.src.Revision() >= rev && h.metric(t, "partroute_naming_reloads_total", "result=error") == 2
 	})
 	if !strings.Contains(h.log.String(), `services/users/partitions/0:8: the key names partition \"0:8\" but its value describes partition \"9:17\"`) {
@@ -409,12 +362,12 @@ func TestInvalidChangeKeepsTheView(t *testing.T) {
 	}
 
 	// Putting the first content back is no new view: it is the one still served.
-	_, view := loadExample(t)
+	_, view := example.Load(t)
 	res, err := etcdsource.Write(ctx(t), c, "", view)
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "source reads the fix", func() bool { return h.src.Revision() >= res.Revision })
+	testkit.WaitFor(t, "source reads the fix", 10*time.Second, func() bool { return h.src.Revision() >= res.Revision })
 	h.noView(t)
 	if h.src.View() != first {
 		t.Errorf("the served view changed to %s", h.src.View().Version)
@@ -461,7 +414,7 @@ func TestCompactionForcesAFullRead(t *testing.T) {
 	if !strings.Contains(h.log.String(), "fell behind an etcd compaction") {
 		t.Errorf("the full read is not logged:\n%s", h.log.String())
 	}
-	waitFor(t, 10*time.Second, "back in sync", h.src.Healthy)
+	testkit.WaitFor(t, "back in sync", 10*time.Second, h.src.Healthy)
 
 	// The watch that follows the full read sees later changes.
 	e.Replicas = e.Replicas[:1]
@@ -481,7 +434,7 @@ func TestOutageKeepsTheViewAndRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.run(t)
-	waitFor(t, 10*time.Second, "in sync", h.src.Healthy)
+	testkit.WaitFor(t, "in sync", 10*time.Second, h.src.Healthy)
 
 	srv.Stop()
 	t.Cleanup(func() {
@@ -489,7 +442,7 @@ func TestOutageKeepsTheViewAndRecovers(t *testing.T) {
 			t.Logf("source log:\n%s", h.log.String())
 		}
 	})
-	waitFor(t, 10*time.Second, "source notices the outage", h.src.Stale)
+	testkit.WaitFor(t, "source notices the outage", 10*time.Second, h.src.Stale)
 	if h.src.Healthy() {
 		t.Error("Healthy while etcd is down")
 	}
@@ -499,7 +452,7 @@ func TestOutageKeepsTheViewAndRecovers(t *testing.T) {
 	if got := h.metric(t, "partroute_naming_source_up"); got != 0 {
 		t.Errorf("source_up = %v during the outage", got)
 	}
-	waitFor(t, 10*time.Second, "stale seconds grow", func() bool { return h.metric(t, "partroute_naming_stale_seconds") > 0 })
+	testkit.WaitFor(t, "stale seconds grow", 10*time.Second, func() bool { return h.metric(t, "partroute_naming_stale_seconds") > 0 })
 
 	srv.Start()
 	e := getEntry(t, c, "services/users/partitions/26:33")
@@ -509,7 +462,7 @@ func TestOutageKeepsTheViewAndRecovers(t *testing.T) {
 	if len(v.Services["users"].Partitions[3].Replicas) != 2 {
 		t.Errorf("change after the outage not applied: %+v", v.Services["users"].Partitions[3])
 	}
-	waitFor(t, 10*time.Second, "back in sync", func() bool { return h.src.Healthy() && !h.src.Stale() })
+	testkit.WaitFor(t, "back in sync", 10*time.Second, func() bool { return h.src.Healthy() && !h.src.Stale() })
 	if got := h.metric(t, "partroute_naming_stale_seconds"); got != 0 {
 		t.Errorf("stale_seconds = %v after recovery", got)
 	}
@@ -676,7 +629,7 @@ func TestErrorsKeepTheirCause(t *testing.T) {
 		_, err := h.src.Initial(initialCtx, cfg)
 		done <- err
 	}()
-	waitFor(t, 10*time.Second, "Initial waits for a valid view", func() bool {
+	testkit.WaitFor(t, "Initial waits for a valid view", 10*time.Second, func() bool {
 		return strings.Contains(h.log.String(), "waiting for the etcd naming view")
 	})
 	cancel()

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 
 	"github.com/partroute/partroute/cache"
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/internal/testkit"
 	"github.com/partroute/partroute/keying"
 	"github.com/partroute/partroute/resolver"
 )
@@ -65,7 +65,7 @@ type testEnv struct {
 	gw    *fakeGateway
 	src   *Source
 	cfg   *config.Config
-	clock *fakeClock
+	clock *testkit.Clock
 	reg   *prometheus.Registry
 	waits *waits
 }
@@ -74,7 +74,7 @@ func newEnv(t testing.TB, editClient func(*ClientOptions), editSource func(*Sour
 	t.Helper()
 	gw, srv := newGateway(t)
 	gw.standard()
-	env := &testEnv{gw: gw, cfg: loadConfig(t, testConfig), clock: newClock(), reg: prometheus.NewRegistry()}
+	env := &testEnv{gw: gw, cfg: loadConfig(t, testConfig), clock: testkit.NewClock(), reg: prometheus.NewRegistry()}
 	var c *Client
 	c, env.waits = testClient(t, srv.URL, env.reg, editClient)
 	opts := SourceOptions{
@@ -111,26 +111,6 @@ func replicaList(rs []resolver.Replica) []string {
 		out = append(out, s)
 	}
 	return out
-}
-
-// fakeClock is a clock that moves only when told to.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 func TestPartitionOfEachKind(t *testing.T) {
