@@ -35,32 +35,81 @@ func testOptions(cfgPath string, poll time.Duration, log *slog.Logger) Options {
 	return o
 }
 
-func TestRunRunsAndDrains(t *testing.T) {
-	// The example files, listening on ports the kernel picks: serve logs which.
-	dir := testkit.CopyExamples(t)
-	const drainDelay = 3 * time.Second
-	logs := &testkit.LogBuffer{}
-	hup := make(chan struct{}, 1)
-	opts := testOptions(filepath.Join(dir, "partroute.yaml"), time.Hour, slog.New(slog.NewTextHandler(logs, nil)))
-	opts.DrainDelay, opts.ShutdownTimeout, opts.Reload = drainDelay, 5*time.Second, hup
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	served := make(chan error, 1)
-	go func() { served <- Run(ctx, opts) }()
+// testServer is partroute run by a test, on a copy of the example files.
+type testServer struct {
+	dir            string
+	extproc, admin string
+	logs           *testkit.LogBuffer
+	reload         chan struct{}
+	cancel         context.CancelFunc
+	// exited is closed when Run has returned err.
+	exited chan struct{}
+	err    error
+}
 
-	var grpcAddr, adminAddr string
+// startServer runs partroute on a copy of the example files, with options edited by edit (nil
+// keeps testOptions'), and waits until it reports its listen addresses. A test that does not
+// stop it itself has it stopped, and its error checked, when it ends.
+func startServer(t *testing.T, edit func(*Options)) *testServer {
+	t.Helper()
+	s := &testServer{dir: testkit.CopyExamples(t), logs: &testkit.LogBuffer{}, reload: make(chan struct{}, 1), exited: make(chan struct{})}
+	o := testOptions(filepath.Join(s.dir, "partroute.yaml"), time.Hour, slog.New(slog.NewTextHandler(s.logs, nil)))
+	o.Reload = s.reload
+	if edit != nil {
+		edit(&o)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go func() { s.err = Run(ctx, o); close(s.exited) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-s.exited:
+			if s.err != nil {
+				t.Errorf("serve: %v", s.err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not return 30s after the test ended")
+		}
+		if t.Failed() {
+			t.Logf("partroute log:\n%s", s.logs)
+		}
+	})
 	testkit.WaitFor(t, "serve to report its addresses", 10*time.Second, func() bool {
 		select {
-		case err := <-served:
-			t.Fatalf("serve returned %v before serving; log:\n%s", err, logs)
+		case <-s.exited:
+			t.Fatalf("serve returned %v before serving; log:\n%s", s.err, s.logs)
 		default:
 		}
-		m := serveAddrs.FindStringSubmatch(logs.String())
+		m := serveAddrs.FindStringSubmatch(s.logs.String())
 		if m != nil {
-			grpcAddr, adminAddr = m[1], m[2]
+			s.extproc, s.admin = m[1], m[2]
 		}
 		return m != nil
 	})
+	return s
+}
+
+// editFile replaces the first old with replacement in the file at path.
+func editFile(t *testing.T, path, old, replacement string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), old) {
+		t.Fatalf("%q is not in %s", old, path)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(data), old, replacement, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRunRunsAndDrains(t *testing.T) {
+	const drainDelay = 3 * time.Second
+	var opts Options
+	srv := startServer(t, func(o *Options) { o.DrainDelay, o.ShutdownTimeout = drainDelay, 5*time.Second; opts = *o })
+	dir, logs, hup, cancel, grpcAddr, adminAddr := srv.dir, srv.logs, srv.reload, srv.cancel, srv.extproc, srv.admin
 	httpc := &http.Client{Timeout: 5 * time.Second}
 	readyz := func() int {
 		resp, err := httpc.Get("http://" + adminAddr + "/readyz")
@@ -131,27 +180,17 @@ func TestRunRunsAndDrains(t *testing.T) {
 	testkit.WaitFor(t, "/readyz to answer 503", drainDelay/2, func() bool { return readyz() == http.StatusServiceUnavailable })
 	// The requests of the drain are decided with the naming view as it is: partroute still
 	// follows its changes.
-	namingPath := filepath.Join(dir, "naming.yaml")
-	data, err := os.ReadFile(namingPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(namingPath, []byte(strings.Replace(string(data), "id: users-1\n", "id: users-1-moved\n", 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	editFile(t, filepath.Join(dir, "naming.yaml"), "id: users-1\n", "id: users-1-moved\n")
 	hup <- struct{}{}
 	testkit.WaitFor(t, "a request of the drain to see the naming change", drainDelay/2, func() bool { return partitionOf12() == "users-1-moved" })
 	select {
-	case err := <-served:
-		t.Fatalf("serve returned %v before the drain delay was over", err)
+	case <-srv.exited:
+		t.Fatalf("serve returned %v before the drain delay was over", srv.err)
 	default:
 	}
 
 	select {
-	case err := <-served:
-		if err != nil {
-			t.Errorf("serve returned %v after a drain, want nil", err)
-		}
+	case <-srv.exited:
 	case <-time.After(drainDelay + opts.ShutdownTimeout + 10*time.Second):
 		t.Fatal("serve did not return after the drain")
 	}
@@ -202,41 +241,15 @@ func TestRunReportsBusyPorts(t *testing.T) {
 
 // stays.
 func TestRunBrokenReloadKeepsServing(t *testing.T) {
-	dir := testkit.CopyExamples(t)
-	logs := &testkit.LogBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	served := make(chan error, 1)
-	hup := make(chan struct{}, 1)
-	opts := testOptions(filepath.Join(dir, "partroute.yaml"), time.Hour, slog.New(slog.NewTextHandler(logs, nil)))
-	opts.Reload = hup
-	go func() { served <- Run(ctx, opts) }()
-	testkit.WaitFor(t, "serve to start", 10*time.Second, func() bool {
-		select {
-		case err := <-served:
-			t.Fatalf("serve returned %v before serving; log:\n%s", err, logs)
-		default:
-		}
-		return serveAddrs.MatchString(logs.String())
-	})
-	namingPath := filepath.Join(dir, "naming.yaml")
-	data, err := os.ReadFile(namingPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(namingPath, []byte(strings.Replace(string(data), "role: primary", "role: leader", 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	hup <- struct{}{}
+	srv := startServer(t, nil)
+	logs := srv.logs
+	editFile(t, filepath.Join(srv.dir, "naming.yaml"), "role: primary", "role: leader")
+	srv.reload <- struct{}{}
 	testkit.WaitFor(t, "the broken naming view to be refused", 10*time.Second, func() bool {
 		return strings.Contains(logs.String(), "still serving the previous one")
 	})
 	if !strings.Contains(logs.String(), `\"leader\" is not primary or secondary`) {
 		t.Errorf("the refusal does not name the problem:\n%s", logs)
-	}
-	cancel()
-	if err := <-served; err != nil {
-		t.Errorf("serve returned %v, want nil", err)
 	}
 }
 
@@ -249,38 +262,8 @@ func requestSeriesLine(service, code string) string {
 // before any request; a reload that adds a service brings its series, and one that removes a
 // service takes its series away.
 func TestRunMetricsRequestSeriesBeforeTheFirstRequest(t *testing.T) {
-	dir := testkit.CopyExamples(t)
-	logs := &testkit.LogBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	hup := make(chan struct{}, 1)
-	go func() {
-		o := testOptions(filepath.Join(dir, "partroute.yaml"), time.Hour, slog.New(slog.NewTextHandler(logs, nil)))
-		o.Reload = hup
-		served <- Run(ctx, o)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("partroute log:\n%s", logs)
-		}
-	})
-	var adminAddr string
-	testkit.WaitFor(t, "serve to report its addresses", 10*time.Second, func() bool {
-		select {
-		case err := <-served:
-			t.Fatalf("serve returned %v before serving; log:\n%s", err, logs)
-		default:
-		}
-		m := serveAddrs.FindStringSubmatch(logs.String())
-		if m != nil {
-			adminAddr = m[2]
-		}
-		return m != nil
-	})
+	srv := startServer(t, nil)
+	dir, hup, adminAddr := srv.dir, srv.reload, srv.admin
 	httpc := &http.Client{Timeout: 5 * time.Second}
 	metrics := func() string {
 		t.Helper()
