@@ -284,7 +284,9 @@ func TestForgedAcknowledgementOverADS(t *testing.T) {
 	t.Cleanup(func() {
 		conn.Close()
 		gs.Stop()
-		<-served
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
