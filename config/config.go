@@ -52,6 +52,12 @@ const (
 	DefaultMaxBodyBytes   = 1 << 20
 )
 
+// MaxBodyBytesLimit is the largest maxBodyBytes partroute accepts. The ext_proc server's gRPC
+// receive limit is set from it once, at start, so that a reload may raise maxBodyBytes up to
+// it without a restart; a larger value would need a larger limit, which a running server
+// cannot take.
+const MaxBodyBytesLimit = 64 << 20
+
 // Config is a loaded, validated partroute.yaml. It is immutable.
 type Config struct {
 	// Path is the file the configuration was read from; relative paths in it are resolved
@@ -314,8 +320,11 @@ func Parse(data []byte, path string) (*Config, error) {
 	c.MaxBodyBytes = DefaultMaxBodyBytes
 	if f.MaxBodyBytes != nil {
 		c.MaxBodyBytes = *f.MaxBodyBytes
-		if c.MaxBodyBytes < 1 {
+		switch {
+		case c.MaxBodyBytes < 1:
 			errs.Add("maxBodyBytes", at("maxBodyBytes"), "%d is below 1", c.MaxBodyBytes)
+		case c.MaxBodyBytes > MaxBodyBytesLimit:
+			errs.Add("maxBodyBytes", at("maxBodyBytes"), "%d is above the maximum of %d (64 MiB)", c.MaxBodyBytes, MaxBodyBytesLimit)
 		}
 	}
 

@@ -283,3 +283,11 @@ func TestReadPolicyString(t *testing.T) {
 		}
 	}
 }
+
+// The largest maxBodyBytes is accepted as such: the limit refuses only what lies above it.
+func TestMaxBodyBytesAtTheLimit(t *testing.T) {
+	c := mustParse(t, "naming: {file: n.yaml}\nmaxBodyBytes: 67108864\n")
+	if c.MaxBodyBytes != config.MaxBodyBytesLimit {
+		t.Errorf("maxBodyBytes %d, want %d", c.MaxBodyBytes, config.MaxBodyBytesLimit)
+	}
+}

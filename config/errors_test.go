@@ -203,6 +203,8 @@ func TestParseErrors(t *testing.T) {
 			[]wantErr{{"unmatched", `"drop" is not passthrough or reject`, "#a"}}},
 		{"maxBodyBytes 0", "naming: {file: n.yaml}\nmaxBodyBytes: 0 #a\n",
 			[]wantErr{{"maxBodyBytes", "0 is below 1", "#a"}}},
+		{"maxBodyBytes above the maximum", "naming: {file: n.yaml}\nmaxBodyBytes: 67108865 #a\n",
+			[]wantErr{{"maxBodyBytes", "67108865 is above the maximum of 67108864 (64 MiB)", "#a"}}},
 
 		// Service names.
 		{"missing name", head + "  - partitioning: {scheme: singleton} #a\n",

@@ -18,6 +18,7 @@ import (
 
 	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/contract"
+	"github.com/partroute/partroute/internal/loglimit"
 	"github.com/partroute/partroute/keying"
 	"github.com/partroute/partroute/resolver"
 )
@@ -38,14 +39,17 @@ type Handler struct {
 	log     *slog.Logger
 	// parts holds the prebuilt parts of routed responses; see routeParts.
 	parts *partsCache
-	// causes limits the warnings about naming source failures behind rejections.
-	causes causeLimiter
+	// causes limits the warnings about naming source failures behind rejections, and unknown
+	// those about messages of unknown kind: a client can cause either at will.
+	causes, unknown loglimit.Limiter
+	// now is the clock of the limiters.
+	now func() time.Time
 }
 
 // NewHandler returns a handler deciding with d. metrics and log must not be nil; pass
 // NewMetrics(nil) and a discarding logger where they are not wanted.
 func NewHandler(d Decider, metrics *Metrics, log *slog.Logger) *Handler {
-	return &Handler{decider: d, metrics: metrics, log: log, parts: new(partsCache)}
+	return &Handler{decider: d, metrics: metrics, log: log, parts: new(partsCache), now: time.Now}
 }
 
 // stream is the state of one HTTP request across its messages.
@@ -104,9 +108,13 @@ func (h *Handler) handle(ctx context.Context, req *extprocv3.ProcessingRequest, 
 	case *extprocv3.ProcessingRequest_ResponseTrailers:
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}
 	}
-	// A message kind this version does not know has no matching response to give; Envoy
-	// never sends one without being configured to, so it is logged and left unanswered.
-	h.log.Warn("ext_proc message of unknown kind ignored")
+	// A message kind this version does not know has no matching response to give (a response
+	// of no kind is no answer either); Envoy never sends one without being configured to, so it
+	// is logged and left unanswered. Any client can send them by the thousand: the warning is
+	// rate-limited.
+	if suppressed, ok := h.unknown.Allow(h.now()); ok {
+		h.log.Warn("ext_proc message of unknown kind ignored", "suppressed_since_last", suppressed)
+	}
 	return nil
 }
 
@@ -350,15 +358,16 @@ func rejection(e *resolver.Error) *extprocv3.ProcessingResponse {
 
 // logRejection logs each rejected request once, at debug level, with its code. The check
 // first keeps the attributes from being built when debug logging is off. A rejection caused by
-// the naming source is also a warning, at most one per causeInterval: the client was told only
-// that naming is unavailable, and the operator needs the source's own error.
+// the naming source is also a warning, at most one per loglimit.Interval: an outage rejects
+// every request, the client was told only that naming is unavailable, and the operator needs
+// the source's own error once, not thousands of times.
 func (h *Handler) logRejection(d resolver.Decision) {
 	service := unmatchedService
 	if d.Service != nil {
 		service = d.Service.Name
 	}
 	if d.Err.Cause != nil {
-		if suppressed, ok := h.causes.allow(time.Now()); ok {
+		if suppressed, ok := h.causes.Allow(h.now()); ok {
 			h.log.Warn("request rejected: the naming source failed", "service", service, "code", d.Err.Code.String(),
 				"cause", d.Err.Cause.Error(), "suppressed_since_last", suppressed)
 		}
@@ -367,25 +376,4 @@ func (h *Handler) logRejection(d resolver.Decision) {
 		return
 	}
 	h.log.Debug("request rejected", "service", service, "code", d.Err.Code.String(), "message", d.Err.Message)
-}
-
-// causeInterval is the least time between two warnings about naming source failures: an
-// outage rejects every request, and one line a second tells as much as thousands.
-const causeInterval = time.Second
-
-// causeLimiter lets one event through per causeInterval and counts the others.
-type causeLimiter struct {
-	last       atomic.Int64
-	suppressed atomic.Int64
-}
-
-// allow reports whether an event at now may be logged and, if so, how many were held back
-// since the last one that was.
-func (l *causeLimiter) allow(now time.Time) (int64, bool) {
-	last := l.last.Load()
-	if last != 0 && now.UnixNano()-last < int64(causeInterval) || !l.last.CompareAndSwap(last, now.UnixNano()) {
-		l.suppressed.Add(1)
-		return 0, false
-	}
-	return l.suppressed.Swap(0), true
 }

@@ -263,6 +263,31 @@ func TestUnknownMessageIsLeftUnanswered(t *testing.T) {
 	}
 }
 
+// A client that sends messages of unknown kind by the hundred gets one warning a second, and
+// the next warning counts those held back: unlimited, each logged a line.
+func TestUnknownMessagesAreRateLimited(t *testing.T) {
+	f := newFixture(t)
+	now := time.Unix(1000, 0)
+	f.handler.now = func() time.Time { return now }
+	flood := make([]*extprocv3.ProcessingRequest, 800)
+	for i := range flood {
+		flood[i] = &extprocv3.ProcessingRequest{}
+	}
+	if out := f.process(t, flood...); len(out) != 0 {
+		t.Fatalf("%d responses to messages of unknown kind, want none", len(out))
+	}
+	now = now.Add(time.Second)
+	f.process(t, &extprocv3.ProcessingRequest{})
+	lines := strings.Split(strings.TrimSpace(f.logs.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("801 messages of unknown kind logged %d lines, want 2:\n%.2000s", len(lines), f.logs.String())
+	}
+	if !strings.Contains(lines[0], "unknown kind") || !strings.Contains(lines[0], "suppressed_since_last=0") ||
+		!strings.Contains(lines[1], "suppressed_since_last=799") {
+		t.Errorf("log lines\n%s\nwant the first with 0 held back and the second with 799", strings.Join(lines, "\n"))
+	}
+}
+
 // bodyConfig is a service that keys on a JSON body field, with a small body limit.
 const bodyConfig = `
 listen: {extproc: "127.0.0.1:0", admin: "127.0.0.1:0"}
@@ -532,21 +557,5 @@ func TestNamingCauseIsLoggedNotSent(t *testing.T) {
 	}
 	if !strings.Contains(log, "level=WARN") {
 		t.Errorf("the cause is not a warning:\n%s", log)
-	}
-}
-
-func TestCauseLimiter(t *testing.T) {
-	var l causeLimiter
-	t0 := time.Unix(1000, 0)
-	if n, ok := l.allow(t0); !ok || n != 0 {
-		t.Fatalf("first event: %d %v, want 0 true", n, ok)
-	}
-	for i := 1; i <= 3; i++ {
-		if _, ok := l.allow(t0.Add(time.Duration(i) * 100 * time.Millisecond)); ok {
-			t.Fatalf("event %d within the interval was allowed", i)
-		}
-	}
-	if n, ok := l.allow(t0.Add(causeInterval)); !ok || n != 3 {
-		t.Errorf("event after the interval: %d %v, want 3 true", n, ok)
 	}
 }

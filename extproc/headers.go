@@ -33,7 +33,9 @@ func bytesToString(b []byte) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
-// buildRequest fills req from a header map in one pass over the headers.
+// buildRequest fills req from a header map in one pass over the headers. When a name occurs
+// more than once, the first occurrence is the one read, for the pseudo-headers as for the
+// headers keying reads (keying.Get): every part of a decision reads the same entry.
 func buildRequest(req *keying.Request, hm *corev3.HeaderMap) {
 	if hm == nil {
 		return
@@ -41,17 +43,18 @@ func buildRequest(req *keying.Request, hm *corev3.HeaderMap) {
 	h := (*protoHeaders)(&hm.Headers)
 	req.Headers = h
 	host := ""
+	var method, path, authority, hostSeen bool
 	for i, n := 0, h.Len(); i < n; i++ {
 		k, v := h.At(i)
-		switch k {
-		case ":method":
-			req.Method = v
-		case ":path":
-			req.Path = v
-		case ":authority":
-			req.Authority = v
-		case "host":
-			host = v
+		switch {
+		case k == ":method" && !method:
+			req.Method, method = v, true
+		case k == ":path" && !path:
+			req.Path, path = v, true
+		case k == ":authority" && !authority:
+			req.Authority, authority = v, true
+		case k == "host" && !hostSeen:
+			host, hostSeen = v, true
 		}
 	}
 	if req.Authority == "" {

@@ -24,10 +24,13 @@ type FileNaming struct {
 	log     *slog.Logger
 
 	// mu guards file, the naming file being followed, and rejected, the hash of the content
-	// last rejected: Watch polls them while a configuration reload reads them.
-	mu       sync.Mutex
-	file     *filewatch.File
-	rejected [32]byte
+	// last rejected, with the configuration it was checked against and why: Watch polls them
+	// while a configuration reload reads them.
+	mu          sync.Mutex
+	file        *filewatch.File
+	rejected    [32]byte
+	rejectedFor *config.Config
+	rejectedErr error
 	// serving is set once a view has been served: until then a rejection has no previous
 	// view to fall back on, and is not logged as if it had.
 	serving bool
@@ -115,17 +118,22 @@ func (f *FileNaming) read(cfg *config.Config, force bool) (Snapshot, error) {
 		return Snapshot{}, nil
 	}
 	sum := f.file.Sum()
-	if sum == f.rejected && !force {
-		// The same bytes were rejected already: parsing them again would cost as much and
-		// say nothing new.
+	if sum == f.rejected && cfg == f.rejectedFor {
+		// The same bytes were rejected already against the same configuration: parsing them
+		// again would cost as much and say nothing new, however often a retry or a reload
+		// asks. A forced read gets the rejection again; a poll sees nothing new.
+		if force {
+			return Snapshot{}, f.rejectedErr
+		}
 		return Snapshot{}, nil
 	}
 	view, err := ParseView(data, cfg.Naming.File, cfg)
 	if err != nil {
 		f.reject(err, sum)
+		f.rejectedFor, f.rejectedErr = cfg, err
 		return Snapshot{}, err
 	}
-	f.rejected = [32]byte{}
+	f.rejected, f.rejectedFor, f.rejectedErr = [32]byte{}, nil, nil
 	return Snapshot{Naming: view, View: view}, nil
 }
 

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -131,8 +132,9 @@ func TestFileNamingSkipsRejectedBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.write(t, strings.Replace(f.namingText, fnReplica, fnBrokenRole, 1))
-	if _, err := f.src.read(f.cfg, false); err == nil {
-		t.Fatal("broken content accepted")
+	rejection, err := f.src.read(f.cfg, false)
+	if err == nil {
+		t.Fatalf("broken content accepted: %+v", rejection)
 	}
 	// The same bytes written again move the file's stamp; were they parsed again, the error
 	// would come back.
@@ -140,10 +142,25 @@ func TestFileNamingSkipsRejectedBytes(t *testing.T) {
 	if snap, err := f.src.read(f.cfg, false); err != nil || snap.View != nil {
 		t.Errorf("rejected bytes were parsed again: %+v, %v", snap, err)
 	}
-	// A configuration reload forces a read and a parse: the same bytes may fit a new
-	// configuration.
-	if _, err := f.src.ForConfig(context.Background(), f.cfg); err == nil {
-		t.Error("ForConfig did not parse the broken file")
+	// A forced read against the same configuration (the retry of a refused view, a reload
+	// that kept the configuration) gets the rejection it had, not a new one: were the bytes
+	// parsed again at every such read, a file that takes a second to reject would cost a core.
+	for range 3 {
+		// errors.Is is identity here: neither error wraps the other.
+		if _, again := f.src.read(f.cfg, true); !errors.Is(again, err) {
+			t.Fatalf("a forced read of rejected bytes gave %v (a new parse?), want the first rejection", again)
+		}
+	}
+	if got := f.errors(); got != 1 {
+		t.Errorf("one broken content read 5 times counted %v errors, want 1", got)
+	}
+	// A configuration reload parses the same bytes again: they may fit the new configuration.
+	reloaded, lerr := config.Load(f.cfg.Path)
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	if _, again := f.src.ForConfig(context.Background(), reloaded); again == nil || errors.Is(again, err) || again.Error() != err.Error() {
+		t.Errorf("ForConfig with a reloaded configuration gave %v, want the file parsed again, with the same complaint", again)
 	}
 }
 

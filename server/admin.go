@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync/atomic"
 
@@ -31,7 +32,18 @@ func adminMux(reg *prometheus.Registry, res *resolver.Resolver, ready *atomic.Bo
 		fmt.Fprintln(w, "ready")
 	})
 	mux.HandleFunc("/debug/resolve", func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
+		// The query's size is checked before it is parsed: url.ParseQuery gives up on a query
+		// of too many parameters and returns none, which would read as a question without a
+		// url.
+		if msg := checkResolveQuery(r.URL.RawQuery); msg != "" {
+			http.Error(w, msg, http.StatusRequestURITooLong)
+			return
+		}
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("bad request: query: %v", err), http.StatusBadRequest)
+			return
+		}
 		method, target := q.Get("method"), q.Get("url")
 		if method == "" {
 			method = http.MethodGet
@@ -70,6 +82,48 @@ func adminMux(reg *prometheus.Registry, res *resolver.Resolver, ready *atomic.Bo
 		})
 	}
 	return mux
+}
+
+// The bounds of a /debug/resolve query. A question about one request needs a few parameters
+// and as many headers as Envoy lets a request have by default (max_headers_count, 100); the
+// size leaves room for an inline body of tens of KiB.
+const (
+	maxResolveQueryBytes   = 64 << 10
+	maxResolveParams       = 128
+	maxResolveHeaderParams = 100
+)
+
+// checkResolveQuery returns why a /debug/resolve query is refused as too large, or "". It
+// counts without parsing, so that the cost of refusing does not grow with the query.
+func checkResolveQuery(raw string) string {
+	if len(raw) > maxResolveQueryBytes {
+		return fmt.Sprintf("query too large: %d bytes, at most %d", len(raw), maxResolveQueryBytes)
+	}
+	if raw == "" {
+		return ""
+	}
+	// Pairs are counted as url.ParseQuery counts them, empty ones included.
+	params, headers := strings.Count(raw, "&")+1, 0
+	for rest := raw; rest != ""; {
+		var pair string
+		pair, rest, _ = strings.Cut(rest, "&")
+		name, _, _ := strings.Cut(pair, "=")
+		if strings.ContainsAny(name, "%+") {
+			if unescaped, err := url.QueryUnescape(name); err == nil {
+				name = unescaped
+			}
+		}
+		if name == "header" {
+			headers++
+		}
+	}
+	switch {
+	case headers > maxResolveHeaderParams:
+		return fmt.Sprintf("query too large: %d header parameters, at most %d", headers, maxResolveHeaderParams)
+	case params > maxResolveParams:
+		return fmt.Sprintf("query too large: %d parameters, at most %d", params, maxResolveParams)
+	}
+	return ""
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

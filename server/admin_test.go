@@ -40,6 +40,12 @@ func newAdminFixture(t *testing.T) *adminFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newAdminFixtureFor(t, cfg, view)
+}
+
+// newAdminFixtureFor is the admin listener over cfg and view.
+func newAdminFixtureFor(t *testing.T, cfg *config.Config, view *resolver.View) *adminFixture {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	resolver.NewSourceMetrics(reg).Served(view, time.Now())
 	extproc.NewMetrics(reg)
@@ -188,5 +194,64 @@ func TestAdminDebugResolveNeverReadsFiles(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("body=@file: %d, want 400", resp.StatusCode)
+	}
+}
+
+// A question to /debug/resolve is bounded before it is parsed, and one that is too large is
+// told so, whatever else it lacks: without the bound, 20,000 header parameters made the query
+// parser give up and the answer was "url is required".
+func TestAdminDebugResolveQueryLimits(t *testing.T) {
+	f := newAdminFixture(t)
+	const target = "url=http%3A%2F%2Fa.example.com%2Fapi%2Fusers%2F12"
+	headers := func(n int) string { return strings.Repeat("header=x-a%3A1&", n) }
+	for _, c := range []struct {
+		name, query string
+		code        int
+		want        string
+	}{
+		{"20,000 header parameters", strings.Repeat("header=&", 20000) + target, http.StatusRequestURITooLong, "query too large: 160049 bytes, at most 65536\n"},
+		{"101 header parameters", headers(101) + target, http.StatusRequestURITooLong, "query too large: 101 header parameters, at most 100\n"},
+		{"101 encoded header parameters", strings.Repeat("h%65ader=x-a%3A1&", 101) + target, http.StatusRequestURITooLong, "query too large: 101 header parameters, at most 100\n"},
+		{"10,001 empty parameters", strings.Repeat("&", 10000) + target, http.StatusRequestURITooLong, "query too large: 10001 parameters, at most 128\n"},
+		{"129 parameters", strings.Repeat("a=1&", 128) + target, http.StatusRequestURITooLong, "query too large: 129 parameters, at most 128\n"},
+		{"100 header parameters", headers(100) + target, http.StatusOK, `"service": "users"`},
+		{"a body of 20 KB", "body=" + strings.Repeat("x", 20000) + "&" + target, http.StatusOK, `"service": "users"`},
+		{"a semicolon", "a=1;b=2&" + target, http.StatusBadRequest, "bad request: query: invalid semicolon separator in query"},
+	} {
+		code, _, body := f.get(t, "/debug/resolve?"+c.query)
+		if code != c.code || !strings.Contains(body, c.want) {
+			t.Errorf("%s: %d %.200q, want %d with %q", c.name, code, body, c.code, c.want)
+		}
+	}
+}
+
+// /debug/resolve applies maxBodyBytes to an inline body as ext_proc does: a body above it is
+// rejected with 413 request_body_too_large, never parsed for its key.
+func TestAdminDebugResolveBodyLimit(t *testing.T) {
+	cfg, err := config.Parse([]byte(`naming: {file: naming.yaml}
+maxBodyBytes: 1024
+services:
+  - name: orders
+    match: {pathPrefix: /orders}
+    partitioning: {scheme: uniformInt64, lowKey: 0, highKey: 9, count: 2}
+    key: {sources: [{jsonBody: /id}]}
+`), "/p/partroute.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	view, err := resolver.ParseView([]byte(bodyKeyedNaming), "/p/naming.yaml", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newAdminFixtureFor(t, cfg, view)
+	ask := func(body string) resolver.Report {
+		return f.resolveReport(t, url.Values{"method": {"POST"}, "url": {"http://o.test/orders"}, "body": {body}})
+	}
+	if r := ask(`{"id": 7}`); r.Error != nil || r.Partition == nil || r.Partition.ID != "orders-1" {
+		t.Errorf("a small body: %+v, want orders-1", r)
+	}
+	r := ask(`{"id": 7, "pad": "` + strings.Repeat("x", 20000) + `"}`)
+	if r.Error == nil || r.Error.Status != http.StatusRequestEntityTooLarge || r.Error.Code != "request_body_too_large" {
+		t.Errorf("a 20 KB body with maxBodyBytes 1024: %+v, want 413 request_body_too_large", r)
 	}
 }

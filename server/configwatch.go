@@ -24,12 +24,15 @@ type configWatcher struct {
 	metrics *resolver.SourceMetrics
 	log     *slog.Logger
 	// rejected is the hash of the content last counted as rejected or refused, logged that
-	// of the content and error last logged.
-	rejected, logged [32]byte
+	// of the content and error last logged, and invalid the file's hash of the content that
+	// last failed validation.
+	rejected, logged, invalid [32]byte
+	// parse is config.Parse; a test counts its calls.
+	parse func(data []byte, path string) (*config.Config, error)
 }
 
 func newConfigWatcher(path string, metrics *resolver.SourceMetrics, log *slog.Logger) *configWatcher {
-	return &configWatcher{file: filewatch.New(path), metrics: metrics, log: log}
+	return &configWatcher{file: filewatch.New(path), metrics: metrics, log: log, parse: config.Parse}
 }
 
 // load reads and checks the configuration at start.
@@ -38,7 +41,7 @@ func (w *configWatcher) load() (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return config.Parse(data, w.file.Path())
+	return w.parse(data, w.file.Path())
 }
 
 // watch polls the configuration every poll, and reads it at once on each value of reload (an
@@ -69,15 +72,20 @@ func (w *configWatcher) watch(ctx context.Context, poll time.Duration, reload <-
 			continue
 		}
 		sum := w.file.Sum()
-		if sha256.Sum256(sum[:]) == w.rejected && !force {
+		if sum == w.invalid || sha256.Sum256(sum[:]) == w.rejected && !force {
 			// Bytes already rejected: parsing them again would cost as much and say nothing.
+			// Validation depends on the bytes alone, so content that failed it is never
+			// parsed again, even when a retry or a SIGHUP forces the read; content that was
+			// refused is offered again when forced, since its refusal may have passed.
 			continue
 		}
-		cfg, err := config.Parse(data, w.file.Path())
+		cfg, err := w.parse(data, w.file.Path())
 		if err != nil {
+			w.invalid = sum
 			w.report(err, sum[:])
 			continue
 		}
+		w.invalid = [32]byte{}
 		w.log.Info("configuration loaded", "config", w.file.Path(), "naming_source", cfg.Naming.Source)
 		if err := apply(cfg); err != nil {
 			w.report(err, sum[:])

@@ -136,3 +136,78 @@ func TestConfigWatcher(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// Content that failed validation is parsed once, however often it is read again: not at each
+// retry of a configuration refused before it, nor at each SIGHUP. A file whose YAML aliases
+// take a second to expand would otherwise cost a core at the default poll.
+func TestConfigWatcherParsesInvalidContentOnce(t *testing.T) {
+	dir := t.TempDir()
+	data, err := os.ReadFile(filepath.Join(serveExamples, "partroute.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	naming, err := filepath.Abs(filepath.Join(serveExamples, "naming.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(data), "file: naming.yaml", "file: "+naming, 1)
+	path := filepath.Join(dir, "partroute.yaml")
+	write := func(s string) {
+		t.Helper()
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(text)
+	logs := &testkit.LogBuffer{}
+	w := newConfigWatcher(path, resolver.NewSourceMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(logs, nil)))
+	if _, err := w.load(); err != nil {
+		t.Fatal(err)
+	}
+	broken := strings.Replace(text, "count: 4", "count: 40", 1)
+	var mu sync.Mutex
+	parses := 0
+	w.parse = func(data []byte, path string) (*config.Config, error) {
+		if string(data) == broken {
+			mu.Lock()
+			parses++
+			mu.Unlock()
+		}
+		return config.Parse(data, path)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reload := make(chan struct{})
+	applied := make(chan struct{}, 16)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Every configuration is refused, so that a retry is always due.
+		w.watch(ctx, time.Millisecond, reload, func(*config.Config) error {
+			applied <- struct{}{}
+			return errors.New("refused for the test")
+		})
+	}()
+	write(strings.Replace(text, "unmatched: passthrough", "unmatched: reject", 1))
+	<-applied
+	write(broken)
+	testkit.WaitFor(t, "the broken configuration to be parsed", 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return parses > 0
+	})
+	// Each SIGHUP is taken when the watcher has finished with the previous one, so after the
+	// last send all but it have been handled; polls with a retry due run in between.
+	for range 20 {
+		reload <- struct{}{}
+	}
+	cancel()
+	<-done
+	if parses != 1 {
+		t.Errorf("invalid content parsed %d times over 20 SIGHUPs and the retries between them, want once", parses)
+	}
+}

@@ -6,8 +6,20 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/extproc"
 )
+
+// extProcMessageOverhead is what an ext_proc message holds besides a request body: the
+// protobuf framing of the body and Envoy's attributes and metadata, which are small. It is
+// generous, so that a body of the largest maxBodyBytes always fits.
+const extProcMessageOverhead = 1 << 20
+
+// ExtProcMaxRecvBytes is the largest message the ext_proc server accepts. It follows the
+// largest maxBodyBytes the configuration allows, not the one configured, so that a reload
+// raising maxBodyBytes needs no restart; gRPC's own default (4 MiB) would end the stream of
+// any larger body with ResourceExhausted, which Envoy, failing closed, turns into a 500.
+const ExtProcMaxRecvBytes = config.MaxBodyBytesLimit + extProcMessageOverhead
 
 // ExtProcServerOptions are the ext_proc gRPC server's options. The load test's no-op baseline
 // is served with the same ones, so that a comparison differs in the handler alone.
@@ -32,6 +44,7 @@ func ExtProcServerOptions(maxConnAge time.Duration, streamWorkers int) []grpc.Se
 		// is grown (copied) again for every request. Workers for every stream in flight cut the
 		// server's CPU per request (docs/benchmarks.md).
 		grpc.NumStreamWorkers(uint32(streamWorkers)),
+		grpc.MaxRecvMsgSize(ExtProcMaxRecvBytes),
 	}
 }
 

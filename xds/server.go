@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/partroute/partroute/config"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
+	"github.com/partroute/partroute/internal/loglimit"
 	"github.com/partroute/partroute/resolver"
 )
 
@@ -47,23 +49,64 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 
+	// nacks and ignored limit the log lines about rejections and ignored acknowledgements:
+	// a client can send either at will. now is their clock.
+	nacks, ignored loglimit.Limiter
+	now            func() time.Time
+
 	mu      sync.Mutex
 	current Versions
-	// streams maps an open ADS stream to its Envoy's node id, learnt from its first request.
-	streams map[int64]string
-	// acked holds, per node id, the versions that node last acknowledged.
-	acked map[string]Versions
-	// changed is closed and replaced whenever current or acked moves, waking waiters.
+	// streams holds every open xDS stream that has sent a request.
+	streams map[int64]*stream
+	// acks counts accepted acknowledgements, to tell which of a node's streams acknowledged
+	// last.
+	acks uint64
+	// changed is closed and replaced whenever current or an acknowledgement moves, waking
+	// waiters.
 	changed chan struct{}
 }
+
+// stream is what partroute knows of one xDS stream: the node id its first request named, the
+// responses it was sent, and what it acknowledged of them.
+type stream struct {
+	node string
+	// sent holds the last sentWindow responses sent on the stream, oldest first.
+	sent []sentResponse
+	// acked holds the versions of the responses the stream acknowledged; clustersAt and
+	// endpointsAt are the acknowledgement count at the last of each type (0: none yet).
+	acked                   Versions
+	clustersAt, endpointsAt uint64
+}
+
+// sentResponse is one response sent on a stream, as its acknowledgement must echo it.
+type sentResponse struct {
+	nonce, typeURL, version string
+}
+
+// sentWindow is how many responses of a stream are remembered. Envoy acknowledges each
+// response before the next of its type is useful, and go-control-plane itself ignores a
+// request that does not carry the nonce last sent for its type; the window only has to hold
+// the responses in flight, one per type, with room to spare.
+const sentWindow = 8
+
+// The reasons an acknowledgement (or rejection) is ignored, the values of the reason label of
+// partroute_xds_ignored_acks_total.
+const (
+	// ignoredUnknownNonce: the stream was never sent that nonce (or not lately).
+	ignoredUnknownNonce = "unknown_nonce"
+	// ignoredWrongType: the nonce was sent on the stream for another resource type.
+	ignoredWrongType = "wrong_type"
+	// ignoredWrongVersion: the version acknowledged is not the one sent with the nonce.
+	ignoredWrongVersion = "wrong_version"
+)
 
 // New returns an ADS server with an empty snapshot. reg may be nil.
 func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) *Server {
 	s := &Server{
 		log:     log,
 		metrics: newMetrics(reg),
-		streams: map[int64]string{},
-		acked:   map[string]Versions{},
+		now:     time.Now,
+		streams: map[int64]*stream{},
 		changed: make(chan struct{}),
 	}
 	s.cache = cachev3.NewSnapshotCache(true, everyNode{}, nil)
@@ -73,6 +116,9 @@ func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) *Serv
 		StreamRequestFunc: func(id int64, req *discoverygrpc.DiscoveryRequest) error {
 			s.onRequest(id, req)
 			return nil
+		},
+		StreamResponseFunc: func(_ context.Context, id int64, _ *discoverygrpc.DiscoveryRequest, resp *discoverygrpc.DiscoveryResponse) {
+			s.onResponse(id, resp)
 		},
 	})
 	return s
@@ -153,13 +199,40 @@ func (s *Server) Current() Versions {
 	return s.current
 }
 
-// Acked returns, per connected Envoy node id, the versions it last acknowledged.
+// Acked returns, per connected Envoy node id, the versions it last acknowledged on any of its
+// open streams (Envoy may use one stream per type, or a new stream before the old one is
+// closed). A node that has acknowledged nothing is left out.
 func (s *Server) Acked() map[string]Versions {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]Versions, len(s.acked))
-	for k, v := range s.acked {
-		out[k] = v
+	return s.ackedLocked()
+}
+
+func (s *Server) ackedLocked() map[string]Versions {
+	type latest struct {
+		v                       Versions
+		clustersAt, endpointsAt uint64
+	}
+	nodes := map[string]*latest{}
+	for _, st := range s.streams {
+		if st.clustersAt == 0 && st.endpointsAt == 0 {
+			continue
+		}
+		n := nodes[st.node]
+		if n == nil {
+			n = &latest{}
+			nodes[st.node] = n
+		}
+		if st.clustersAt > n.clustersAt {
+			n.v.Clusters, n.clustersAt = st.acked.Clusters, st.clustersAt
+		}
+		if st.endpointsAt > n.endpointsAt {
+			n.v.Endpoints, n.endpointsAt = st.acked.Endpoints, st.endpointsAt
+		}
+	}
+	out := make(map[string]Versions, len(nodes))
+	for node, n := range nodes {
+		out[node] = n.v
 	}
 	return out
 }
@@ -184,15 +257,12 @@ func (s *Server) WaitAcked(ctx context.Context, v Versions) error {
 }
 
 func (s *Server) allAckedLocked(v Versions) bool {
-	nodes := map[string]bool{}
-	for _, n := range s.streams {
-		nodes[n] = true
-	}
-	if len(nodes) == 0 {
+	if len(s.streams) == 0 {
 		return false
 	}
-	for n := range nodes {
-		if s.acked[n] != v {
+	acked := s.ackedLocked()
+	for _, st := range s.streams {
+		if acked[st.node] != v {
 			return false
 		}
 	}
@@ -214,55 +284,106 @@ func (s *Server) onClosed(id int64, _ *corev3.Node) {
 	s.metrics.streams.Dec()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	node := s.streams[id]
 	delete(s.streams, id)
-	still := false
-	for _, n := range s.streams {
-		still = still || n == node
-	}
-	if !still {
-		delete(s.acked, node)
-	}
 	s.notifyLocked()
+}
+
+// streamLocked returns the state of stream id, made on its first message.
+func (s *Server) streamLocked(id int64) *stream {
+	st := s.streams[id]
+	if st == nil {
+		st = &stream{}
+		s.streams[id] = st
+	}
+	return st
+}
+
+// onResponse remembers a response about to be sent on stream id, so that its
+// acknowledgement can be told from a forged one. go-control-plane calls it before the
+// response is sent, so it is remembered before Envoy can acknowledge it.
+func (s *Server) onResponse(id int64, resp *discoverygrpc.DiscoveryResponse) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streamLocked(id)
+	if len(st.sent) == sentWindow {
+		st.sent = append(st.sent[:0], st.sent[1:]...)
+	}
+	st.sent = append(st.sent, sentResponse{nonce: resp.GetNonce(), typeURL: resp.GetTypeUrl(), version: resp.GetVersionInfo()})
 }
 
 // onRequest follows acknowledgements. In state-of-the-world xDS, Envoy acknowledges a
 // response by sending its nonce back with the response's version and no error detail, and
-// rejects it by sending the nonce with the previous version and an error detail.
+// rejects it by sending the nonce with the previous version and an error detail. Only the
+// stream a response was sent on can acknowledge or reject it: an acknowledgement whose nonce
+// that stream was never sent, or whose version is not the one sent with it, is ignored and
+// counted, so that no peer can make partroute believe an Envoy applied a version it did not.
 func (s *Server) onRequest(id int64, req *discoverygrpc.DiscoveryRequest) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	node, known := s.streams[id]
-	if !known || node == "" {
-		node = req.GetNode().GetId()
-		s.streams[id] = node
+	st := s.streamLocked(id)
+	if st.node == "" && req.GetNode().GetId() != "" {
+		st.node = req.GetNode().GetId()
 		s.notifyLocked()
 	}
-	if req.GetResponseNonce() == "" {
+	nonce := req.GetResponseNonce()
+	if nonce == "" {
+		return
+	}
+	var sent *sentResponse
+	for i := range st.sent {
+		if st.sent[i].nonce == nonce {
+			sent = &st.sent[i]
+		}
+	}
+	switch {
+	case sent == nil:
+		s.ignoreLocked(st, req, ignoredUnknownNonce)
+		return
+	case sent.typeURL != req.GetTypeUrl():
+		s.ignoreLocked(st, req, ignoredWrongType)
 		return
 	}
 	if req.GetErrorDetail() != nil {
 		s.metrics.nacks.Inc()
-		s.log.Error("Envoy rejected an xds update", "node", node, "type", req.GetTypeUrl(), "error", req.GetErrorDetail().GetMessage())
+		if suppressed, ok := s.nacks.Allow(s.now()); ok {
+			s.log.Error("Envoy rejected an xds update", "node", loglimit.Text(st.node), "type", loglimit.Text(req.GetTypeUrl()),
+				"version", sent.version, "error", loglimit.Text(req.GetErrorDetail().GetMessage()), "suppressed_since_last", suppressed)
+		}
 		return
 	}
-	v := s.acked[node]
-	switch req.GetTypeUrl() {
+	if req.GetVersionInfo() != sent.version {
+		s.ignoreLocked(st, req, ignoredWrongVersion)
+		return
+	}
+	switch sent.typeURL {
 	case resource.ClusterType:
-		v.Clusters = req.GetVersionInfo()
+		s.acks++
+		st.acked.Clusters, st.clustersAt = sent.version, s.acks
 	case resource.EndpointType:
-		v.Endpoints = req.GetVersionInfo()
+		s.acks++
+		st.acked.Endpoints, st.endpointsAt = sent.version, s.acks
 	default:
 		return
 	}
-	s.acked[node] = v
 	s.notifyLocked()
+}
+
+// ignoreLocked counts an acknowledgement or rejection that is ignored, and warns of it at most
+// once per loglimit.Interval.
+func (s *Server) ignoreLocked(st *stream, req *discoverygrpc.DiscoveryRequest, reason string) {
+	s.metrics.ignored.WithLabelValues(reason).Inc()
+	if suppressed, ok := s.ignored.Allow(s.now()); ok {
+		s.log.Warn("xds acknowledgement ignored: not an answer to a response of its stream", "reason", reason,
+			"node", loglimit.Text(st.node), "type", loglimit.Text(req.GetTypeUrl()), "nonce", loglimit.Text(req.GetResponseNonce()),
+			"suppressed_since_last", suppressed)
+	}
 }
 
 type metrics struct {
 	snapshots prometheus.Counter
 	streams   prometheus.Gauge
 	nacks     prometheus.Counter
+	ignored   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -277,11 +398,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		nacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "partroute_xds_rejections_total",
-			Help: "xDS updates Envoy rejected (NACKs); each is logged with Envoy's reason.",
+			Help: "xDS updates Envoy rejected (NACKs); they are logged with Envoy's reason, at most one a second.",
 		}),
+		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "partroute_xds_ignored_acks_total",
+			Help: "xDS acknowledgements and rejections ignored because they answer no response of their stream, by reason: unknown_nonce, wrong_type, wrong_version.",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{ignoredUnknownNonce, ignoredWrongType, ignoredWrongVersion} {
+		m.ignored.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.snapshots, m.streams, m.nacks)
+		reg.MustRegister(m.snapshots, m.streams, m.nacks, m.ignored)
 	}
 	return m
 }
