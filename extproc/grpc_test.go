@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/partroute/partroute/internal/testkit"
 	"github.com/partroute/partroute/keying"
 )
 
@@ -229,7 +230,7 @@ func TestGRPCConcurrentRequests(t *testing.T) {
 	if ok != requests {
 		t.Errorf("requests_total{code=\"ok\"} sums to %v, want %d", ok, requests)
 	}
-	waitFor(t, "no active streams", 10*time.Second, func() bool { return testutil.ToFloat64(f.metrics.activeStreams) == 0 })
+	testkit.WaitFor(t, "no active streams", 10*time.Second, func() bool { return testutil.ToFloat64(f.metrics.activeStreams) == 0 })
 	if errs := g.handlerErrors(); len(errs) != 0 {
 		t.Errorf("Process returned errors: %v", errs)
 	}
@@ -268,7 +269,7 @@ func TestGRPCClientCancelsMidStream(t *testing.T) {
 		t.Errorf("active streams = %v with the stream open, want 1", got)
 	}
 	cancel()
-	waitFor(t, "the reset stream to end", 10*time.Second, func() bool { return active() == 0 })
+	testkit.WaitFor(t, "the reset stream to end", 10*time.Second, func() bool { return active() == 0 })
 
 	// Envoy resets a stream before sending anything, as when the client goes away at once.
 	ctx, cancel = context.WithCancel(context.Background())
@@ -276,9 +277,9 @@ func TestGRPCClientCancelsMidStream(t *testing.T) {
 	if _, err := g.client.Process(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the stream to open on the server", 10*time.Second, func() bool { return active() == 1 })
+	testkit.WaitFor(t, "the stream to open on the server", 10*time.Second, func() bool { return active() == 1 })
 	cancel()
-	waitFor(t, "the reset stream to end", 10*time.Second, func() bool { return active() == 0 })
+	testkit.WaitFor(t, "the reset stream to end", 10*time.Second, func() bool { return active() == 0 })
 
 	if got := testutil.ToFloat64(f.metrics.streams); got != 2 {
 		t.Errorf("streams_total = %v, want 2", got)

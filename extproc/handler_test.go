@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/internal/testkit"
 	"github.com/partroute/partroute/keying"
 	"github.com/partroute/partroute/resolver"
 )
@@ -176,7 +177,7 @@ func TestRejectionsAreLoggedOnceAtDebug(t *testing.T) {
 	}
 
 	// With debug logging off nothing is logged at all.
-	quiet := &syncBuffer{}
+	quiet := &testkit.LogBuffer{}
 	h := NewHandler(f.resolver, NewMetrics(nil), slog.New(slog.NewTextHandler(quiet, nil)))
 	if err := h.Process(newFakeStream(requestHeaders("PUT", "a.example.com", "/api/users/abc"))); err != nil {
 		t.Fatal(err)
@@ -480,7 +481,7 @@ func TestActiveStreams(t *testing.T) {
 	s.recv = make(chan *extprocv3.ProcessingRequest)
 	done := make(chan error, 1)
 	go func() { done <- f.handler.Process(s) }()
-	waitFor(t, "one active stream", 10*time.Second, func() bool { return testutil.ToFloat64(f.metrics.activeStreams) == 1 })
+	testkit.WaitFor(t, "one active stream", 10*time.Second, func() bool { return testutil.ToFloat64(f.metrics.activeStreams) == 1 })
 	// A second message on the same stream is answered, and the stream stays open.
 	s.recv <- &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{}}}
 	if got := testutil.ToFloat64(f.metrics.activeStreams); got != 1 {
@@ -537,7 +538,7 @@ func TestErrorWithoutServiceIsCountedUnmatched(t *testing.T) {
 // internal names and addresses; the operator gets it in a warning, at most one a second.
 func TestNamingCauseIsLoggedNotSent(t *testing.T) {
 	const secret = "gateway 10.0.0.5:19080 timed out resolving fabric:/internal/users"
-	var out syncBuffer
+	var out testkit.LogBuffer
 	d := decider{Err: &resolver.Error{Code: resolver.NamingUnavailable, Message: "service users: naming view unavailable", Cause: errors.New(secret)}}
 	h := NewHandler(d, NewMetrics(nil), slog.New(slog.NewTextHandler(&out, nil)))
 	for i := 0; i < 5; i++ {

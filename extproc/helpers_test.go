@@ -1,7 +1,6 @@
 package extproc
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -10,9 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -22,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/internal/testkit"
 	"github.com/partroute/partroute/resolver"
 )
 
@@ -36,25 +34,7 @@ type fixture struct {
 	reg      *prometheus.Registry
 	metrics  *Metrics
 	handler  *Handler
-	logs     *syncBuffer
-}
-
-// syncBuffer is a bytes.Buffer that handlers on several goroutines may log into.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	logs     *testkit.LogBuffer
 }
 
 // loadExampleConfig loads the example partroute.yaml, optionally edited by replacing old with
@@ -124,7 +104,7 @@ func newFixture(tb testing.TB) *fixture {
 // logger writing into a buffer.
 func newFixtureWith(tb testing.TB, cfg *config.Config, naming resolver.Naming) *fixture {
 	tb.Helper()
-	f := &fixture{cfg: cfg, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	f := &fixture{cfg: cfg, reg: prometheus.NewRegistry(), logs: &testkit.LogBuffer{}}
 	f.view, _ = naming.(*resolver.View)
 	st := &resolver.State{Config: cfg, Naming: naming}
 	// A naming source that learns from upstream responses is its state's listener, as the
@@ -420,29 +400,6 @@ func equalMaps(a, b map[string]string) bool {
 		}
 	}
 	return true
-}
-
-// waitFor polls cond until it holds, failing the test at the deadline. It waits on a ticker,
-// never sleeping blindly: it returns as soon as cond holds.
-func waitFor(tb testing.TB, what string, timeout time.Duration, cond func() bool) {
-	tb.Helper()
-	if cond() {
-		return
-	}
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-tick.C:
-			if cond() {
-				return
-			}
-		case <-deadline.C:
-			tb.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-	}
 }
 
 // discardLogger is a logger at info level that writes nothing, as a production logger costs
