@@ -65,6 +65,11 @@ const (
 	// default RE2 program size limit of 100, with room to spare.
 	regexDefaultSafeLen  = 80
 	hostSelectionRetries = 3
+	// extProcRetryOn, extProcRetries and extProcRetryBackOff are the retry policy of the
+	// ext_proc stream (extProcRetryPolicy).
+	extProcRetryOn      = "connect-failure,refused-stream"
+	extProcRetries      = 2
+	extProcRetryBackOff = 5 * time.Millisecond
 )
 
 // Options are the settings of the bootstrap that are not in partroute's configuration.
@@ -323,6 +328,7 @@ func connectionManager(cfg *config.Config, opts Options) (*hcmv3.HttpConnectionM
 	extProc := &extprocv3.ExternalProcessor{
 		GrpcService: &corev3.GrpcService{
 			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ExtProcCluster}},
+			RetryPolicy:     extProcRetryPolicy(),
 		},
 		// A request partroute could not route must fail rather than go on without partition
 		// criteria, or worse, with a client's own.
@@ -503,6 +509,27 @@ func grpcCluster(name string, addrs []*corev3.Address, opts Options, healthServi
 		c.OutlierDetection = extProcOutlierDetection(opts)
 	}
 	return c
+}
+
+// extProcRetryPolicy opens an ext_proc stream again, on another partroute instance, when it
+// could not be opened: the connection was refused (an instance that is gone, before outlier
+// detection or the health check has taken it out) or the stream was refused (an instance that
+// is closing its connections). Nothing reached partroute, so nothing is decided twice. The
+// back-off is short: the request waits for it, within the message timeout.
+func extProcRetryPolicy() *corev3.RetryPolicy {
+	return &corev3.RetryPolicy{
+		RetryOn:    extProcRetryOn,
+		NumRetries: wrapperspb.UInt32(extProcRetries),
+		RetryBackOff: &corev3.BackoffStrategy{
+			BaseInterval: durationpb.New(extProcRetryBackOff),
+			MaxInterval:  durationpb.New(4 * extProcRetryBackOff),
+		},
+		RetryHostPredicate: []*corev3.RetryPolicy_RetryHostPredicate{{
+			Name:       previousHostsName,
+			ConfigType: &corev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(&previoushostsv3.PreviousHostsPredicate{})},
+		}},
+		HostSelectionRetryMaxAttempts: hostSelectionRetries,
+	}
 }
 
 // Outlier detection of the ext_proc cluster.

@@ -369,6 +369,20 @@ func TestBootstrapExtProcFilter(t *testing.T) {
 	if got := ep.GetGrpcService().GetEnvoyGrpc().GetClusterName(); got != ExtProcCluster {
 		t.Errorf("gRPC cluster %q, want %q", got, ExtProcCluster)
 	}
+	// A stream that could not be opened on one partroute instance (a killed one, before
+	// outlier detection ejects it) is opened on another instead of failing the request, with
+	// a back-off far below the message timeout; a stream that reached partroute is not.
+	rp := ep.GetGrpcService().GetRetryPolicy()
+	if rp.GetRetryOn() != "connect-failure,refused-stream" || rp.GetNumRetries().GetValue() < 1 {
+		t.Errorf("ext_proc retry policy: retry_on %q, %d retries; want connect-failure,refused-stream and at least 1", rp.GetRetryOn(), rp.GetNumRetries().GetValue())
+	}
+	if hp := rp.GetRetryHostPredicate(); len(hp) != 1 || hp[0].GetName() != previousHostsName {
+		t.Errorf("ext_proc retry host predicates %v, want %s alone: a retry goes to another instance", hp, previousHostsName)
+	}
+	if bo := rp.GetRetryBackOff(); bo.GetBaseInterval() == nil || bo.GetMaxInterval().AsDuration()*time.Duration(rp.GetNumRetries().GetValue()) >= ep.GetMessageTimeout().AsDuration()/4 {
+		t.Errorf("ext_proc retry back-off %v over %d retries: the retries must take a small part of the %v message timeout (Envoy's default base is 1s)",
+			bo, rp.GetNumRetries().GetValue(), ep.GetMessageTimeout().AsDuration())
+	}
 	if got := ep.GetMetadataOptions().GetReceivingNamespaces().GetUntyped(); !slices.Equal(got, []string{"envoy.lb"}) {
 		t.Errorf("receiving namespaces %v, want [envoy.lb]", got)
 	}
