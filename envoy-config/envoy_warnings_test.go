@@ -94,9 +94,15 @@ func runEnvoyAndCheckLog(t *testing.T, bin string, r envoyRun) {
 	// ADS, the same snapshot from every instance.
 	var (
 		grpcAddrs []string
+		servers   []*grpc.Server
 		ads       []*xds.Server
 		versions  xds.Versions
 	)
+	defer func() {
+		for _, gs := range servers {
+			gs.Stop()
+		}
+	}()
 	for range max(r.instances, 1) {
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -115,7 +121,7 @@ func runEnvoyAndCheckLog(t *testing.T, bin string, r envoyRun) {
 			ads = append(ads, srv)
 		}
 		go func() { _ = gs.Serve(lis) }()
-		defer gs.Stop()
+		servers = append(servers, gs)
 		grpcAddrs = append(grpcAddrs, lis.Addr().String())
 	}
 
