@@ -269,7 +269,9 @@ func (f *faultStack) envoyStat(name string) int {
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), name+": "); ok {
-			fmt.Sscan(v, &n)
+			if _, err := fmt.Sscan(v, &n); err != nil {
+				return 0
+			}
 		}
 	}
 	return n
@@ -561,7 +563,8 @@ func (f *faultStack) checkRouting(reqs []*faultRequest, changes ...primaryChange
 	var rt routing
 	problems := 0
 	report := func(format string, args ...any) {
-		if problems++; problems <= 10 {
+		problems++
+		if problems <= 10 {
 			f.t.Errorf(format, args...)
 		}
 	}
