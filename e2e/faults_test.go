@@ -951,7 +951,7 @@ func TestFaultEtcdOutage(t *testing.T) {
 	for _, p := range f.instances {
 		tookIt = append(tookIt, sp.instances[p.name].Sub(change.start).Round(time.Millisecond).String())
 	}
-	logFigures(t, "etcd-outage", "requests", rt.requests, "failed", rt.failed, "outage", up.Sub(down), "not_ready_samples", len(notReady),
+	logFigures(t, "etcd-outage", "requests", rt.requests, "failed", rt.failed, "etcd_down_for", up.Sub(down), "not_ready_samples", len(notReady),
 		"not_current_after", strings.Join(noticedList, ","), "in_sync_after_restart", strings.Join(resumedList, ","),
 		"failover_reached_instances_after", strings.Join(tookIt, ","), "envoy_acked_after", sp.envoy.Sub(change.start),
 		"writes_ok", rt.writesOK, "writes_on_primary", rt.onPrimary, "writes_in_window_old", rt.inWindowOld, "writes_in_window_new", rt.inWindowNew)
