@@ -65,6 +65,11 @@ const (
 	// default RE2 program size limit of 100, with room to spare.
 	regexDefaultSafeLen  = 80
 	hostSelectionRetries = 3
+	// extProcRetryOn, extProcRetries and extProcRetryBackOff are the retry policy of the
+	// ext_proc stream (extProcRetryPolicy).
+	extProcRetryOn      = "connect-failure,refused-stream"
+	extProcRetries      = 2
+	extProcRetryBackOff = 5 * time.Millisecond
 )
 
 // Options are the settings of the bootstrap that are not in partroute's configuration.
@@ -79,6 +84,11 @@ type Options struct {
 	// configuration's listen.extproc. An unspecified host (":50051", "0.0.0.0:50051") means
 	// loopback, since a server listening on every address is reachable there.
 	ExtProcAddress string
+	// ExtProcAddresses are several partroute instances' ext_proc servers, one endpoint of the
+	// ext_proc cluster each, in place of ExtProcAddress (set one or the other). Envoy balances
+	// the streams over the instances that pass their health check and are not ejected by
+	// outlier detection.
+	ExtProcAddresses []string
 	// MessageTimeout is the ext_proc filter's message_timeout (contract.DefaultMessageTimeout when
 	// zero). It must exceed the configuration's cache.resolveTimeout, so that partroute answers
 	// 503 itself before Envoy gives up on it.
@@ -95,6 +105,10 @@ type Options struct {
 	// partroute's ADS server at this address instead of being written into the bootstrap:
 	// Envoy then follows every change of the naming view. The listener and routes stay static.
 	XDSAddress string
+	// XDSAddresses are several partroute instances' ADS servers, in place of XDSAddress (set
+	// one or the other). Envoy holds one ADS stream, to one of them, and opens it to another
+	// when that instance goes away; the instances serve the same snapshot for the same view.
+	XDSAddresses []string
 	// NodeID names this Envoy to the xDS server (DefaultNodeID when empty). Give each Envoy
 	// its own, so that partroute can tell which of them acknowledged an update.
 	NodeID string
@@ -119,7 +133,7 @@ type Retry struct {
 // Bootstrap builds the Envoy bootstrap for a configuration and its naming view and validates
 // it, typed extension configs included.
 func Bootstrap(cfg *config.Config, view *resolver.View, opts Options) (*bootstrapv3.Bootstrap, error) {
-	if cfg == nil || (view == nil && opts.XDSAddress == "") {
+	if cfg == nil || (view == nil && !opts.fromXDS()) {
 		return nil, errors.New("envoy bootstrap: a configuration is required, and a naming view unless the clusters come from xDS")
 	}
 	opts = withDefaults(cfg, opts)
@@ -137,30 +151,23 @@ func Bootstrap(cfg *config.Config, view *resolver.View, opts Options) (*bootstra
 	if err != nil {
 		return nil, fmt.Errorf("envoy bootstrap: admin address: %w", err)
 	}
-	extProcAddr, err := socketAddress(opts.ExtProcAddress, "127.0.0.1")
+	extProcAddrs, err := grpcAddresses("ext_proc", opts.ExtProcAddress, opts.ExtProcAddresses)
 	if err != nil {
-		return nil, fmt.Errorf("envoy bootstrap: ext_proc address: %w", err)
-	}
-	if ip := net.ParseIP(extProcAddr.GetSocketAddress().GetAddress()); ip.IsUnspecified() {
-		loopback := "127.0.0.1"
-		if ip.To4() == nil {
-			loopback = "::1"
-		}
-		extProcAddr.GetSocketAddress().Address = loopback
+		return nil, err
 	}
 
 	hcm, err := connectionManager(cfg, opts)
 	if err != nil {
 		return nil, err
 	}
-	clusters := []*clusterv3.Cluster{grpcCluster(ExtProcCluster, extProcAddr, opts, contract.ExtProcService())}
+	clusters := []*clusterv3.Cluster{grpcCluster(ExtProcCluster, extProcAddrs, opts, contract.ExtProcService())}
 	var dynamic *bootstrapv3.Bootstrap_DynamicResources
-	if opts.XDSAddress != "" {
-		xdsAddr, err := socketAddress(opts.XDSAddress, "127.0.0.1")
+	if opts.fromXDS() {
+		xdsAddrs, err := grpcAddresses("xds", opts.XDSAddress, opts.XDSAddresses)
 		if err != nil {
-			return nil, fmt.Errorf("envoy bootstrap: xds address: %w", err)
+			return nil, err
 		}
-		clusters = append(clusters, grpcCluster(XDSCluster, xdsAddr, opts, ""))
+		clusters = append(clusters, grpcCluster(XDSCluster, xdsAddrs, opts, ""))
 		dynamic = &bootstrapv3.Bootstrap_DynamicResources{
 			AdsConfig: &corev3.ApiConfigSource{
 				ApiType:             corev3.ApiConfigSource_GRPC,
@@ -243,6 +250,43 @@ func regexProgramLimit(cfg *config.Config) int {
 	return 2*longest + 100
 }
 
+// fromXDS reports whether the service clusters come from partroute's ADS server.
+func (o Options) fromXDS() bool { return o.XDSAddress != "" || len(o.XDSAddresses) > 0 }
+
+// grpcAddresses parses the addresses of one of partroute's gRPC servers, given as one address
+// or as a list (not both), into endpoint addresses. An unspecified host becomes loopback, and
+// an address listed twice is an error, as it would be one instance counted twice.
+func grpcAddresses(what, one string, list []string) ([]*corev3.Address, error) {
+	if one != "" && len(list) > 0 {
+		return nil, fmt.Errorf("envoy bootstrap: %s address %q and a list of %d %s addresses are both set; give one or the other", what, one, len(list), what)
+	}
+	if one != "" {
+		list = []string{one}
+	}
+	var addrs []*corev3.Address
+	seen := map[string]bool{}
+	for _, hostport := range list {
+		addr, err := socketAddress(hostport, "127.0.0.1")
+		if err != nil {
+			return nil, fmt.Errorf("envoy bootstrap: %s address: %w", what, err)
+		}
+		sa := addr.GetSocketAddress()
+		if ip := net.ParseIP(sa.GetAddress()); ip.IsUnspecified() {
+			sa.Address = "127.0.0.1"
+			if ip.To4() == nil {
+				sa.Address = "::1"
+			}
+		}
+		key := net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10))
+		if seen[key] {
+			return nil, fmt.Errorf("envoy bootstrap: %s address %q is listed twice (as %s)", what, hostport, key)
+		}
+		seen[key] = true
+		addrs = append(addrs, addr)
+	}
+	return addrs, nil
+}
+
 func withDefaults(cfg *config.Config, opts Options) Options {
 	if opts.ListenAddress == "" {
 		opts.ListenAddress = DefaultListenAddress
@@ -250,7 +294,7 @@ func withDefaults(cfg *config.Config, opts Options) Options {
 	if opts.AdminAddress == "" {
 		opts.AdminAddress = DefaultAdminAddress
 	}
-	if opts.ExtProcAddress == "" {
+	if opts.ExtProcAddress == "" && len(opts.ExtProcAddresses) == 0 {
 		opts.ExtProcAddress = cfg.Listen.ExtProc
 	}
 	if opts.MessageTimeout == 0 {
@@ -284,6 +328,7 @@ func connectionManager(cfg *config.Config, opts Options) (*hcmv3.HttpConnectionM
 	extProc := &extprocv3.ExternalProcessor{
 		GrpcService: &corev3.GrpcService{
 			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ExtProcCluster}},
+			RetryPolicy:     extProcRetryPolicy(),
 		},
 		// A request partroute could not route must fail rather than go on without partition
 		// criteria, or worse, with a client's own.
@@ -421,11 +466,19 @@ func catchAllRoute() *routev3.Route {
 	}
 }
 
-// grpcCluster is how Envoy reaches a partroute gRPC server: HTTP/2, and for the ext_proc
-// server a gRPC health check, so that Envoy stops sending to a partroute that is draining or
-// has nothing loaded. Envoy routes nothing to a health-checked host before its first check
-// passes: tests and the demo wait for the cluster to be healthy in Envoy's /clusters.
-func grpcCluster(name string, addr *corev3.Address, opts Options, healthService string) *clusterv3.Cluster {
+// grpcCluster is how Envoy reaches partroute's gRPC servers, one endpoint per instance:
+// HTTP/2, and for the ext_proc server a gRPC health check, so that Envoy stops sending to a
+// partroute that is draining or has nothing loaded, and outlier detection, so that it stops
+// sending to one that has gone away without draining well before the health check notices.
+// Envoy routes nothing to a health-checked host before its first check passes: tests and the
+// demo wait for the cluster to be healthy in Envoy's /clusters.
+func grpcCluster(name string, addrs []*corev3.Address, opts Options, healthService string) *clusterv3.Cluster {
+	endpoints := make([]*endpointv3.LbEndpoint, 0, len(addrs))
+	for _, addr := range addrs {
+		endpoints = append(endpoints, &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: addr}},
+		})
+	}
 	c := &clusterv3.Cluster{
 		Name:                          name,
 		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
@@ -435,11 +488,7 @@ func grpcCluster(name string, addr *corev3.Address, opts Options, healthService 
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{httpProtocolOptions: http2Options()},
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: name,
-			Endpoints: []*endpointv3.LocalityLbEndpoints{{
-				LbEndpoints: []*endpointv3.LbEndpoint{{
-					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: addr}},
-				}},
-			}},
+			Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: endpoints}},
 		},
 	}
 	if healthService != "" {
@@ -457,8 +506,60 @@ func grpcCluster(name string, addr *corev3.Address, opts Options, healthService 
 				ServiceName: healthService,
 			}},
 		}}
+		c.OutlierDetection = extProcOutlierDetection(opts)
 	}
 	return c
+}
+
+// extProcRetryPolicy opens an ext_proc stream again, on another partroute instance, when it
+// could not be opened: the connection was refused (an instance that is gone, before outlier
+// detection or the health check has taken it out) or the stream was refused (an instance that
+// is closing its connections). Nothing reached partroute, so nothing is decided twice. The
+// back-off is short: the request waits for it, within the message timeout.
+func extProcRetryPolicy() *corev3.RetryPolicy {
+	return &corev3.RetryPolicy{
+		RetryOn:    extProcRetryOn,
+		NumRetries: wrapperspb.UInt32(extProcRetries),
+		RetryBackOff: &corev3.BackoffStrategy{
+			BaseInterval: durationpb.New(extProcRetryBackOff),
+			MaxInterval:  durationpb.New(4 * extProcRetryBackOff),
+		},
+		RetryHostPredicate: []*corev3.RetryPolicy_RetryHostPredicate{{
+			Name:       previousHostsName,
+			ConfigType: &corev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(&previoushostsv3.PreviousHostsPredicate{})},
+		}},
+		HostSelectionRetryMaxAttempts: hostSelectionRetries,
+	}
+}
+
+// Outlier detection of the ext_proc cluster.
+const (
+	// OutlierGatewayFailures is how many ext_proc streams in a row that fail to reach an
+	// instance (a connection refused or reset, a 502, 503 or 504) eject it. partroute's own
+	// refusals (partition_unavailable and the like) are answers on a stream that succeeded,
+	// so they never count.
+	OutlierGatewayFailures = 2
+	// OutlierBaseEjectionTime is how long a first ejection lasts; a passing health check
+	// ends it sooner.
+	OutlierBaseEjectionTime = 10 * time.Second
+	// outlierMaxEjectionPercent keeps half of the instances in the cluster whatever fails:
+	// when every instance fails at once, the fault is most likely not theirs, and ejecting
+	// them all would only add the ejection time to the outage.
+	outlierMaxEjectionPercent = 50
+)
+
+// extProcOutlierDetection ejects a partroute instance whose streams fail, such as one killed
+// without draining: its health check would notice only at the next interval, while the streams
+// sent to it meanwhile fail. A passing active health check un-ejects it (Envoy's default), so
+// a restarted instance takes traffic again as soon as it reports SERVING.
+func extProcOutlierDetection(opts Options) *clusterv3.OutlierDetection {
+	return &clusterv3.OutlierDetection{
+		ConsecutiveGatewayFailure:          wrapperspb.UInt32(OutlierGatewayFailures),
+		EnforcingConsecutiveGatewayFailure: wrapperspb.UInt32(100),
+		Interval:                           durationpb.New(opts.HealthCheckInterval),
+		BaseEjectionTime:                   durationpb.New(OutlierBaseEjectionTime),
+		MaxEjectionPercent:                 wrapperspb.UInt32(outlierMaxEjectionPercent),
+	}
 }
 
 // ServiceCluster is a service's cluster: every replica of every partition, each tagged with
@@ -636,7 +737,7 @@ func mustAny(m proto.Message) *anypb.Any {
 // Envoy has not received yet gets a 503 from Envoy; partroute serves the snapshot before it
 // reports ready, so in practice Envoy has the clusters before the first request.
 func validateClusters(opts Options) *wrapperspb.BoolValue {
-	if opts.XDSAddress != "" {
+	if opts.fromXDS() {
 		return wrapperspb.Bool(false)
 	}
 	return nil

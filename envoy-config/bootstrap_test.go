@@ -267,6 +267,20 @@ func TestBootstrapExtProcCluster(t *testing.T) {
 	if hc.GetTimeout() == nil {
 		t.Error("health check has no timeout")
 	}
+	// A partroute instance whose streams fail to connect is ejected after two of them, for
+	// at most half of the cluster, with the interval of the health check.
+	od := c.GetOutlierDetection()
+	if od.GetConsecutiveGatewayFailure().GetValue() != OutlierGatewayFailures || od.GetEnforcingConsecutiveGatewayFailure().GetValue() != 100 {
+		t.Errorf("outlier detection: %d consecutive gateway failures enforced at %d%%, want %d at 100%%",
+			od.GetConsecutiveGatewayFailure().GetValue(), od.GetEnforcingConsecutiveGatewayFailure().GetValue(), OutlierGatewayFailures)
+	}
+	if od.GetMaxEjectionPercent().GetValue() != 50 || od.GetBaseEjectionTime().AsDuration() != OutlierBaseEjectionTime || od.GetInterval().AsDuration() != time.Second {
+		t.Errorf("outlier detection: max ejection %d%%, base ejection time %v, interval %v; want 50%%, %v, 1s",
+			od.GetMaxEjectionPercent().GetValue(), od.GetBaseEjectionTime().AsDuration(), od.GetInterval().AsDuration(), OutlierBaseEjectionTime)
+	}
+	if od.GetSplitExternalLocalOriginErrors() {
+		t.Error("outlier detection splits local-origin errors: a refused connection would no longer count as a gateway failure")
+	}
 
 	// An ext_proc server listening on every address is reached on loopback, and the option
 	// overrides the configuration.
@@ -284,6 +298,67 @@ func TestBootstrapExtProcCluster(t *testing.T) {
 	}
 }
 
+// endpointAddrs lists a cluster's endpoints as host:port, in order.
+func endpointAddrs(c *clusterv3.Cluster) []string {
+	var out []string
+	for _, l := range c.GetLoadAssignment().GetEndpoints() {
+		for _, e := range l.GetLbEndpoints() {
+			sa := e.GetEndpoint().GetAddress().GetSocketAddress()
+			out = append(out, sa.GetAddress()+":"+itoa(sa.GetPortValue()))
+		}
+	}
+	return out
+}
+
+// TestBootstrapSeveralInstances checks that the ext_proc and ADS clusters get one endpoint per
+// partroute instance, from either option form, and that only the ext_proc cluster is health
+// checked and watched by outlier detection.
+func TestBootstrapSeveralInstances(t *testing.T) {
+	cfg, view := example.Load(t)
+	for _, tc := range []struct {
+		name             string
+		opts             Options
+		extProc, xdsWant []string
+	}{
+		{"default", Options{}, []string{cfg.Listen.ExtProc}, nil},
+		{"one address", Options{ExtProcAddress: "10.0.0.1:50051"}, []string{"10.0.0.1:50051"}, nil},
+		{"a list of one", Options{ExtProcAddresses: []string{"10.0.0.1:50051"}}, []string{"10.0.0.1:50051"}, nil},
+		{"two instances", Options{ExtProcAddresses: []string{"10.0.0.1:50051", "10.0.0.2:50051"}}, []string{"10.0.0.1:50051", "10.0.0.2:50051"}, nil},
+		{"unspecified hosts", Options{ExtProcAddresses: []string{":50051", "0.0.0.0:50052", "[::]:50053"}}, []string{"127.0.0.1:50051", "127.0.0.1:50052", "::1:50053"}, nil},
+		{"xds, one address", Options{XDSAddress: "10.0.0.1:18000"}, []string{cfg.Listen.ExtProc}, []string{"10.0.0.1:18000"}},
+		{"xds, two instances", Options{ExtProcAddresses: []string{"10.0.0.1:50051", "10.0.0.2:50051"}, XDSAddresses: []string{"10.0.0.1:18000", "10.0.0.2:18000"}},
+			[]string{"10.0.0.1:50051", "10.0.0.2:50051"}, []string{"10.0.0.1:18000", "10.0.0.2:18000"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := view
+			if tc.xdsWant != nil {
+				v = nil // the clusters come over ADS: no view is needed
+			}
+			p := unpack(t, mustBootstrap(t, cfg, v, tc.opts))
+			ext := p.clusters[ExtProcCluster]
+			if got := endpointAddrs(ext); !slices.Equal(got, tc.extProc) {
+				t.Errorf("%s endpoints %v, want %v", ExtProcCluster, got, tc.extProc)
+			}
+			if len(ext.GetHealthChecks()) != 1 || ext.GetOutlierDetection() == nil {
+				t.Errorf("%s: health checks %v, outlier detection %v; want one and one", ExtProcCluster, ext.GetHealthChecks(), ext.GetOutlierDetection())
+			}
+			xc := p.clusters[XDSCluster]
+			if tc.xdsWant == nil {
+				if xc != nil {
+					t.Errorf("a static bootstrap has an %s cluster", XDSCluster)
+				}
+				return
+			}
+			if got := endpointAddrs(xc); !slices.Equal(got, tc.xdsWant) {
+				t.Errorf("%s endpoints %v, want %v", XDSCluster, got, tc.xdsWant)
+			}
+			if xc.GetOutlierDetection() != nil || len(xc.GetHealthChecks()) != 0 {
+				t.Errorf("%s: outlier detection %v, health checks %v; want neither", XDSCluster, xc.GetOutlierDetection(), xc.GetHealthChecks())
+			}
+		})
+	}
+}
+
 func TestBootstrapExtProcFilter(t *testing.T) {
 	cfg, view := example.Load(t)
 	p := unpack(t, mustBootstrap(t, cfg, view, Options{}))
@@ -293,6 +368,20 @@ func TestBootstrapExtProcFilter(t *testing.T) {
 	}
 	if got := ep.GetGrpcService().GetEnvoyGrpc().GetClusterName(); got != ExtProcCluster {
 		t.Errorf("gRPC cluster %q, want %q", got, ExtProcCluster)
+	}
+	// A stream that could not be opened on one partroute instance (a killed one, before
+	// outlier detection ejects it) is opened on another instead of failing the request, with
+	// a back-off far below the message timeout; a stream that reached partroute is not.
+	rp := ep.GetGrpcService().GetRetryPolicy()
+	if rp.GetRetryOn() != "connect-failure,refused-stream" || rp.GetNumRetries().GetValue() < 1 {
+		t.Errorf("ext_proc retry policy: retry_on %q, %d retries; want connect-failure,refused-stream and at least 1", rp.GetRetryOn(), rp.GetNumRetries().GetValue())
+	}
+	if hp := rp.GetRetryHostPredicate(); len(hp) != 1 || hp[0].GetName() != previousHostsName {
+		t.Errorf("ext_proc retry host predicates %v, want %s alone: a retry goes to another instance", hp, previousHostsName)
+	}
+	if bo := rp.GetRetryBackOff(); bo.GetBaseInterval() == nil || bo.GetMaxInterval().AsDuration()*time.Duration(rp.GetNumRetries().GetValue()) >= ep.GetMessageTimeout().AsDuration()/4 {
+		t.Errorf("ext_proc retry back-off %v over %d retries: the retries must take a small part of the %v message timeout (Envoy's default base is 1s)",
+			bo, rp.GetNumRetries().GetValue(), ep.GetMessageTimeout().AsDuration())
 	}
 	if got := ep.GetMetadataOptions().GetReceivingNamespaces().GetUntyped(); !slices.Equal(got, []string{"envoy.lb"}) {
 		t.Errorf("receiving namespaces %v, want [envoy.lb]", got)
@@ -587,6 +676,11 @@ func TestBootstrapErrors(t *testing.T) {
 		{"admin address by name", Options{AdminAddress: "localhost:9902"}, "not an IP address"},
 		{"admin address without host", Options{AdminAddress: ":9902"}, "admin address"},
 		{"ext_proc port out of range", Options{ExtProcAddress: "127.0.0.1:70000"}, "ext_proc address"},
+		{"ext_proc address and list", Options{ExtProcAddress: "127.0.0.1:50051", ExtProcAddresses: []string{"127.0.0.1:50052"}}, "give one or the other"},
+		{"ext_proc address in a list by name", Options{ExtProcAddresses: []string{"127.0.0.1:50051", "partroute-2:50051"}}, `"partroute-2:50051"`},
+		{"ext_proc address listed twice", Options{ExtProcAddresses: []string{"127.0.0.1:50051", "0.0.0.0:50051"}}, `"0.0.0.0:50051" is listed twice`},
+		{"xds address and list", Options{XDSAddress: "127.0.0.1:18000", XDSAddresses: []string{"127.0.0.1:18001"}}, "xds address"},
+		{"xds address listed twice", Options{XDSAddresses: []string{"127.0.0.1:18000", "127.0.0.1:18000"}}, "listed twice"},
 	} {
 		if _, err := Bootstrap(cfg, view, tc.opts); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want one mentioning %q", tc.name, err, tc.want)

@@ -48,10 +48,12 @@ var allowedEnvoyLog = []struct {
 type envoyRun struct {
 	name string
 	// bootstrap returns the bootstrap YAML, with its admin listener at admin and partroute's
-	// ext_proc and xDS servers at grpcAddr.
-	bootstrap func(t *testing.T, admin, grpcAddr string) []byte
-	// ads, when set, is what partroute's xDS server serves this Envoy.
+	// ext_proc and xDS servers at grpcAddrs, one address per partroute instance.
+	bootstrap func(t *testing.T, admin string, grpcAddrs []string) []byte
+	// ads, when set, is what partroute's xDS servers serve this Envoy.
 	ads *adsInput
+	// instances is the number of partroute instances the bootstrap names; 0 means 1.
+	instances int
 }
 
 type adsInput struct {
@@ -87,33 +89,45 @@ func runEnvoyAndCheckLog(t *testing.T, bin string, r envoyRun) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	// One gRPC server plays partroute: it reports its ext_proc health service serving, so that
-	// Envoy's health check of the partroute_extproc cluster passes, and serves ADS.
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	hs := health.NewServer()
-	hs.SetServingStatus(contract.ExtProcService(), healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
+	// A gRPC server per instance plays partroute: it reports its ext_proc health service
+	// serving, so that Envoy's health check of the partroute_extproc cluster passes, and serves
+	// ADS, the same snapshot from every instance.
 	var (
-		ads      *xds.Server
-		versions xds.Versions
+		grpcAddrs []string
+		servers   []*grpc.Server
+		ads       []*xds.Server
+		versions  xds.Versions
 	)
-	if r.ads != nil {
-		ads = xds.New(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-		if versions, err = ads.Update(r.ads.cfg, r.ads.view, r.ads.opts); err != nil {
+	defer func() {
+		for _, gs := range servers {
+			gs.Stop()
+		}
+	}()
+	for range max(r.instances, 1) {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
 			t.Fatal(err)
 		}
-		ads.Register(gs)
+		gs := grpc.NewServer()
+		hs := health.NewServer()
+		hs.SetServingStatus(contract.ExtProcService(), healthpb.HealthCheckResponse_SERVING)
+		healthpb.RegisterHealthServer(gs, hs)
+		if r.ads != nil {
+			srv := xds.New(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+			if versions, err = srv.Update(r.ads.cfg, r.ads.view, r.ads.opts); err != nil {
+				t.Fatal(err)
+			}
+			srv.Register(gs)
+			ads = append(ads, srv)
+		}
+		go func() { _ = gs.Serve(lis) }()
+		servers = append(servers, gs)
+		grpcAddrs = append(grpcAddrs, lis.Addr().String())
 	}
-	go func() { _ = gs.Serve(lis) }()
-	defer gs.Stop()
 
 	admin := freeAddr(t)
 	path := filepath.Join(t.TempDir(), "envoy.yaml")
-	if err := os.WriteFile(path, r.bootstrap(t, admin, lis.Addr().String()), 0o644); err != nil {
+	if err := os.WriteFile(path, r.bootstrap(t, admin, grpcAddrs), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var log testkit.LogBuffer
@@ -123,7 +137,7 @@ func runEnvoyAndCheckLog(t *testing.T, bin string, r envoyRun) {
 	}
 	ready := envoy.WaitReady(ctx, envoyconfig.ExtProcCluster)
 	if ready == nil && ads != nil {
-		ready = ads.WaitAcked(ctx, versions)
+		ready = waitAnyAcked(ctx, ads, versions)
 	}
 	if err := envoy.Stop(5 * time.Second); err != nil {
 		t.Errorf("stopping Envoy: %v", err)
@@ -232,8 +246,8 @@ func shippedRuns(t *testing.T) []envoyRun {
 	bootstrapKey := regexp.MustCompile(`(?m)^static_resources:`)
 	var runs []envoyRun
 	add := func(name string, data []byte) {
-		runs = append(runs, envoyRun{name: name, bootstrap: func(t *testing.T, admin, grpcAddr string) []byte {
-			return withFreePorts(t, data, admin, grpcAddr)
+		runs = append(runs, envoyRun{name: name, bootstrap: func(t *testing.T, admin string, grpcAddrs []string) []byte {
+			return withFreePorts(t, data, admin, grpcAddrs[0])
 		}})
 	}
 	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
@@ -399,7 +413,7 @@ func generatedRuns(t *testing.T) []envoyRun {
 	}{{"", nil}, {"retry", &envoyconfig.Retry{NumRetries: 2}}, {"retry-per-try", &envoyconfig.Retry{NumRetries: 2, PerTryTimeout: 250 * time.Millisecond}}}
 	var runs []envoyRun
 	gen := func(in input, name string, opts envoyconfig.Options, xdsMode bool) {
-		runs = append(runs, generatedRun(in.name+"/"+name, in.cfg, in.view, opts, xdsMode))
+		runs = append(runs, generatedRun(in.name+"/"+name, in.cfg, in.view, opts, xdsMode, 1))
 	}
 	for _, in := range all {
 		for _, xdsMode := range []bool{false, true} {
@@ -417,6 +431,14 @@ func generatedRuns(t *testing.T) []envoyRun {
 				}
 			}
 		}
+	}
+
+	// Several partroute instances change only partroute's own clusters, which no other option
+	// touches: each mode once, with two instances behind the ext_proc cluster (and ADS).
+	for _, in := range all {
+		runs = append(runs,
+			generatedRun(in.name+"/static,two-instances", in.cfg, in.view, envoyconfig.Options{}, false, 2),
+			generatedRun(in.name+"/xds,two-instances", in.cfg, in.view, envoyconfig.Options{}, true, 2))
 	}
 
 	upstream := parse("upstream", `
@@ -441,18 +463,29 @@ services:
 
 // generatedRun is Envoy on the generator's bootstrap of cfg and view with opts, its client
 // listener on a port the kernel picks; with xdsMode the clusters come from partroute's xDS
-// server.
-func generatedRun(name string, cfg *config.Config, view *resolver.View, opts envoyconfig.Options, xdsMode bool) envoyRun {
-	r := envoyRun{name: name}
+// server. With one instance the addresses are given as ExtProcAddress and XDSAddress, with
+// more as the lists.
+func generatedRun(name string, cfg *config.Config, view *resolver.View, opts envoyconfig.Options, xdsMode bool, instances int) envoyRun {
+	r := envoyRun{name: name, instances: instances}
 	if xdsMode {
 		r.ads = &adsInput{cfg: cfg, view: view, opts: opts}
 	}
-	r.bootstrap = func(t *testing.T, admin, grpcAddr string) []byte {
+	r.bootstrap = func(t *testing.T, admin string, grpcAddrs []string) []byte {
 		o := opts
-		o.ListenAddress, o.AdminAddress, o.ExtProcAddress = "127.0.0.1:0", admin, grpcAddr
+		o.ListenAddress, o.AdminAddress = "127.0.0.1:0", admin
+		if len(grpcAddrs) == 1 {
+			o.ExtProcAddress = grpcAddrs[0]
+		} else {
+			o.ExtProcAddresses = grpcAddrs
+		}
 		v := view
 		if xdsMode {
-			o.XDSAddress, v = grpcAddr, nil
+			v = nil
+			if len(grpcAddrs) == 1 {
+				o.XDSAddress = grpcAddrs[0]
+			} else {
+				o.XDSAddresses = grpcAddrs
+			}
 		}
 		b, err := envoyconfig.Bootstrap(cfg, v, o)
 		if err != nil {
@@ -465,6 +498,24 @@ func generatedRun(name string, cfg *config.Config, view *resolver.View, opts env
 		return y
 	}
 	return r
+}
+
+// waitAnyAcked waits until Envoy has acknowledged versions from one of the xDS servers: it
+// holds its ADS stream with one instance, whichever it picked.
+func waitAnyAcked(ctx context.Context, servers []*xds.Server, versions xds.Versions) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() { errs <- s.WaitAcked(ctx, versions) }()
+	}
+	var last error
+	for range servers {
+		if last = <-errs; last == nil {
+			return nil
+		}
+	}
+	return last
 }
 
 // freeAddr returns a loopback address whose port was free a moment ago. Envoy's admin

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -14,6 +15,12 @@ import (
 
 // BackendHeader is the response header in which a backend names itself by its address.
 const BackendHeader = "x-backend"
+
+// RequestIDHeader is the request header in which a test names each request it sends; a
+// backend records what it served under that name (Backend.Requests), so that the test can
+// tell which replica served which request. Requests without it are only counted, as the load
+// test's are.
+const RequestIDHeader = "x-loadtest-request-id"
 
 // ReplicaHeader and ReplicaRoleHeader are the response headers in which a backend that plays a
 // replica of a naming view gives the replica's name and its role there.
@@ -45,6 +52,24 @@ type BackendSpec struct {
 	// Replica and Role, when set, are reported in every answer (Echo and response headers):
 	// the replica of the naming view the backend plays, and its role there.
 	Replica, Role string
+	// Partition, when set, is the id of the partition the backend holds. A request that
+	// partroute labelled with another partition (or with none) is refused with 421
+	// Misdirected Request and counted (Backend.Misrouted), as a store refuses a key it does
+	// not own.
+	Partition string
+}
+
+// ServedRequest is what a backend recorded of a request that named itself in RequestIDHeader.
+type ServedRequest struct {
+	Method string
+	// Partition and Role are how partroute labelled the request (x-partition-id and
+	// x-partition-role): the partition it chose and the role it asked for.
+	Partition, Role string
+	// At is when the backend served it.
+	At time.Time
+	// Times is how often the backend served a request of this id; more than 1 is a request
+	// sent, or retried, twice.
+	Times int
 }
 
 // Backend is one HTTP server on loopback that plays a replica. It counts what it serves, so
@@ -54,10 +79,16 @@ type Backend struct {
 	// Replica and Role are what the backend reports being (BackendSpec); empty for a backend
 	// that plays no particular replica.
 	Replica, Role string
-	srv           *http.Server
-	lis           net.Listener
-	served        atomic.Int64
-	writes        atomic.Int64
+	// Partition is the partition the backend holds (BackendSpec); empty for one that takes
+	// any request.
+	Partition string
+	srv       *http.Server
+	lis       net.Listener
+	served    atomic.Int64
+	writes    atomic.Int64
+	misrouted atomic.Int64
+	mu        sync.Mutex
+	requests  map[string]ServedRequest
 	// status, when not zero, is answered instead of 200: a replica that fails.
 	status atomic.Int32
 }
@@ -67,6 +98,20 @@ func (b *Backend) Served() int64 { return b.served.Load() }
 
 // Writes returns how many non-read requests the backend answered with 2xx.
 func (b *Backend) Writes() int64 { return b.writes.Load() }
+
+// Misrouted returns how many requests the backend refused because partroute had labelled them
+// with a partition other than its own.
+func (b *Backend) Misrouted() int64 { return b.misrouted.Load() }
+
+// Requests returns what the backend served of the requests that carried RequestIDHeader, by
+// their id. A request refused (FailWith, Misrouted) is not among them.
+func (b *Backend) Requests() map[string]ServedRequest {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[string]ServedRequest, len(b.requests))
+	maps.Copy(out, b.requests)
+	return out
+}
 
 // FailWith makes the backend answer every request with status (0 restores normal service).
 func (b *Backend) FailWith(status int) { b.status.Store(int32(status)) } //nolint:gosec // an HTTP status, three digits
@@ -93,6 +138,17 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Key:         r.Header.Get("x-partition-key"),
 		Replica:     b.Replica,
 		ReplicaRole: b.Role,
+	}
+	if b.Partition != "" && e.Partition != b.Partition {
+		b.misrouted.Add(1)
+		http.Error(w, fmt.Sprintf("backend %s holds partition %s, not %q", b.Addr, b.Partition, e.Partition), http.StatusMisdirectedRequest)
+		return
+	}
+	if id := r.Header.Get(RequestIDHeader); id != "" {
+		b.mu.Lock()
+		rec := b.requests[id]
+		b.requests[id] = ServedRequest{Method: r.Method, Partition: e.Partition, Role: e.Role, At: time.Now(), Times: rec.Times + 1}
+		b.mu.Unlock()
 	}
 	w.Header().Set("content-type", "application/json")
 	b.served.Add(1)
@@ -164,7 +220,7 @@ func StartReplica(spec BackendSpec) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: %w", spec.Addr, err)
 	}
-	b := &Backend{Addr: lis.Addr().String(), Replica: spec.Replica, Role: spec.Role, lis: lis}
+	b := &Backend{Addr: lis.Addr().String(), Replica: spec.Replica, Role: spec.Role, Partition: spec.Partition, lis: lis, requests: map[string]ServedRequest{}}
 	b.srv = &http.Server{Handler: b, ReadHeaderTimeout: 5 * time.Second}
 	// Serve returns only when the backend is closed, which is how a test stops a replica.
 	go func() { _ = b.srv.Serve(lis) }()

@@ -79,3 +79,62 @@ func TestStartBackendsOnePerAddress(t *testing.T) {
 		t.Errorf("%d backends for one address given twice, want 1", n)
 	}
 }
+
+// TestBackendRecordsRequestsAndRefusesOtherPartitions checks that a backend records the
+// requests that carry an id, with how partroute labelled them and how often they came, and
+// refuses a request labelled with a partition it does not hold.
+func TestBackendRecordsRequestsAndRefusesOtherPartitions(t *testing.T) {
+	b, err := StartReplica(BackendSpec{Addr: "127.0.0.1:0", Partition: "orders-0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	send := func(method, id, partition, role string) int {
+		t.Helper()
+		req, err := http.NewRequest(method, "http://"+b.Addr+"/api/orders/1", http.NoBody)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id != "" {
+			req.Header.Set(RequestIDHeader, id)
+		}
+		if partition != "" {
+			req.Header.Set("x-partition-id", partition)
+		}
+		req.Header.Set("x-partition-role", role)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		method, id, partition, role string
+		want                        int
+	}{
+		{http.MethodPut, "w1", "orders-0", "primary", http.StatusOK},
+		{http.MethodPut, "w1", "orders-0", "primary", http.StatusOK}, // the same id again
+		{http.MethodGet, "r1", "orders-0", "any", http.StatusOK},
+		{http.MethodGet, "", "orders-0", "any", http.StatusOK}, // no id: counted, not recorded
+		{http.MethodPut, "w2", "orders-1", "primary", http.StatusMisdirectedRequest},
+		{http.MethodGet, "r2", "", "any", http.StatusMisdirectedRequest},
+	} {
+		if got := send(tc.method, tc.id, tc.partition, tc.role); got != tc.want {
+			t.Errorf("%s %s labelled %q: status %d, want %d", tc.method, tc.id, tc.partition, got, tc.want)
+		}
+	}
+	got := b.Requests()
+	if len(got) != 2 {
+		t.Errorf("recorded %v, want w1 and r1 only", got)
+	}
+	if w := got["w1"]; w.Method != http.MethodPut || w.Partition != "orders-0" || w.Role != "primary" || w.Times != 2 || w.At.IsZero() {
+		t.Errorf("w1 recorded as %+v, want a PUT to orders-0 as primary, served twice, with its time", w)
+	}
+	if r := got["r1"]; r.Method != http.MethodGet || r.Role != "any" || r.Times != 1 {
+		t.Errorf("r1 recorded as %+v, want a GET with role any, served once", r)
+	}
+	if b.Misrouted() != 2 || b.Served() != 4 || b.Writes() != 2 {
+		t.Errorf("misrouted %d, served %d, writes %d; want 2, 4, 2", b.Misrouted(), b.Served(), b.Writes())
+	}
+}

@@ -17,17 +17,19 @@ import (
 
 // runEnvoyBootstrap writes the Envoy bootstrap for a configuration and its naming view.
 func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
-	fs := newCmdFlags("envoy-bootstrap", "partroute envoy-bootstrap -config FILE [-naming FILE] [-listen ADDR] [-admin ADDR] [-extproc ADDR] [-retry N [-per-try-timeout D]] [-message-timeout D] [-response-headers] [-xds [-node-id ID]] [-o FILE]")
+	fs := newCmdFlags("envoy-bootstrap", "partroute envoy-bootstrap -config FILE [-naming FILE] [-listen ADDR] [-admin ADDR] [-extproc ADDR[,ADDR...]] [-retry N [-per-try-timeout D]] [-message-timeout D] [-response-headers] [-xds | -xds-address ADDR[,ADDR...]] [-node-id ID] [-o FILE]")
 	cfgPath := fs.String("config", "", "partroute.yaml to generate from (required)")
 	namingPath := fs.String("naming", "", "naming file whose replicas become endpoints (default: the configuration's naming.file)")
 	listen := fs.String("listen", envoyconfig.DefaultListenAddress, "address Envoy accepts client traffic on")
 	admin := fs.String("admin", envoyconfig.DefaultAdminAddress, "address of Envoy's admin endpoint (keep it on loopback)")
-	extProc := fs.String("extproc", "", "address Envoy reaches partroute's ext_proc server at (default: the configuration's listen.extproc)")
+	var extProc, xdsAddrs addressList
+	fs.Var(&extProc, "extproc", "address Envoy reaches partroute's ext_proc server at; several instances: comma-separated or the flag repeated (default: the configuration's listen.extproc)")
 	retries := fs.Int("retry", 0, "retries per request on connect failure, reset or a replica's 503, to the same partition and role (0: none)")
 	perTry := fs.Duration("per-try-timeout", 0, "timeout of each attempt when -retry is set (0: only the route timeout)")
 	msgTimeout := fs.Duration("message-timeout", contract.DefaultMessageTimeout, "ext_proc message_timeout; must exceed the configuration's cache.resolveTimeout")
 	respHeaders := fs.Bool("response-headers", false, "also send response headers to partroute (for failure-driven re-resolution)")
 	xds := fs.Bool("xds", false, "take the service clusters and endpoints from partroute's xDS server (the configuration's listen.xds) instead of writing them in")
+	fs.Var(&xdsAddrs, "xds-address", "as -xds, from the xDS servers at these addresses instead of listen.xds; several instances: comma-separated or the flag repeated")
 	nodeID := fs.String("node-id", envoyconfig.DefaultNodeID, "the Envoy node id the xDS server sees; give each Envoy its own")
 	out := fs.String("o", "", "file to write the bootstrap to (default: standard output)")
 	if code, ok := fs.parse(args, stdout, stderr); !ok {
@@ -47,7 +49,8 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
 		view *resolver.View
 		err  error
 	)
-	if *xds {
+	fromXDS := *xds || len(xdsAddrs) > 0
+	if fromXDS {
 		cfg, err = config.Load(*cfgPath)
 	} else {
 		cfg, view, err = resolver.LoadConfigAndView(*cfgPath, *namingPath)
@@ -57,16 +60,17 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	opts := envoyconfig.Options{
-		ListenAddress:   *listen,
-		AdminAddress:    *admin,
-		ExtProcAddress:  *extProc,
-		MessageTimeout:  *msgTimeout,
-		ResponseHeaders: *respHeaders,
-		NodeID:          *nodeID,
+		ListenAddress:    *listen,
+		AdminAddress:     *admin,
+		MessageTimeout:   *msgTimeout,
+		ResponseHeaders:  *respHeaders,
+		NodeID:           *nodeID,
+		ExtProcAddresses: extProc,
+		XDSAddresses:     xdsAddrs,
 	}
-	if *xds {
+	if *xds && len(xdsAddrs) == 0 {
 		if cfg.Listen.XDS == "" {
-			fmt.Fprintf(stderr, "partroute envoy-bootstrap: -xds needs listen.xds in %s\n", cfg.Path)
+			fmt.Fprintf(stderr, "partroute envoy-bootstrap: -xds needs listen.xds in %s, or the addresses with -xds-address\n", cfg.Path)
 			return 1
 		}
 		opts.XDSAddress = cfg.Listen.XDS

@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/partroute/partroute/config"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
 	"github.com/partroute/partroute/resolver"
 )
@@ -100,6 +103,51 @@ func TestEnvoyBootstrapFlags(t *testing.T) {
 	}
 }
 
+// TestEnvoyBootstrapSeveralInstances checks that -extproc and -xds-address take several
+// addresses, comma-separated and repeated, and that -xds-address implies -xds.
+func TestEnvoyBootstrapSeveralInstances(t *testing.T) {
+	cfgPath := filepath.Join("..", "..", "envoy-config", "examples", "partroute.yaml")
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name          string
+		args          []string
+		extProc, xdsA []string
+	}{
+		{"comma-separated", []string{"-extproc", "10.0.0.1:50051,10.0.0.2:50051"}, []string{"10.0.0.1:50051", "10.0.0.2:50051"}, nil},
+		{"repeated", []string{"-extproc", "10.0.0.1:50051", "-extproc", "10.0.0.2:50051,10.0.0.3:50051"}, []string{"10.0.0.1:50051", "10.0.0.2:50051", "10.0.0.3:50051"}, nil},
+		{"xds addresses", []string{"-extproc", "10.0.0.1:50051,10.0.0.2:50051", "-xds-address", "10.0.0.1:18000", "-xds-address", "10.0.0.2:18000"},
+			[]string{"10.0.0.1:50051", "10.0.0.2:50051"}, []string{"10.0.0.1:18000", "10.0.0.2:18000"}},
+		{"xds address alone", []string{"-xds-address", "10.0.0.1:18000"}, []string{cfg.Listen.ExtProc}, []string{"10.0.0.1:18000"}},
+		{"xds and xds addresses", []string{"-xds", "-xds-address", "10.0.0.1:18000"}, []string{cfg.Listen.ExtProc}, []string{"10.0.0.1:18000"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := runEnvoyBootstrap(append([]string{"-config", cfgPath}, tc.args...), &stdout, &stderr); code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr.String())
+			}
+			b, err := envoyconfig.ParseYAML(stdout.Bytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string][]string{}
+			for _, c := range b.GetStaticResources().GetClusters() {
+				for _, l := range c.GetLoadAssignment().GetEndpoints() {
+					for _, e := range l.GetLbEndpoints() {
+						sa := e.GetEndpoint().GetAddress().GetSocketAddress()
+						got[c.GetName()] = append(got[c.GetName()], fmt.Sprintf("%s:%d", sa.GetAddress(), sa.GetPortValue()))
+					}
+				}
+			}
+			if !slices.Equal(got[envoyconfig.ExtProcCluster], tc.extProc) || !slices.Equal(got[envoyconfig.XDSCluster], tc.xdsA) {
+				t.Errorf("ext_proc endpoints %v, xds endpoints %v; want %v and %v", got[envoyconfig.ExtProcCluster], got[envoyconfig.XDSCluster], tc.extProc, tc.xdsA)
+			}
+		})
+	}
+}
+
 func TestEnvoyBootstrapUsageErrors(t *testing.T) {
 	cfgPath := filepath.Join("..", "..", "envoy-config", "examples", "partroute.yaml")
 	for _, tc := range []struct {
@@ -113,6 +161,9 @@ func TestEnvoyBootstrapUsageErrors(t *testing.T) {
 		{[]string{"-config", filepath.Join(t.TempDir(), "missing.yaml")}, "missing.yaml"},
 		{[]string{"-config", cfgPath, "-message-timeout", "50ms"}, "resolveTimeout"},
 		{[]string{"-config", cfgPath, "-listen", "localhost:80"}, "not an IP address"},
+		{[]string{"-config", cfgPath, "-extproc", "127.0.0.1:50051,"}, "empty address"},
+		{[]string{"-config", cfgPath, "-extproc", "127.0.0.1:50051,127.0.0.1:50051"}, "listed twice"},
+		{[]string{"-config", cfgPath, "-xds-address", "partroute:18000"}, "not an IP address"},
 		{[]string{"-config", cfgPath, "-o", filepath.Join(t.TempDir(), "no", "such", "dir", "envoy.yaml")}, "no such file"},
 	} {
 		var stdout, stderr bytes.Buffer

@@ -100,3 +100,20 @@ func (c *cmdFlags) fail(stderr io.Writer, format string, args ...any) int {
 func looksLikeFlag(arg string) bool {
 	return len(arg) > 1 && arg[0] == '-'
 }
+
+// addressList is a flag that takes host:port addresses, comma-separated, repeated, or both;
+// each use adds to the list.
+type addressList []string
+
+func (l *addressList) String() string { return strings.Join(*l, ",") }
+
+func (l *addressList) Set(s string) error {
+	for _, a := range strings.Split(s, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			return fmt.Errorf("empty address in %q", s)
+		}
+		*l = append(*l, a)
+	}
+	return nil
+}
