@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/partroute/partroute/extproc"
+	"github.com/partroute/partroute/internal/certreload"
 )
 
 // ExtProcServerOptions are the ext_proc gRPC server's options. The load test's no-op baseline
@@ -39,4 +40,13 @@ func ExtProcServerOptions(maxConnAge time.Duration, streamWorkers int) []grpc.Se
 // not be cut by the ext_proc server's connection age.
 func xdsServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true})}
+}
+
+// withTLS adds a listener's TLS credentials to its server options; a nil Reloader leaves the
+// listener plaintext.
+func withTLS(opts []grpc.ServerOption, r *certreload.Reloader) []grpc.ServerOption {
+	if r == nil {
+		return opts
+	}
+	return append(opts, grpc.Creds(r.Credentials()))
 }

@@ -162,7 +162,7 @@ func (r *Reloader) poll() {
 		r.current.Store(cfg)
 		r.served, r.pending, r.reported = sum, [32]byte{}, [32]byte{}
 		r.metrics.reloads.WithLabelValues(r.listener, resultOK).Inc()
-		r.log.Info("TLS files reloaded; new handshakes get them", "listener", r.listener,
+		r.log.Info("TLS files reloaded; new connections get them", "listener", r.listener,
 			"cert", r.files.Cert, "serial", serialString(leaf.SerialNumber), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
 		return
 	}
