@@ -64,6 +64,14 @@ func loadTLS(configPath string, cfg *config.Config, reg prometheus.Registerer, l
 	return &out, nil
 }
 
+// CheckTLS reads the files of every listener of cfg that serves TLS, as partroute serve does
+// at start, and reports those that do not load as errors at their fields of configPath:
+// partroute validate's check of listen.tls.
+func CheckTLS(configPath string, cfg *config.Config) error {
+	_, err := loadTLS(configPath, cfg, nil, slog.New(slog.DiscardHandler))
+	return err
+}
+
 // watch follows the files of every listener that serves TLS until ctx ends.
 func (t *listenerTLS) watch(ctx context.Context, poll time.Duration, start func(func())) {
 	for _, r := range []*certreload.Reloader{t.extproc, t.xds, t.admin} {
