@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"io/fs"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/partroute/partroute/contract"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
 	"github.com/partroute/partroute/internal/testkit"
+	"github.com/partroute/partroute/internal/testkit/certs"
 	"github.com/partroute/partroute/resolver"
 	"github.com/partroute/partroute/xds"
 )
@@ -48,10 +51,12 @@ var allowedEnvoyLog = []struct {
 type envoyRun struct {
 	name string
 	// bootstrap returns the bootstrap YAML, with its admin listener at admin and partroute's
-	// ext_proc and xDS servers at grpcAddr.
-	bootstrap func(t *testing.T, admin, grpcAddr string) []byte
+	// ext_proc and xDS servers at grpcAddr, reached over tls when it is set.
+	bootstrap func(t *testing.T, admin, grpcAddr string, tls *envoyconfig.UpstreamTLS) []byte
 	// ads, when set, is what partroute's xDS server serves this Envoy.
 	ads *adsInput
+	// tls serves partroute's side over mutual TLS, with certificates made for the run.
+	tls bool
 }
 
 type adsInput struct {
@@ -93,7 +98,24 @@ func runEnvoyAndCheckLog(t *testing.T, bin string, r envoyRun) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
+	var (
+		serverOpts []grpc.ServerOption
+		upstream   *envoyconfig.UpstreamTLS
+	)
+	if r.tls {
+		dir := t.TempDir()
+		m := certs.NewMutual(t, dir)
+		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(&tls.Config{
+			Certificates: []tls.Certificate{m.Server.TLS(t)},
+			ClientCAs:    m.CA.Pool(),
+			ClientAuth:   tls.RequireAndVerifyClientCert,
+		})))
+		upstream = &envoyconfig.UpstreamTLS{CertFile: m.ClientCert, KeyFile: m.ClientKey, CAFile: m.CAFile, ServerName: "localhost", SecretDir: dir}
+		if err := envoyconfig.WriteSecretFiles(upstream); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gs := grpc.NewServer(serverOpts...)
 	hs := health.NewServer()
 	hs.SetServingStatus(contract.ExtProcService(), healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
@@ -113,7 +135,7 @@ func runEnvoyAndCheckLog(t *testing.T, bin string, r envoyRun) {
 
 	admin := freeAddr(t)
 	path := filepath.Join(t.TempDir(), "envoy.yaml")
-	if err := os.WriteFile(path, r.bootstrap(t, admin, lis.Addr().String()), 0o644); err != nil {
+	if err := os.WriteFile(path, r.bootstrap(t, admin, lis.Addr().String(), upstream), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var log testkit.LogBuffer
@@ -232,7 +254,7 @@ func shippedRuns(t *testing.T) []envoyRun {
 	bootstrapKey := regexp.MustCompile(`(?m)^static_resources:`)
 	var runs []envoyRun
 	add := func(name string, data []byte) {
-		runs = append(runs, envoyRun{name: name, bootstrap: func(t *testing.T, admin, grpcAddr string) []byte {
+		runs = append(runs, envoyRun{name: name, bootstrap: func(t *testing.T, admin, grpcAddr string, _ *envoyconfig.UpstreamTLS) []byte {
 			return withFreePorts(t, data, admin, grpcAddr)
 		}})
 	}
@@ -399,7 +421,7 @@ func generatedRuns(t *testing.T) []envoyRun {
 	}{{"", nil}, {"retry", &envoyconfig.Retry{NumRetries: 2}}, {"retry-per-try", &envoyconfig.Retry{NumRetries: 2, PerTryTimeout: 250 * time.Millisecond}}}
 	var runs []envoyRun
 	gen := func(in input, name string, opts envoyconfig.Options, xdsMode bool) {
-		runs = append(runs, generatedRun(in.name+"/"+name, in.cfg, in.view, opts, xdsMode))
+		runs = append(runs, generatedRun(in.name+"/"+name, in.cfg, in.view, opts, xdsMode, false))
 	}
 	for _, in := range all {
 		for _, xdsMode := range []bool{false, true} {
@@ -417,6 +439,15 @@ func generatedRuns(t *testing.T) []envoyRun {
 				}
 			}
 		}
+		// TLS changes partroute's own clusters alone, whatever the other options: each input
+		// is run with it statically and over xDS (where both clusters are on TLS), and once
+		// with the other options on.
+		for _, xdsMode := range []bool{false, true} {
+			name := map[bool]string{false: "static,tls", true: "xds,tls"}[xdsMode]
+			runs = append(runs, generatedRun(in.name+"/"+name, in.cfg, in.view, envoyconfig.Options{}, xdsMode, true))
+		}
+		runs = append(runs, generatedRun(in.name+"/xds,retry,response-headers,tls", in.cfg, in.view,
+			envoyconfig.Options{Retry: &envoyconfig.Retry{NumRetries: 2}, ResponseHeaders: true}, true, true))
 	}
 
 	upstream := parse("upstream", `
@@ -441,15 +472,15 @@ services:
 
 // generatedRun is Envoy on the generator's bootstrap of cfg and view with opts, its client
 // listener on a port the kernel picks; with xdsMode the clusters come from partroute's xDS
-// server.
-func generatedRun(name string, cfg *config.Config, view *resolver.View, opts envoyconfig.Options, xdsMode bool) envoyRun {
-	r := envoyRun{name: name}
+// server, and with tlsMode partroute's own clusters are on mutual TLS.
+func generatedRun(name string, cfg *config.Config, view *resolver.View, opts envoyconfig.Options, xdsMode, tlsMode bool) envoyRun {
+	r := envoyRun{name: name, tls: tlsMode}
 	if xdsMode {
 		r.ads = &adsInput{cfg: cfg, view: view, opts: opts}
 	}
-	r.bootstrap = func(t *testing.T, admin, grpcAddr string) []byte {
+	r.bootstrap = func(t *testing.T, admin, grpcAddr string, upstream *envoyconfig.UpstreamTLS) []byte {
 		o := opts
-		o.ListenAddress, o.AdminAddress, o.ExtProcAddress = "127.0.0.1:0", admin, grpcAddr
+		o.ListenAddress, o.AdminAddress, o.ExtProcAddress, o.TLS = "127.0.0.1:0", admin, grpcAddr, upstream
 		v := view
 		if xdsMode {
 			o.XDSAddress, v = grpcAddr, nil
