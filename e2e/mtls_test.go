@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -363,6 +364,74 @@ func TestMTLSThroughEnvoy(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("Envoy rotates its own client certificate from its files", func(t *testing.T) {
+		if got := s.envoyClientSerials(); len(got) != 2 || got[0].Cmp(s.m.Client.Cert.SerialNumber) != 0 || got[1].Cmp(s.m.Client.Cert.SerialNumber) != 0 {
+			t.Fatalf("Envoy's client certificates %v, want %X in both of partroute's clusters", got, s.m.Client.Cert.SerialNumber)
+		}
+		failures := func() float64 {
+			n := 0.0
+			for _, reason := range []string{"no_client_certificate", "unknown_authority", "bad_certificate", "not_tls", "other"} {
+				n += s.metric(fmt.Sprintf(`partroute_tls_handshake_failures_total{listener="extproc",reason=%q}`, reason))
+			}
+			return n
+		}
+		failedBefore := failures()
+		next := s.m.CA.Client(t, "envoy")
+		next.Write(t, s.m.ClientCert, s.m.ClientKey)
+		testkit.WaitFor(t, "Envoy to load its new client certificate", 10*time.Second, func() bool {
+			got := s.envoyClientSerials()
+			return len(got) == 2 && got[0].Cmp(next.Cert.SerialNumber) == 0 && got[1].Cmp(next.Cert.SerialNumber) == 0
+		})
+		// partroute accepts it on the connections Envoy opens from now on.
+		handshakes := s.envoyStat("cluster." + envoyconfig.ExtProcCluster + ".ssl.handshake")
+		testkit.WaitFor(t, "Envoy to connect with its new certificate", 10*time.Second, func() bool {
+			if code, _, err := s.put(2); err != nil || code != http.StatusOK {
+				t.Fatalf("PUT after Envoy's rotation: %d %v", code, err)
+			}
+			return s.envoyStat("cluster."+envoyconfig.ExtProcCluster+".ssl.handshake") > handshakes
+		})
+		for key := range 10 {
+			if code, backend, err := s.put(key); err != nil || code != http.StatusOK || backend != s.primaryOf(key) {
+				t.Errorf("PUT key %d after Envoy's rotation: %d from %q (%v)", key, code, backend, err)
+			}
+		}
+		if n := failures() - failedBefore; n != 0 {
+			t.Errorf("partroute refused %v handshakes while Envoy rotated its certificate", n)
+		}
+	})
+}
+
+// envoyClientSerials returns the serial of every client certificate Envoy's TLS contexts
+// hold now, as its admin /certs lists them.
+func (s *mtlsStack) envoyClientSerials() []*big.Int {
+	s.t.Helper()
+	resp, err := s.client.Get("http://" + s.envoyAdmin + "/certs")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Certificates []struct {
+			CertChain []struct {
+				SerialNumber string `json:"serial_number"`
+			} `json:"cert_chain"`
+		} `json:"certificates"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		s.t.Fatal(err)
+	}
+	var serials []*big.Int
+	for _, c := range out.Certificates {
+		for _, cert := range c.CertChain {
+			n, ok := new(big.Int).SetString(cert.SerialNumber, 16)
+			if !ok {
+				s.t.Fatalf("Envoy's /certs lists serial %q", cert.SerialNumber)
+			}
+			serials = append(serials, n)
+		}
+	}
+	return serials
 }
 
 func countFailed[T any](rs []T, failed func(T) bool) int {
