@@ -431,9 +431,10 @@ func catchAllRoute() *routev3.Route {
 }
 
 // grpcCluster is how Envoy reaches a partroute gRPC server: HTTP/2, over TLS with
-// Options.TLS, and for the ext_proc server a gRPC health check, so that Envoy stops sending to a partroute that is draining or
-// has nothing loaded. Envoy routes nothing to a health-checked host before its first check
-// passes: tests and the demo wait for the cluster to be healthy in Envoy's /clusters.
+// Options.TLS, and for the ext_proc server a gRPC health check, so that Envoy stops sending
+// to a partroute that is draining or has nothing loaded. Envoy routes nothing to a
+// health-checked host before its first check passes: tests and the demo wait for the cluster
+// to be healthy in Envoy's /clusters.
 func grpcCluster(name string, addr *corev3.Address, opts Options, healthService string) *clusterv3.Cluster {
 	c := &clusterv3.Cluster{
 		Name:                          name,
