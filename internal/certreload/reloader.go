@@ -16,8 +16,8 @@ import (
 	"github.com/partroute/partroute/internal/filewatch"
 )
 
-// Files are the files one listener's TLS comes from. Paths should be absolute: they are read
-// again on every change, whatever the working directory is by then.
+// Files are the files one listener's TLS comes from. They are read again on every change: a
+// relative path is relative to the working directory, which partroute never changes.
 type Files struct {
 	// Cert and Key are the certificate chain and its private key, in PEM. Required.
 	Cert, Key string
