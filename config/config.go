@@ -76,8 +76,12 @@ type Config struct {
 	byPrecedence []*Service
 }
 
-// Listen holds the listen addresses. An empty XDS address turns the xDS server off.
-type Listen struct{ ExtProc, XDS, Admin string }
+// Listen holds the listen addresses and their TLS settings. An empty XDS address turns the
+// xDS server off.
+type Listen struct {
+	ExtProc, XDS, Admin string
+	TLS                 ListenTLS
+}
 
 // Naming says where the naming view comes from.
 type Naming struct {
@@ -176,9 +180,10 @@ func Load(path string) (*Config, error) {
 // file is the YAML shape of partroute.yaml.
 type file struct {
 	Listen struct {
-		ExtProc string `yaml:"extproc"`
-		XDS     string `yaml:"xds"`
-		Admin   string `yaml:"admin"`
+		ExtProc string        `yaml:"extproc"`
+		XDS     string        `yaml:"xds"`
+		Admin   string        `yaml:"admin"`
+		TLS     listenTLSFile `yaml:"tls"`
 	} `yaml:"listen"`
 	Naming namingFile `yaml:"naming"`
 	Cache  struct {
@@ -258,6 +263,8 @@ func Parse(data []byte, path string) (*Config, error) {
 			}
 		}
 	}
+
+	c.Listen.TLS = parseListenTLS(&f.Listen.TLS, c.Listen, path, errs, at)
 
 	c.Naming = parseNaming(&f.Naming, path, errs, at)
 

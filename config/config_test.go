@@ -147,6 +147,27 @@ services:
 	}
 }
 
+func TestListenTLS(t *testing.T) {
+	c := mustParse(t, `
+listen:
+  xds: 127.0.0.1:18000
+  tls:
+    extproc: {cert: tls/server.pem, key: tls/server.key, clientCA: /etc/ca/envoy.pem, requireClientCert: true}
+    xds: {cert: /etc/tls/xds.pem, key: /etc/tls/xds.key, clientCA: tls/ca.pem}
+naming: {file: naming.yaml}
+`)
+	want := config.ListenTLS{
+		ExtProc: config.ServerTLS{Cert: "/etc/partroute/tls/server.pem", Key: "/etc/partroute/tls/server.key", ClientCA: "/etc/ca/envoy.pem", RequireClientCert: true},
+		XDS:     config.ServerTLS{Cert: "/etc/tls/xds.pem", Key: "/etc/tls/xds.key", ClientCA: "/etc/partroute/tls/ca.pem"},
+	}
+	if c.Listen.TLS != want {
+		t.Errorf("listen.tls = %#v, want %#v", c.Listen.TLS, want)
+	}
+	if !c.Listen.TLS.ExtProc.On() || !c.Listen.TLS.XDS.On() || c.Listen.TLS.Admin.On() {
+		t.Errorf("On: extproc %v xds %v admin %v, want true true false", c.Listen.TLS.ExtProc.On(), c.Listen.TLS.XDS.On(), c.Listen.TLS.Admin.On())
+	}
+}
+
 func TestSettings(t *testing.T) {
 	c := mustParse(t, `
 listen: {extproc: ":50052", xds: 127.0.0.1:18000, admin: "[::1]:9902"}

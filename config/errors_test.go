@@ -104,7 +104,11 @@ func TestParseErrors(t *testing.T) {
 		{"unknown top-level field", "naming: {file: n.yaml}\nlistenn: {} #a\n",
 			[]wantErr{{"listenn", "unknown field; known fields here: listen, naming, cache, headers, unmatched, maxBodyBytes, services", "#a"}}},
 		{"unknown listen field", "naming: {file: n.yaml}\nlisten:\n  grpc: 1.2.3.4:5 #a\n",
-			[]wantErr{{"listen.grpc", "known fields here: extproc, xds, admin", "#a"}}},
+			[]wantErr{{"listen.grpc", "known fields here: extproc, xds, admin, tls", "#a"}}},
+		{"unknown listen.tls field", "naming: {file: n.yaml}\nlisten:\n  tls:\n    grpc: {} #a\n",
+			[]wantErr{{"listen.tls.grpc", "known fields here: extproc, xds, admin", "#a"}}},
+		{"unknown field of a listener's tls", "naming: {file: n.yaml}\nlisten:\n  tls:\n    extproc: {cert: c.pem, key: k.pem, ca: ca.pem} #a\n",
+			[]wantErr{{"listen.tls.extproc.ca", "known fields here: cert, key, clientCA, requireClientCert", "#a"}}},
 		{"unknown cache field", "naming: {file: n.yaml}\ncache: {size: 1, maxAge: 1s} #a\n",
 			[]wantErr{{"cache.maxAge", "known fields here: size, ttl, staleIfError, resolveTimeout", "#a"}}},
 		{"unknown match field", head + "  - name: s\n    match: {pathPrefix: /s, host: a.example.com} #a\n    partitioning: {scheme: singleton}\n",
@@ -161,6 +165,20 @@ func TestParseErrors(t *testing.T) {
 			[]wantErr{{"listen.xds", `has port "70000", not a number from 0 to 65535`, "#a"}}},
 		{"admin port not a number", "naming: {file: n.yaml}\nlisten:\n  admin: 127.0.0.1:http #a\n",
 			[]wantErr{{"listen.admin", `has port "http"`, "#a"}}},
+
+		// Listen TLS.
+		{"tls cert without key", "naming: {file: n.yaml}\nlisten:\n  tls:\n    extproc: {cert: c.pem} #a\n",
+			[]wantErr{{"listen.tls.extproc.key", "is required with cert", "#a"}}},
+		{"tls key without cert", "naming: {file: n.yaml}\nlisten:\n  tls:\n    admin: {key: k.pem} #a\n",
+			[]wantErr{{"listen.tls.admin.cert", "is required: a TLS listener serves a certificate", "#a"}}},
+		{"tls empty", "naming: {file: n.yaml}\nlisten:\n  tls:\n    extproc: {} #a\n",
+			[]wantErr{{"listen.tls.extproc.cert", "is required", "#a"}}},
+		{"requireClientCert without clientCA", "naming: {file: n.yaml}\nlisten:\n  tls:\n    extproc:\n      cert: c.pem\n      key: k.pem\n      requireClientCert: true #a\n",
+			[]wantErr{{"listen.tls.extproc.clientCA", "is required with requireClientCert: true", "#a"}}},
+		{"tls for an xds server that is off", "naming: {file: n.yaml}\nlisten:\n  tls:\n    xds: {cert: c.pem, key: k.pem} #a\n",
+			[]wantErr{{"listen.tls.xds", "is set but listen.xds is empty", "#a"}}},
+		{"requireClientCert not a bool", "naming: {file: n.yaml}\nlisten:\n  tls:\n    extproc: {cert: c.pem, key: k.pem, clientCA: ca.pem, requireClientCert: yes please} #a\n",
+			[]wantErr{{"listen.tls.extproc.requireClientCert", "cannot unmarshal", "#a"}}},
 
 		// Naming.
 		{"no naming", "unmatched: reject\n",

@@ -119,6 +119,10 @@ type Options struct {
 	// is the load test's baseline for the cost of the ext_proc hop; without partroute's
 	// criteria, a subset cluster with NO_FALLBACK finds no host for any request.
 	NoExtProc bool
+	// TLS, when set, makes Envoy reach partroute's ext_proc and xDS servers over TLS (mutual
+	// TLS with a client certificate); nil means plaintext. Its SDS files (SecretFiles) must
+	// be written before Envoy starts.
+	TLS *UpstreamTLS
 }
 
 // Retry is the retry policy of the service routes. Envoy does not call ext_proc again for a
@@ -139,6 +143,11 @@ func Bootstrap(cfg *config.Config, view *resolver.View, opts Options) (*bootstra
 	opts = withDefaults(cfg, opts)
 	if opts.MessageTimeout <= cfg.Cache.ResolveTimeout {
 		return nil, fmt.Errorf("envoy bootstrap: ext_proc message timeout %v must exceed the configuration's cache.resolveTimeout %v, or Envoy times out before partroute can answer", opts.MessageTimeout, cfg.Cache.ResolveTimeout)
+	}
+	if opts.TLS != nil {
+		if err := opts.TLS.check(); err != nil {
+			return nil, err
+		}
 	}
 	if opts.Retry != nil && opts.Retry.NumRetries < 1 {
 		return nil, fmt.Errorf("envoy bootstrap: a retry policy needs at least 1 retry, not %d", opts.Retry.NumRetries)
@@ -467,7 +476,7 @@ func catchAllRoute() *routev3.Route {
 }
 
 // grpcCluster is how Envoy reaches partroute's gRPC servers, one endpoint per instance:
-// HTTP/2, and for the ext_proc server a gRPC health check, so that Envoy stops sending to a
+// HTTP/2, over TLS with Options.TLS, and for the ext_proc server a gRPC health check, so that Envoy stops sending to a
 // partroute that is draining or has nothing loaded, and outlier detection, so that it stops
 // sending to one that has gone away without draining well before the health check notices.
 // Envoy routes nothing to a health-checked host before its first check passes: tests and the
@@ -486,6 +495,7 @@ func grpcCluster(name string, addrs []*corev3.Address, opts Options, healthServi
 		LbPolicy:                      clusterv3.Cluster_ROUND_ROBIN,
 		CommonLbConfig:                noPanic(),
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{httpProtocolOptions: http2Options()},
+		TransportSocket:               opts.TLS.transportSocket(),
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: name,
 			Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: endpoints}},

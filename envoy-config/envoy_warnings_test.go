@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"io/fs"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/partroute/partroute/contract"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
 	"github.com/partroute/partroute/internal/testkit"
+	"github.com/partroute/partroute/internal/testkit/certs"
 	"github.com/partroute/partroute/resolver"
 	"github.com/partroute/partroute/xds"
 )
@@ -48,12 +51,15 @@ var allowedEnvoyLog = []struct {
 type envoyRun struct {
 	name string
 	// bootstrap returns the bootstrap YAML, with its admin listener at admin and partroute's
-	// ext_proc and xDS servers at grpcAddrs, one address per partroute instance.
-	bootstrap func(t *testing.T, admin string, grpcAddrs []string) []byte
+	// ext_proc and xDS servers at grpcAddrs, one address per partroute instance, reached over
+	// tls when it is set.
+	bootstrap func(t *testing.T, admin string, grpcAddrs []string, tls *envoyconfig.UpstreamTLS) []byte
 	// ads, when set, is what partroute's xDS servers serve this Envoy.
 	ads *adsInput
 	// instances is the number of partroute instances the bootstrap names; 0 means 1.
 	instances int
+	// tls serves partroute's side over mutual TLS, with certificates made for the run.
+	tls bool
 }
 
 type adsInput struct {
@@ -91,7 +97,24 @@ func runEnvoyAndCheckLog(t *testing.T, bin string, r envoyRun) {
 
 	// A gRPC server per instance plays partroute: it reports its ext_proc health service
 	// serving, so that Envoy's health check of the partroute_extproc cluster passes, and serves
-	// ADS, the same snapshot from every instance.
+	// ADS, the same snapshot from every instance; with tls, over mutual TLS.
+	var (
+		serverOpts []grpc.ServerOption
+		upstream   *envoyconfig.UpstreamTLS
+	)
+	if r.tls {
+		dir := t.TempDir()
+		m := certs.NewMutual(t, dir)
+		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(&tls.Config{
+			Certificates: []tls.Certificate{m.Server.TLS(t)},
+			ClientCAs:    m.CA.Pool(),
+			ClientAuth:   tls.RequireAndVerifyClientCert,
+		})))
+		upstream = &envoyconfig.UpstreamTLS{CertFile: m.ClientCert, KeyFile: m.ClientKey, CAFile: m.CAFile, ServerName: "localhost", SecretDir: dir}
+		if err := envoyconfig.WriteSecretFiles(upstream); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var (
 		grpcAddrs []string
 		servers   []*grpc.Server
@@ -108,7 +131,7 @@ func runEnvoyAndCheckLog(t *testing.T, bin string, r envoyRun) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		gs := grpc.NewServer()
+		gs := grpc.NewServer(serverOpts...)
 		hs := health.NewServer()
 		hs.SetServingStatus(contract.ExtProcService(), healthpb.HealthCheckResponse_SERVING)
 		healthpb.RegisterHealthServer(gs, hs)
@@ -127,7 +150,7 @@ func runEnvoyAndCheckLog(t *testing.T, bin string, r envoyRun) {
 
 	admin := freeAddr(t)
 	path := filepath.Join(t.TempDir(), "envoy.yaml")
-	if err := os.WriteFile(path, r.bootstrap(t, admin, grpcAddrs), 0o644); err != nil {
+	if err := os.WriteFile(path, r.bootstrap(t, admin, grpcAddrs, upstream), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var log testkit.LogBuffer
@@ -246,7 +269,7 @@ func shippedRuns(t *testing.T) []envoyRun {
 	bootstrapKey := regexp.MustCompile(`(?m)^static_resources:`)
 	var runs []envoyRun
 	add := func(name string, data []byte) {
-		runs = append(runs, envoyRun{name: name, bootstrap: func(t *testing.T, admin string, grpcAddrs []string) []byte {
+		runs = append(runs, envoyRun{name: name, bootstrap: func(t *testing.T, admin string, grpcAddrs []string, _ *envoyconfig.UpstreamTLS) []byte {
 			return withFreePorts(t, data, admin, grpcAddrs[0])
 		}})
 	}
@@ -413,7 +436,7 @@ func generatedRuns(t *testing.T) []envoyRun {
 	}{{"", nil}, {"retry", &envoyconfig.Retry{NumRetries: 2}}, {"retry-per-try", &envoyconfig.Retry{NumRetries: 2, PerTryTimeout: 250 * time.Millisecond}}}
 	var runs []envoyRun
 	gen := func(in input, name string, opts envoyconfig.Options, xdsMode bool) {
-		runs = append(runs, generatedRun(in.name+"/"+name, in.cfg, in.view, opts, xdsMode, 1))
+		runs = append(runs, generatedRun(in.name+"/"+name, in.cfg, in.view, opts, xdsMode, 1, false))
 	}
 	for _, in := range all {
 		for _, xdsMode := range []bool{false, true} {
@@ -431,14 +454,23 @@ func generatedRuns(t *testing.T) []envoyRun {
 				}
 			}
 		}
+		// TLS changes partroute's own clusters alone, whatever the other options: each input
+		// is run with it statically and over xDS (where both clusters are on TLS), and once
+		// with the other options on.
+		for _, xdsMode := range []bool{false, true} {
+			name := map[bool]string{false: "static,tls", true: "xds,tls"}[xdsMode]
+			runs = append(runs, generatedRun(in.name+"/"+name, in.cfg, in.view, envoyconfig.Options{}, xdsMode, 1, true))
+		}
+		runs = append(runs, generatedRun(in.name+"/xds,retry,response-headers,tls", in.cfg, in.view,
+			envoyconfig.Options{Retry: &envoyconfig.Retry{NumRetries: 2}, ResponseHeaders: true}, true, 1, true))
 	}
 
 	// Several partroute instances change only partroute's own clusters, which no other option
 	// touches: each mode once, with two instances behind the ext_proc cluster (and ADS).
 	for _, in := range all {
 		runs = append(runs,
-			generatedRun(in.name+"/static,two-instances", in.cfg, in.view, envoyconfig.Options{}, false, 2),
-			generatedRun(in.name+"/xds,two-instances", in.cfg, in.view, envoyconfig.Options{}, true, 2))
+			generatedRun(in.name+"/static,two-instances", in.cfg, in.view, envoyconfig.Options{}, false, 2, false),
+			generatedRun(in.name+"/xds,two-instances", in.cfg, in.view, envoyconfig.Options{}, true, 2, false))
 	}
 
 	upstream := parse("upstream", `
@@ -463,16 +495,16 @@ services:
 
 // generatedRun is Envoy on the generator's bootstrap of cfg and view with opts, its client
 // listener on a port the kernel picks; with xdsMode the clusters come from partroute's xDS
-// server. With one instance the addresses are given as ExtProcAddress and XDSAddress, with
-// more as the lists.
-func generatedRun(name string, cfg *config.Config, view *resolver.View, opts envoyconfig.Options, xdsMode bool, instances int) envoyRun {
-	r := envoyRun{name: name, instances: instances}
+// server, and with tlsMode partroute's own clusters are on mutual TLS. With one instance the
+// addresses are given as ExtProcAddress and XDSAddress, with more as the lists.
+func generatedRun(name string, cfg *config.Config, view *resolver.View, opts envoyconfig.Options, xdsMode bool, instances int, tlsMode bool) envoyRun {
+	r := envoyRun{name: name, instances: instances, tls: tlsMode}
 	if xdsMode {
 		r.ads = &adsInput{cfg: cfg, view: view, opts: opts}
 	}
-	r.bootstrap = func(t *testing.T, admin string, grpcAddrs []string) []byte {
+	r.bootstrap = func(t *testing.T, admin string, grpcAddrs []string, upstream *envoyconfig.UpstreamTLS) []byte {
 		o := opts
-		o.ListenAddress, o.AdminAddress = "127.0.0.1:0", admin
+		o.ListenAddress, o.AdminAddress, o.TLS = "127.0.0.1:0", admin, upstream
 		if len(grpcAddrs) == 1 {
 			o.ExtProcAddress = grpcAddrs[0]
 		} else {

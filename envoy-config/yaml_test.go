@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/partroute/partroute/internal/testkit/certs"
 	"github.com/partroute/partroute/internal/testkit/example"
 )
 
@@ -196,6 +197,14 @@ func TestEnvoyValidatesBootstraps(t *testing.T) {
 		write(name, y)
 	}
 	generate("features.yaml", featureConfig, featureNaming, Options{Retry: &Retry{NumRetries: 2, PerTryTimeout: 250 * time.Millisecond}, ResponseHeaders: true})
+	// Mutual TLS to partroute, over xDS so that both of partroute's clusters have it: the SDS
+	// files and the certificate files they name must exist for Envoy to load them.
+	m := certs.NewMutual(t, dir)
+	upstream := &UpstreamTLS{CertFile: m.ClientCert, KeyFile: m.ClientKey, CAFile: m.CAFile, ServerName: "localhost", SecretDir: dir}
+	if err := WriteSecretFiles(upstream); err != nil {
+		t.Fatal(err)
+	}
+	generate("features-tls.yaml", featureConfig, featureNaming, Options{TLS: upstream, XDSAddress: "127.0.0.1:18000"})
 	// Envoy refuses a regex whose compiled program is too large: host names of every legal
 	// length must still fit, with and without the runtime override the generator adds.
 	for _, n := range []int{4, 24} {

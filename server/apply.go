@@ -106,7 +106,10 @@ func warnRestartOnly(log *slog.Logger, cur, next *config.Config) {
 		field   string
 		changed bool
 	}{
-		{"listen", cur.Listen != next.Listen},
+		{"listen", listenAddresses(cur.Listen) != listenAddresses(next.Listen)},
+		// The files listen.tls names are followed without a restart; which files, and
+		// whether a listener serves TLS at all, take one.
+		{"listen.tls", cur.Listen.TLS != next.Listen.TLS},
 		{"cache", cur.Cache != next.Cache},
 		{"naming.etcd", !reflect.DeepEqual(cur.Naming.Etcd, next.Naming.Etcd)},
 		{"naming.servicefabric", cur.Naming.ServiceFabric != next.Naming.ServiceFabric},
@@ -115,4 +118,10 @@ func warnRestartOnly(log *slog.Logger, cur, next *config.Config) {
 			log.Warn("a setting changed in the configuration takes effect on restart; the rest of the change is applied", "field", s.field)
 		}
 	}
+}
+
+// listenAddresses is a listen section without its TLS settings, which are warned about apart.
+func listenAddresses(l config.Listen) config.Listen {
+	l.TLS = config.ListenTLS{}
+	return l
 }

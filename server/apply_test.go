@@ -13,7 +13,9 @@ import (
 func TestWarnRestartOnly(t *testing.T) {
 	base := func() *config.Config {
 		return &config.Config{
-			Listen: config.Listen{ExtProc: "127.0.0.1:1", Admin: "127.0.0.1:2"},
+			Listen: config.Listen{ExtProc: "127.0.0.1:1", Admin: "127.0.0.1:2", TLS: config.ListenTLS{
+				ExtProc: config.ServerTLS{Cert: "/etc/partroute/server.pem", Key: "/etc/partroute/server.key", ClientCA: "/etc/partroute/ca.pem", RequireClientCert: true},
+			}},
 			Cache:  config.Cache{Size: 10, TTL: time.Second},
 			Naming: config.Naming{Etcd: config.Etcd{Endpoints: []string{"127.0.0.1:2379"}}},
 		}
@@ -25,6 +27,8 @@ func TestWarnRestartOnly(t *testing.T) {
 	}{
 		{"nothing", func(*config.Config) {}, ""},
 		{"listen", func(c *config.Config) { c.Listen.Admin = "127.0.0.1:3" }, "field=listen"},
+		{"listen.tls", func(c *config.Config) { c.Listen.TLS.ExtProc.Cert = "/etc/partroute/new.pem" }, "field=listen.tls"},
+		{"listen.tls client certificates", func(c *config.Config) { c.Listen.TLS.ExtProc.RequireClientCert = false }, "field=listen.tls"},
 		{"cache", func(c *config.Config) { c.Cache.TTL = time.Minute }, "field=cache"},
 		{"etcd endpoints", func(c *config.Config) { c.Naming.Etcd.Endpoints = []string{"127.0.0.1:2380"} }, "field=naming.etcd"},
 		{"fabric interval", func(c *config.Config) { c.Naming.ServiceFabric.EnumerateInterval = time.Hour }, "field=naming.servicefabric"},

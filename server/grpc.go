@@ -8,6 +8,7 @@ import (
 
 	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/extproc"
+	"github.com/partroute/partroute/internal/certreload"
 )
 
 // extProcMessageOverhead is what an ext_proc message holds besides a request body: the
@@ -52,4 +53,13 @@ func ExtProcServerOptions(maxConnAge time.Duration, streamWorkers int) []grpc.Se
 // not be cut by the ext_proc server's connection age.
 func xdsServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true})}
+}
+
+// withTLS adds a listener's TLS credentials to its server options; a nil Reloader leaves the
+// listener plaintext.
+func withTLS(opts []grpc.ServerOption, r *certreload.Reloader) []grpc.ServerOption {
+	if r == nil {
+		return opts
+	}
+	return append(opts, grpc.Creds(r.Credentials()))
 }

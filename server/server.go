@@ -50,6 +50,10 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	tlsFiles, err := loadTLS(o.ConfigPath, cfg, reg, log)
+	if err != nil {
+		return err
+	}
 	src, err := newNamingSource(cfg, o.Poll, sources, reg, log)
 	if err != nil {
 		return err
@@ -85,7 +89,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	gs := grpc.NewServer(ExtProcServerOptions(o.MaxConnectionAge, o.StreamWorkers)...)
+	gs := grpc.NewServer(withTLS(ExtProcServerOptions(o.MaxConnectionAge, o.StreamWorkers), tlsFiles.extproc)...)
 	extprocv3.RegisterExternalProcessorServer(gs, extproc.NewHandler(res, requests, log))
 	healthSrv := health.NewServer()
 	healthpb.RegisterHealthServer(gs, healthSrv)
@@ -93,9 +97,13 @@ func Run(ctx context.Context, o Options) error {
 	admin := &http.Server{Handler: adminMux(reg, res, &ready, src, xdsSrv), ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 3)
 	go func() { errc <- gs.Serve(l.extproc) }()
-	go func() { errc <- admin.Serve(l.admin) }()
+	adminLis := l.admin
+	if tlsFiles.admin != nil {
+		adminLis = tlsFiles.admin.Listener(l.admin)
+	}
+	go func() { errc <- admin.Serve(adminLis) }()
 	if xdsSrv != nil {
-		xdsGRPC := grpc.NewServer(xdsServerOptions()...)
+		xdsGRPC := grpc.NewServer(withTLS(xdsServerOptions(), tlsFiles.xds)...)
 		xdsSrv.Register(xdsGRPC)
 		go func() { errc <- xdsGRPC.Serve(l.xds) }()
 		defer xdsGRPC.Stop()
@@ -115,6 +123,8 @@ func Run(ctx context.Context, o Options) error {
 	watchers.Go(func() {
 		src.Watch(watchCtx, func() *config.Config { return res.State().Config }, ap.namingChanged)
 	})
+	// The certificate files rotate without a restart, though listen.tls itself takes one.
+	tlsFiles.watch(watchCtx, o.Poll, watchers.Go)
 
 	healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthSrv.SetServingStatus(contract.ExtProcService(), healthpb.HealthCheckResponse_SERVING)

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"unicode"
@@ -17,7 +19,7 @@ import (
 
 // runEnvoyBootstrap writes the Envoy bootstrap for a configuration and its naming view.
 func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
-	fs := newCmdFlags("envoy-bootstrap", "partroute envoy-bootstrap -config FILE [-naming FILE] [-listen ADDR] [-admin ADDR] [-extproc ADDR[,ADDR...]] [-retry N [-per-try-timeout D]] [-message-timeout D] [-response-headers] [-xds | -xds-address ADDR[,ADDR...]] [-node-id ID] [-o FILE]")
+	fs := newCmdFlags("envoy-bootstrap", "partroute envoy-bootstrap -config FILE [-naming FILE] [-listen ADDR] [-admin ADDR] [-extproc ADDR[,ADDR...]] [-retry N [-per-try-timeout D]] [-message-timeout D] [-response-headers] [-xds | -xds-address ADDR[,ADDR...]] [-node-id ID] [-tls-ca FILE -tls-server-name NAME [-tls-cert FILE -tls-key FILE] [-tls-sds-dir DIR]] [-o FILE]")
 	cfgPath := fs.String("config", "", "partroute.yaml to generate from (required)")
 	namingPath := fs.String("naming", "", "naming file whose replicas become endpoints (default: the configuration's naming.file)")
 	listen := fs.String("listen", envoyconfig.DefaultListenAddress, "address Envoy accepts client traffic on")
@@ -31,6 +33,11 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
 	xds := fs.Bool("xds", false, "take the service clusters and endpoints from partroute's xDS server (the configuration's listen.xds) instead of writing them in")
 	fs.Var(&xdsAddrs, "xds-address", "as -xds, from the xDS servers at these addresses instead of listen.xds; several instances: comma-separated or the flag repeated")
 	nodeID := fs.String("node-id", envoyconfig.DefaultNodeID, "the Envoy node id the xDS server sees; give each Envoy its own")
+	tlsCA := fs.String("tls-ca", "", "CA file (PEM) to verify partroute's certificate with; puts the ext_proc and xDS clusters on TLS")
+	tlsServerName := fs.String("tls-server-name", "", "with -tls-ca: the DNS name (also sent as SNI) or IP address partroute's certificate must hold")
+	tlsCert := fs.String("tls-cert", "", "with -tls-ca: Envoy's client certificate file (PEM), for mutual TLS; needs -tls-key")
+	tlsKey := fs.String("tls-key", "", "with -tls-ca: the private key file (PEM) of -tls-cert")
+	tlsSDSDir := fs.String("tls-sds-dir", "", "with -tls-ca: directory to write the SDS files that point Envoy at the certificate files (default: the directory of -o)")
 	out := fs.String("o", "", "file to write the bootstrap to (default: standard output)")
 	if code, ok := fs.parse(args, stdout, stderr); !ok {
 		return code
@@ -78,6 +85,12 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
 	if *retries > 0 {
 		opts.Retry = &envoyconfig.Retry{NumRetries: *retries, PerTryTimeout: *perTry}
 	}
+	upstream, err := upstreamTLSFlags(*tlsCA, *tlsServerName, *tlsCert, *tlsKey, *tlsSDSDir, *out)
+	if err != nil {
+		fmt.Fprintln(stderr, "partroute envoy-bootstrap:", err)
+		return 1
+	}
+	opts.TLS = upstream
 	b, err := envoyconfig.Bootstrap(cfg, view, opts)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -87,6 +100,13 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
+	}
+	if upstream != nil {
+		// The SDS files are written first: Envoy needs them when it loads the bootstrap.
+		if err := envoyconfig.WriteSecretFiles(upstream); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
 	}
 	var doc bytes.Buffer
 	doc.WriteString(bootstrapHeader(args))
@@ -105,6 +125,45 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// upstreamTLSFlags turns the -tls-* flags into the bootstrap's TLS option, nil without
+// -tls-ca. Paths are made absolute, against the working directory, because Envoy resolves a
+// relative one against its own.
+func upstreamTLSFlags(ca, serverName, cert, key, sdsDir, out string) (*envoyconfig.UpstreamTLS, error) {
+	if ca == "" {
+		if serverName != "" || cert != "" || key != "" || sdsDir != "" {
+			return nil, errors.New("-tls-server-name, -tls-cert, -tls-key and -tls-sds-dir need -tls-ca")
+		}
+		return nil, nil
+	}
+	if serverName == "" {
+		return nil, errors.New("-tls-ca needs -tls-server-name, the name partroute's certificate holds")
+	}
+	if (cert == "") != (key == "") {
+		return nil, errors.New("-tls-cert and -tls-key go together")
+	}
+	if sdsDir == "" {
+		if out == "" {
+			return nil, errors.New("-tls-ca writes SDS files beside the bootstrap: give -o FILE or -tls-sds-dir DIR")
+		}
+		sdsDir = filepath.Dir(out)
+	}
+	u := &envoyconfig.UpstreamTLS{ServerName: serverName}
+	for _, p := range []struct {
+		from string
+		into *string
+	}{{ca, &u.CAFile}, {cert, &u.CertFile}, {key, &u.KeyFile}, {sdsDir, &u.SecretDir}} {
+		if p.from == "" {
+			continue
+		}
+		abs, err := filepath.Abs(p.from)
+		if err != nil {
+			return nil, err
+		}
+		*p.into = abs
+	}
+	return u, nil
 }
 
 // bootstrapHeader is the comment that opens a generated bootstrap: the command that produced

@@ -165,6 +165,10 @@ func TestEnvoyBootstrapUsageErrors(t *testing.T) {
 		{[]string{"-config", cfgPath, "-extproc", "127.0.0.1:50051,127.0.0.1:50051"}, "listed twice"},
 		{[]string{"-config", cfgPath, "-xds-address", "partroute:18000"}, "not an IP address"},
 		{[]string{"-config", cfgPath, "-o", filepath.Join(t.TempDir(), "no", "such", "dir", "envoy.yaml")}, "no such file"},
+		{[]string{"-config", cfgPath, "-tls-cert", "envoy.pem", "-tls-key", "envoy.key"}, "need -tls-ca"},
+		{[]string{"-config", cfgPath, "-tls-ca", "ca.pem", "-o", "envoy.yaml"}, "-tls-ca needs -tls-server-name"},
+		{[]string{"-config", cfgPath, "-tls-ca", "ca.pem", "-tls-server-name", "localhost", "-tls-cert", "envoy.pem", "-o", "envoy.yaml"}, "-tls-cert and -tls-key go together"},
+		{[]string{"-config", cfgPath, "-tls-ca", "ca.pem", "-tls-server-name", "localhost"}, "give -o FILE or -tls-sds-dir DIR"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := runEnvoyBootstrap(tc.args, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), tc.want) {
@@ -196,5 +200,71 @@ func TestEnvoyBootstrapHeaderQuoting(t *testing.T) {
 		if !strings.HasPrefix(line, "#") {
 			t.Errorf("header line %q is not a comment", line)
 		}
+	}
+}
+
+// TestEnvoyBootstrapTLSFlags: the -tls-* flags give the bootstrap the library gives for the
+// same option, with the paths made absolute, and write its SDS files beside it.
+func TestEnvoyBootstrapTLSFlags(t *testing.T) {
+	cfgPath, err := filepath.Abs(filepath.Join("..", "..", "envoy-config", "examples", "partroute.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if err := os.Mkdir("sds", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		sdsDir  string
+		withKey bool
+	}{
+		{"mutual TLS, SDS files beside the bootstrap", []string{"-tls-ca", "tls/ca.pem", "-tls-server-name", "partroute.internal", "-tls-cert", "tls/envoy.pem", "-tls-key", "tls/envoy.key", "-o", "envoy.yaml"}, dir, true},
+		{"server TLS only, SDS files elsewhere", []string{"-tls-ca", "/etc/ca.pem", "-tls-server-name", "10.0.0.7", "-tls-sds-dir", "sds", "-o", "envoy.yaml"}, filepath.Join(dir, "sds"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := runEnvoyBootstrap(append([]string{"-config", cfgPath}, tc.args...), &stdout, &stderr); code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr.String())
+			}
+			data, err := os.ReadFile("envoy.yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, view, err := resolver.LoadConfigAndView(cfgPath, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			upstream := &envoyconfig.UpstreamTLS{CAFile: "/etc/ca.pem", ServerName: "10.0.0.7", SecretDir: tc.sdsDir}
+			if tc.withKey {
+				upstream = &envoyconfig.UpstreamTLS{
+					CAFile: filepath.Join(dir, "tls", "ca.pem"), ServerName: "partroute.internal", SecretDir: tc.sdsDir,
+					CertFile: filepath.Join(dir, "tls", "envoy.pem"), KeyFile: filepath.Join(dir, "tls", "envoy.key"),
+				}
+			}
+			want, err := envoyconfig.Bootstrap(cfg, view, envoyconfig.Options{TLS: upstream})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantYAML, err := envoyconfig.MarshalYAML(want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasSuffix(string(data), string(wantYAML)) {
+				t.Errorf("the flags did not produce the bootstrap the same option gives the library:\n%s", data)
+			}
+			files, err := envoyconfig.SecretFiles(upstream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range files {
+				got, err := os.ReadFile(f.Path)
+				if err != nil || !bytes.Equal(got, f.Data) {
+					t.Errorf("SDS file %s: %v, or not the content SecretFiles gives", f.Path, err)
+				}
+			}
+		})
 	}
 }

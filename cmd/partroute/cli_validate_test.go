@@ -1,8 +1,12 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/partroute/partroute/internal/testkit/certs"
 )
 
 func TestCLIValidate(t *testing.T) {
@@ -92,5 +96,31 @@ func TestCLIValidateReportsEveryError(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCLIValidateChecksTLSFiles: validate reads the files of listen.tls as serve does at start.
+func TestCLIValidateChecksTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	certs.NewMutual(t, dir)
+	write := func(name, content string) string {
+		t.Helper()
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	write("naming.yaml", "services: {s: {partitions: [{replicas: [{address: 127.0.0.1:9, role: primary}]}]}}\n")
+	const services = "naming: {file: naming.yaml}\nservices: [{name: s, partitioning: {scheme: singleton}}]\n"
+	good := write("good.yaml", "listen:\n  tls:\n    extproc: {cert: server.pem, key: server.key, clientCA: ca.pem, requireClientCert: true}\n"+services)
+	if r := cliRun("validate", "-config", good); r.code != 0 || r.stderr != "" {
+		t.Errorf("valid TLS files: exit code %d, stderr:\n%s", r.code, r.stderr)
+	}
+	bad := write("bad.yaml", "listen:\n  tls:\n    extproc: {cert: server.pem, key: client.key}\n"+services)
+	r := cliRun("validate", "-config", bad)
+	want := bad + ": 1 error(s):\n  listen.tls.extproc.key: " + filepath.Join(dir, "client.key") + ": is not the private key of the certificate in " + filepath.Join(dir, "server.pem") + ": tls: private key does not match public key\n"
+	if r.code != 1 || r.stderr != want {
+		t.Errorf("exit code %d, stderr:\n%s\nwant 1 and\n%s", r.code, r.stderr, want)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/keying"
 	"github.com/partroute/partroute/resolver"
+	"github.com/partroute/partroute/server"
 )
 
 func runValidate(args []string, stdout, stderr io.Writer) int {
@@ -21,6 +22,9 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		return fs.fail(stderr, "-config is required")
 	}
 	cfg, err := config.Load(*cfgPath)
+	if err == nil {
+		err = server.CheckTLS(*cfgPath, cfg)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
