@@ -72,10 +72,10 @@ func TestImage(t *testing.T) {
 	version := "test-" + suffix
 	image := "localhost/partroute-test:" + suffix
 	buildContext := t.TempDir()
-	cmd := exec.Command(makeBin, "-C", testkit.RepoRoot(t), "image", "IMAGE="+image, "IMAGE_CONTEXT="+buildContext, "VERSION="+version) //nolint:gosec // the test's own arguments
+	cmd := exec.Command(makeBin, "-C", testkit.RepoRoot(t), "image", "IMAGE="+image, "IMAGE_CONTEXT="+buildContext, "VERSION="+version)
 	out, err := cmd.CombinedOutput()
 	// The image is removed however the build ended: a failed build may still have tagged it.
-	t.Cleanup(func() { _ = exec.Command(podman, "rmi", "--force", image).Run() }) //nolint:gosec // the test's own image
+	t.Cleanup(func() { _ = exec.Command(podman, "rmi", "--force", image).Run() })
 	if err != nil {
 		t.Fatalf("make image: %v\n%s", err, out)
 	}
@@ -97,7 +97,7 @@ func TestImage(t *testing.T) {
 	// and accepts the configuration and naming view the image ships, as they are in the image.
 	run := func(args ...string) string {
 		t.Helper()
-		out, err := exec.Command(filepath.Join(root, imageBinary), args...).CombinedOutput() //nolint:gosec // the image's own binary
+		out, err := exec.Command(filepath.Join(root, imageBinary), args...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("partroute %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
@@ -202,7 +202,7 @@ func checkImageConfig(t *testing.T, img imageConfigJSON, version string) {
 func exportImage(t *testing.T, podman, image string) (string, map[string]tarEntry) {
 	t.Helper()
 	id := strings.TrimSpace(string(podmanOut(t, podman, "create", image)))
-	t.Cleanup(func() { _ = exec.Command(podman, "rm", "--force", id).Run() }) //nolint:gosec // the test's own container
+	t.Cleanup(func() { _ = exec.Command(podman, "rm", "--force", id).Run() })
 	tarPath := filepath.Join(t.TempDir(), "image.tar")
 	podmanOut(t, podman, "export", "--output", tarPath, id)
 	f, err := os.Open(tarPath)
@@ -235,7 +235,7 @@ func exportImage(t *testing.T, podman, image string) (string, map[string]tarEntr
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := io.Copy(w, tr); err != nil { //nolint:gosec // the test's own image, of a known size
+		if _, err := io.Copy(w, tr); err != nil {
 			t.Fatal(err)
 		}
 		if err := w.Close(); err != nil {
@@ -359,7 +359,7 @@ func TestContainerConfigIsTheExampleOnEveryInterface(t *testing.T) {
 func podmanOut(t *testing.T, podman string, args ...string) []byte {
 	t.Helper()
 	var stderr bytes.Buffer
-	cmd := exec.Command(podman, args...) //nolint:gosec // the test's own arguments
+	cmd := exec.Command(podman, args...)
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
