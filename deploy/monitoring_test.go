@@ -369,8 +369,17 @@ func (c *exprChecker) selector(vs *parser.VectorSelector) exprLabels {
 		if m.Name == "code" && m.Type == labels.MatchRegexp {
 			c.check503(name, m, values)
 		}
-		if !slices.ContainsFunc(slices.Collect(maps.Keys(values)), m.Matches) && (m.Type == labels.MatchEqual || m.Type == labels.MatchRegexp) {
-			c.t.Errorf("%s: %s{%s} matches none of its series (%s has %v)", c.where, name, m, m.Name, slices.Sorted(maps.Keys(values)))
+		// A matcher names values the series has: one that selects none, or excludes none, is
+		// a misspelt value.
+		positive := m
+		switch m.Type {
+		case labels.MatchNotEqual:
+			positive = labels.MustNewMatcher(labels.MatchEqual, m.Name, m.Value)
+		case labels.MatchNotRegexp:
+			positive = labels.MustNewMatcher(labels.MatchRegexp, m.Name, m.Value)
+		}
+		if !slices.ContainsFunc(slices.Collect(maps.Keys(values)), positive.Matches) {
+			c.t.Errorf("%s: %s{%s}: %s has no value %s matches (it has %v)", c.where, name, m, m.Name, positive, slices.Sorted(maps.Keys(values)))
 		}
 	}
 	return out
