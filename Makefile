@@ -56,19 +56,23 @@ build:
 # the image.
 IMAGE         ?= localhost/partroute:$(VERSION)
 IMAGE_CONTEXT ?= $(BIN)/image
-IMAGE_GOARCH  ?= $(shell $(GO) env GOARCH)
+HOST_GOARCH   := $(shell $(GO) env GOARCH)
+IMAGE_GOARCH  ?= $(HOST_GOARCH)
 REVISION      ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
 # image builds the binary with CGO_ENABLED=0, so that it runs on an image with no C library,
 # and podman builds the image from scratch around it: no registry is needed. The files are
-# installed with fixed modes, so that the image's user can read them whatever the umask.
+# installed with fixed modes, so that the image's user can read them whatever the umask. An
+# image for another architecture is asked of podman with --platform; for the machine's own, the
+# flag is left out, as podman warns of the build arguments it then sets and the Containerfile
+# does not use.
 image: podman
 	@echo "building partroute for linux/$(IMAGE_GOARCH) (static) into $(IMAGE_CONTEXT), and the image $(IMAGE) with podman..."
 	@mkdir -p $(IMAGE_CONTEXT)
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_GOARCH) $(GO) build -tags "$(TAGS)" -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(IMAGE_CONTEXT)/partroute ./cmd/partroute
 	@chmod 0755 $(IMAGE_CONTEXT)/partroute
 	@install -m 0644 deploy/container/partroute.yaml deploy/container/passwd deploy/container/group envoy-config/examples/naming.yaml $(IMAGE_CONTEXT)/
-	podman build --file Containerfile --platform linux/$(IMAGE_GOARCH) \
+	podman build --file Containerfile $(if $(filter $(IMAGE_GOARCH),$(HOST_GOARCH)),,--platform linux/$(IMAGE_GOARCH)) \
 		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
 		--tag $(IMAGE) $(IMAGE_CONTEXT)
 
