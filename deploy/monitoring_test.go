@@ -27,8 +27,7 @@ var notExported = map[string]struct {
 	labels []string
 	reason string
 }{
-	"up":                                     {[]string{"job", "instance"}, "Prometheus records it of every scrape"},
-	"partroute_tls_handshake_failures_total": {[]string{"listener", "reason"}, "added by the TLS listener work"},
+	"up": {[]string{"job", "instance"}, "Prometheus records it of every scrape"},
 }
 
 // scrapeLabels are the labels Prometheus adds to every series it scrapes.

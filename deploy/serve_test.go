@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/partroute/partroute/internal/testkit"
+	"github.com/partroute/partroute/internal/testkit/certs"
 	"github.com/partroute/partroute/internal/testkit/example"
 	"github.com/partroute/partroute/resolver/etcdsource"
 	"github.com/partroute/partroute/resolver/etcdsource/etcdtest"
@@ -88,8 +89,11 @@ func allSeries(t *testing.T) exported {
 	t.Helper()
 	e := exported{}
 
+	// The file source, with xDS on mutual TLS, so that the xDS and TLS series exist too.
 	fileDir := testkit.CopyExamples(t)
-	editFile(t, filepath.Join(fileDir, "partroute.yaml"), "listen:\n", "listen:\n  xds: 127.0.0.1:0\n")
+	m := certs.NewMutual(t, fileDir)
+	editFile(t, filepath.Join(fileDir, "partroute.yaml"), "listen:\n", fmt.Sprintf(
+		"listen:\n  xds: 127.0.0.1:0\n  tls:\n    xds: {cert: %s, key: %s, clientCA: %s, requireClientCert: true}\n", m.ServerCert, m.ServerKey, m.CAFile))
 	e.add(serveAndScrape(t, filepath.Join(fileDir, "partroute.yaml")))
 
 	etcd := etcdtest.StartTestServer(t)
