@@ -141,7 +141,7 @@ func parseLimits(f *limitsFile, errs *Errors, at func(string) int) Limits {
 		n := int(*dst)
 		atLeast(field, v, &n, 1, math.MaxInt32)
 		if n >= 1 && n <= math.MaxInt32 {
-			*dst = uint32(n) //nolint:gosec // within [1, MaxInt32], checked above
+			*dst = uint32(n)
 		}
 	}
 	atLeast("limits.extproc.maxConnections", f.ExtProc.MaxConnections, &l.ExtProc.MaxConnections, 1, math.MaxInt32)
