@@ -51,8 +51,8 @@ func ExtProcServerOptions(maxConnAge time.Duration, streamWorkers int) []grpc.Se
 // extProcLimitOptions bound what a client can make the ext_proc server hold, beyond
 // ExtProcServerOptions: the streams of a connection, announced in its SETTINGS, and the time a
 // stream may go without a message. gRPC also runs at most MaxConcurrentStreams handlers of a
-// connection at once, and stops reading the connection while they run, which is what keeps a
-// flood of opened-and-reset streams (rapid reset) from starting a handler for each.
+// connection at once, and reads no more of the connection until one ends, which is what keeps
+// a flood of opened-and-reset streams (rapid reset) from running a handler for each at once.
 func extProcLimitOptions(l config.ExtProcLimits, idle *idleStreams) []grpc.ServerOption {
 	return append([]grpc.ServerOption{grpc.MaxConcurrentStreams(l.MaxConcurrentStreams)}, idle.options()...)
 }
