@@ -70,6 +70,8 @@ type Config struct {
 	Unmatched Unmatched
 	// MaxBodyBytes bounds the request body buffered for services that key on it.
 	MaxBodyBytes int
+	// Limits bound what a client can make partroute hold.
+	Limits Limits
 	// Services in configuration order.
 	Services []*Service
 	// byPrecedence holds the services most specific match first.
@@ -200,6 +202,7 @@ type file struct {
 	} `yaml:"headers"`
 	Unmatched    string        `yaml:"unmatched"`
 	MaxBodyBytes *int          `yaml:"maxBodyBytes"`
+	Limits       limitsFile    `yaml:"limits"`
 	Services     []serviceFile `yaml:"services"`
 }
 
@@ -334,6 +337,8 @@ func Parse(data []byte, path string) (*Config, error) {
 			errs.Add("maxBodyBytes", at("maxBodyBytes"), "%d is above the maximum of %d (64 MiB)", c.MaxBodyBytes, MaxBodyBytesLimit)
 		}
 	}
+
+	c.Limits = parseLimits(&f.Limits, errs, at)
 
 	names := map[string]int{}
 	for i := range f.Services {

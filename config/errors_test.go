@@ -102,7 +102,7 @@ func TestParseErrors(t *testing.T) {
 
 		// Unknown fields, at several depths.
 		{"unknown top-level field", "naming: {file: n.yaml}\nlistenn: {} #a\n",
-			[]wantErr{{"listenn", "unknown field; known fields here: listen, naming, cache, headers, unmatched, maxBodyBytes, services", "#a"}}},
+			[]wantErr{{"listenn", "unknown field; known fields here: listen, naming, cache, headers, unmatched, maxBodyBytes, limits, services", "#a"}}},
 		{"unknown listen field", "naming: {file: n.yaml}\nlisten:\n  grpc: 1.2.3.4:5 #a\n",
 			[]wantErr{{"listen.grpc", "known fields here: extproc, xds, admin, tls", "#a"}}},
 		{"unknown listen.tls field", "naming: {file: n.yaml}\nlisten:\n  tls:\n    grpc: {} #a\n",

@@ -16,6 +16,7 @@ const (
 	NamingUnavailable
 	NoService
 	BodyTooLarge
+	RequestHeadersTooLarge
 	// NumCodes is the number of codes: an array indexed by Code has this length.
 	NumCodes
 )
@@ -36,6 +37,7 @@ var codeTable = [NumCodes]codeInfo{
 	NamingUnavailable:      {"naming_unavailable", 503, true},
 	NoService:              {"no_service", 404, false},
 	BodyTooLarge:           {"request_body_too_large", 413, false},
+	RequestHeadersTooLarge: {"request_headers_too_large", 431, false},
 }
 
 // RetryAfterSeconds is the retry-after value of transient rejections: long enough for a

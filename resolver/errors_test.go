@@ -25,6 +25,7 @@ func TestCodeTable(t *testing.T) {
 		{resolver.NamingUnavailable, "naming_unavailable", 503, true},
 		{resolver.NoService, "no_service", 404, false},
 		{resolver.BodyTooLarge, "request_body_too_large", 413, false},
+		{resolver.RequestHeadersTooLarge, "request_headers_too_large", 431, false},
 		// A code outside the table is an internal error, never a success.
 		{resolver.Code(200), "unknown", 500, false},
 		{resolver.Code(255), "unknown", 500, false},
@@ -49,6 +50,7 @@ func TestCodes(t *testing.T) {
 	want := []resolver.Code{
 		resolver.OK, resolver.MissingPartitionKey, resolver.InvalidPartitionKey, resolver.PartitionKeyOutOfRange,
 		resolver.PartitionUnavailable, resolver.NamingUnavailable, resolver.NoService, resolver.BodyTooLarge,
+		resolver.RequestHeadersTooLarge,
 	}
 	if got := resolver.Codes(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Codes() = %v, want %v", got, want)

@@ -70,6 +70,12 @@ type Decision struct {
 func (r *Resolver) Resolve(ctx context.Context, req *keying.Request) Decision {
 	st := r.state.Load()
 	svc := st.Config.Match(req.Authority, req.Path)
+	// The headers are bounded before anything reads them for a key, and for every request,
+	// matched or not: keying reads a header by scanning the list, so a request of too many
+	// headers would cost that much more for each key source.
+	if e := checkHeaders(req.Headers, &st.Config.Limits.RequestHeaders); e != nil {
+		return Decision{Config: st.Config, Service: svc, Err: e}
+	}
 	if svc == nil {
 		if st.Config.Unmatched == config.Reject {
 			return Decision{Config: st.Config, Err: errorf(NoService, "no service matches authority %s and path %s", keying.QuoteInput(req.Authority), keying.QuoteInput(keying.PathOnly(req.Path)))}
@@ -119,6 +125,27 @@ func (r *Resolver) Resolve(ctx context.Context, req *keying.Request) Decision {
 		d.Err = errorf(PartitionUnavailable, "partition %s of service %s has no healthy %s", p.ID, svc.Name, which)
 	}
 	return d
+}
+
+// checkHeaders returns the rejection of a request whose headers exceed l, or nil. Names and
+// values are counted as Envoy hands them over, pseudo-headers included.
+func checkHeaders(h keying.Headers, l *config.HeaderLimits) *Error {
+	if h == nil {
+		return nil
+	}
+	n := h.Len()
+	if n > l.MaxCount {
+		return errorf(RequestHeadersTooLarge, "request has %d headers, above the limit of %d (limits.requestHeaders.maxCount)", n, l.MaxCount)
+	}
+	size := 0
+	for i := 0; i < n; i++ {
+		k, v := h.At(i)
+		size += len(k) + len(v)
+	}
+	if size > l.MaxBytes {
+		return errorf(RequestHeadersTooLarge, "request headers hold %d bytes, above the limit of %d bytes (limits.requestHeaders.maxBytes)", size, l.MaxBytes)
+	}
+	return nil
 }
 
 func failureCode(r keying.Reason) Code {

@@ -7,10 +7,12 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/resolver"
 	"github.com/partroute/partroute/xds"
 )
@@ -82,6 +84,24 @@ func adminMux(reg *prometheus.Registry, res *resolver.Resolver, ready *atomic.Bo
 		})
 	}
 	return mux
+}
+
+// adminReadHeaderTimeout bounds the time a client of the admin listener may take to send a
+// request's headers.
+const adminReadHeaderTimeout = 5 * time.Second
+
+// adminServer is the admin listener's HTTP server, with the limits of l: a client that stops
+// sending, stops reading or keeps a connection open without asking anything loses its
+// connection.
+func adminServer(h http.Handler, l config.AdminLimits) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: min(adminReadHeaderTimeout, l.ReadTimeout),
+		ReadTimeout:       l.ReadTimeout,
+		WriteTimeout:      l.WriteTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+	}
 }
 
 // The bounds of a /debug/resolve query. A question about one request needs a few parameters

@@ -113,6 +113,12 @@ func warnRestartOnly(log *slog.Logger, cur, next *config.Config) {
 		{"cache", cur.Cache != next.Cache},
 		{"naming.etcd", !reflect.DeepEqual(cur.Naming.Etcd, next.Naming.Etcd)},
 		{"naming.servicefabric", cur.Naming.ServiceFabric != next.Naming.ServiceFabric},
+		{"limits.extproc.maxConcurrentStreams", cur.Limits.ExtProc.MaxConcurrentStreams != next.Limits.ExtProc.MaxConcurrentStreams},
+		{"limits.xds.maxConcurrentStreams", cur.Limits.XDS.MaxConcurrentStreams != next.Limits.XDS.MaxConcurrentStreams},
+		{"limits.admin.readTimeout", cur.Limits.Admin.ReadTimeout != next.Limits.Admin.ReadTimeout},
+		{"limits.admin.writeTimeout", cur.Limits.Admin.WriteTimeout != next.Limits.Admin.WriteTimeout},
+		{"limits.admin.idleTimeout", cur.Limits.Admin.IdleTimeout != next.Limits.Admin.IdleTimeout},
+		{"limits.admin.maxHeaderBytes", cur.Limits.Admin.MaxHeaderBytes != next.Limits.Admin.MaxHeaderBytes},
 	} {
 		if s.changed {
 			log.Warn("a setting changed in the configuration takes effect on restart; the rest of the change is applied", "field", s.field)

@@ -32,6 +32,18 @@ func TestWarnRestartOnly(t *testing.T) {
 		{"cache", func(c *config.Config) { c.Cache.TTL = time.Minute }, "field=cache"},
 		{"etcd endpoints", func(c *config.Config) { c.Naming.Etcd.Endpoints = []string{"127.0.0.1:2380"} }, "field=naming.etcd"},
 		{"fabric interval", func(c *config.Config) { c.Naming.ServiceFabric.EnumerateInterval = time.Hour }, "field=naming.servicefabric"},
+		{"ext_proc streams", func(c *config.Config) { c.Limits.ExtProc.MaxConcurrentStreams = 7 }, "field=limits.extproc.maxConcurrentStreams"},
+		{"xds streams", func(c *config.Config) { c.Limits.XDS.MaxConcurrentStreams = 7 }, "field=limits.xds.maxConcurrentStreams"},
+		{"admin read timeout", func(c *config.Config) { c.Limits.Admin.ReadTimeout = time.Hour }, "field=limits.admin.readTimeout"},
+		{"admin write timeout", func(c *config.Config) { c.Limits.Admin.WriteTimeout = time.Hour }, "field=limits.admin.writeTimeout"},
+		{"admin idle timeout", func(c *config.Config) { c.Limits.Admin.IdleTimeout = time.Hour }, "field=limits.admin.idleTimeout"},
+		{"admin header bytes", func(c *config.Config) { c.Limits.Admin.MaxHeaderBytes = 7 }, "field=limits.admin.maxHeaderBytes"},
+		// The limits read at every connection, stream or request follow a reload.
+		{"reloadable limits", func(c *config.Config) {
+			c.Limits.ExtProc.MaxConnections, c.Limits.XDS.MaxConnections, c.Limits.Admin.MaxConnections = 7, 7, 7
+			c.Limits.ExtProc.StreamIdleTimeout = time.Hour
+			c.Limits.RequestHeaders = config.HeaderLimits{MaxCount: 7, MaxBytes: 7}
+		}, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var out bytes.Buffer

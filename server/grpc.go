@@ -49,10 +49,23 @@ func ExtProcServerOptions(maxConnAge time.Duration, streamWorkers int) []grpc.Se
 	}
 }
 
+// extProcLimitOptions bound what a client can make the ext_proc server hold, beyond
+// ExtProcServerOptions: the streams of a connection, announced in its SETTINGS, and the time a
+// stream may go without a message. gRPC also runs at most MaxConcurrentStreams handlers of a
+// connection at once, and reads no more of the connection until one ends, which is what keeps
+// a flood of opened-and-reset streams (rapid reset) from running a handler for each at once.
+func extProcLimitOptions(l config.ExtProcLimits, idle *idleStreams) []grpc.ServerOption {
+	return append([]grpc.ServerOption{grpc.MaxConcurrentStreams(l.MaxConcurrentStreams)}, idle.options()...)
+}
+
 // xdsServerOptions are the xDS gRPC server's. Its streams live as long as Envoy does and must
-// not be cut by the ext_proc server's connection age.
-func xdsServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true})}
+// not be cut by the ext_proc server's connection age, nor by an idle timeout: an ADS stream is
+// quiet between naming changes.
+func xdsServerOptions(l config.XDSLimits) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
+	}
 }
 
 // withTLS adds a listener's TLS credentials to its server options; a nil Reloader leaves the

@@ -89,12 +89,19 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	gs := grpc.NewServer(withTLS(ExtProcServerOptions(o.MaxConnectionAge, o.StreamWorkers), tlsFiles.extproc)...)
+	// The limits are read from the configuration served, so that a reload changes those that
+	// can change without a restart (docs/reliability.md).
+	limits := func() *config.Limits { return &res.State().Config.Limits }
+	conns := newListenerMetrics(reg)
+	l.extproc = limitConnections(l.extproc, listenerExtProc, func() int { return limits().ExtProc.MaxConnections }, conns)
+	l.admin = limitConnections(l.admin, listenerAdmin, func() int { return limits().Admin.MaxConnections }, conns)
+	idle := newIdleStreams(extprocv3.ExternalProcessor_Process_FullMethodName, func() time.Duration { return limits().ExtProc.StreamIdleTimeout }, reg)
+	gs := grpc.NewServer(withTLS(append(ExtProcServerOptions(o.MaxConnectionAge, o.StreamWorkers), extProcLimitOptions(cfg.Limits.ExtProc, idle)...), tlsFiles.extproc)...)
 	extprocv3.RegisterExternalProcessorServer(gs, extproc.NewHandler(res, requests, log))
 	healthSrv := health.NewServer()
 	healthpb.RegisterHealthServer(gs, healthSrv)
 	var ready atomic.Bool
-	admin := &http.Server{Handler: adminMux(reg, res, &ready, src, xdsSrv), ReadHeaderTimeout: 5 * time.Second}
+	admin := adminServer(adminMux(reg, res, &ready, src, xdsSrv), cfg.Limits.Admin)
 	errc := make(chan error, 3)
 	go func() { errc <- gs.Serve(l.extproc) }()
 	adminLis := l.admin
@@ -103,9 +110,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 	go func() { errc <- admin.Serve(adminLis) }()
 	if xdsSrv != nil {
-		xdsGRPC := grpc.NewServer(withTLS(xdsServerOptions(), tlsFiles.xds)...)
+		xdsGRPC := grpc.NewServer(withTLS(xdsServerOptions(cfg.Limits.XDS), tlsFiles.xds)...)
 		xdsSrv.Register(xdsGRPC)
-		go func() { errc <- xdsGRPC.Serve(l.xds) }()
+		xdsLis := limitConnections(l.xds, listenerXDS, func() int { return limits().XDS.MaxConnections }, conns)
+		go func() { errc <- xdsGRPC.Serve(xdsLis) }()
 		defer xdsGRPC.Stop()
 		log.Info("xds serving", "address", l.xds.Addr().String())
 	}
