@@ -103,6 +103,9 @@ func TestKubeManifests(t *testing.T) {
 func TestKubeProbesServed(t *testing.T) {
 	b := loadManifests(t)
 	r := checkRendering(t, b)
+	if t.Failed() {
+		t.FailNow()
+	}
 	cfgPath := filepath.Join(r.dir, filepath.FromSlash(r.args.config))
 	onLoopback(t, cfgPath)
 	admin := startServe(t, cfgPath)
@@ -183,8 +186,8 @@ func startServe(t *testing.T, cfgPath string) string {
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case err := <-exited:
-			if err != nil {
+		case err, ok := <-exited:
+			if ok && err != nil {
 				t.Errorf("serve %s: %v", cfgPath, err)
 			}
 		case <-time.After(30 * time.Second):
@@ -195,6 +198,7 @@ func startServe(t *testing.T, cfgPath string) string {
 	testkit.WaitFor(t, "serve to report its addresses", 20*time.Second, func() bool {
 		select {
 		case err := <-exited:
+			close(exited) // for the cleanup, which has nothing more to wait for
 			t.Fatalf("serve %s returned %v before serving; log:\n%s", cfgPath, err, logs)
 		default:
 		}

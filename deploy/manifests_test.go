@@ -370,6 +370,14 @@ func alertsJob(t *testing.T) string {
 	return ""
 }
 
+// show prints what p points to, or "unset".
+func show[T any](p *T) string {
+	if p == nil {
+		return "unset"
+	}
+	return fmt.Sprint(*p)
+}
+
 // rendering is what checkRendering found out about one set of manifests, for the checks that
 // follow.
 type rendering struct {
@@ -435,7 +443,7 @@ func checkRendering(t *testing.T, b *bundle, existing ...*corev1.ConfigMap) *ren
 
 	// Replicas and rollout.
 	if d.Spec.Replicas == nil || *d.Spec.Replicas < 2 {
-		t.Errorf("Deployment %s: replicas %v, want at least 2: with one, every restart is an outage (Envoy's ext_proc filter fails closed)", d.Name, d.Spec.Replicas)
+		t.Errorf("Deployment %s: replicas %s, want at least 2: with one, every restart is an outage (Envoy's ext_proc filter fails closed)", d.Name, show(d.Spec.Replicas))
 	}
 	if s := d.Spec.Strategy; s.Type != appsv1.RollingUpdateDeploymentStrategyType || s.RollingUpdate == nil ||
 		s.RollingUpdate.MaxUnavailable == nil || s.RollingUpdate.MaxUnavailable.IntValue() != 0 || s.RollingUpdate.MaxSurge == nil || s.RollingUpdate.MaxSurge.IntValue() < 1 {
@@ -469,7 +477,7 @@ func checkRendering(t *testing.T, b *bundle, existing ...*corev1.ConfigMap) *ren
 	case psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot:
 		t.Errorf("Deployment %s: runAsNonRoot is not true", d.Name)
 	case psc.RunAsUser == nil || *psc.RunAsUser != uid:
-		t.Errorf("Deployment %s: runAsUser %v, want the image's user %d", d.Name, psc.RunAsUser, uid)
+		t.Errorf("Deployment %s: runAsUser %s, want the image's user %d", d.Name, show(psc.RunAsUser), uid)
 	case psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault:
 		t.Errorf("Deployment %s: the pod's seccompProfile is not RuntimeDefault", d.Name)
 	}
@@ -506,8 +514,8 @@ func checkRendering(t *testing.T, b *bundle, existing ...*corev1.ConfigMap) *ren
 	r.args = parseServeArgs(t, c.Args)
 	drain := r.args.drainDelay + r.args.shutdownTimout
 	if g := spec.TerminationGracePeriodSeconds; g == nil || time.Duration(*g)*time.Second <= drain {
-		t.Errorf("Deployment %s: terminationGracePeriodSeconds %v is not longer than partroute's drain, -drain-delay %v + -shutdown-timeout %v: the kubelet would kill it draining",
-			d.Name, g, r.args.drainDelay, r.args.shutdownTimout)
+		t.Errorf("Deployment %s: terminationGracePeriodSeconds %s is not longer than partroute's drain, -drain-delay %v + -shutdown-timeout %v: the kubelet would kill it draining",
+			d.Name, show(g), r.args.drainDelay, r.args.shutdownTimout)
 	}
 
 	// The files, and the configuration they make.
@@ -703,7 +711,7 @@ func checkRendering(t *testing.T, b *bundle, existing ...*corev1.ConfigMap) *ren
 		selects("PodDisruptionBudget "+pdb.Name, pdb.Spec.Selector)
 		keep := pdb.Spec.MinAvailable
 		if keep == nil || keep.Type != intstr.Int || keep.IntVal < 1 || d.Spec.Replicas == nil || keep.IntVal >= *d.Spec.Replicas {
-			t.Errorf("PodDisruptionBudget %s: minAvailable %v, want a number from 1 to replicas-1 (%v): keep one pod, and let a node drain evict another", pdb.Name, keep, d.Spec.Replicas)
+			t.Errorf("PodDisruptionBudget %s: minAvailable %s, want a number from 1 to replicas-1 (%s): keep one pod, and let a node drain evict another", pdb.Name, keepString(keep), show(d.Spec.Replicas))
 		}
 	}
 
@@ -754,4 +762,11 @@ func checkServiceMonitor(t *testing.T, sm *serviceMonitor, services []*corev1.Se
 		t.Errorf("ServiceMonitor %s scrapes as job %q (jobLabel %q of Service %s), but the alerts of deploy/prometheus/alerts.yaml select job %q",
 			sm.Name, job, sm.Spec.JobLabel, admin.Name, want)
 	}
+}
+
+func keepString(v *intstr.IntOrString) string {
+	if v == nil {
+		return "unset"
+	}
+	return v.String()
 }
