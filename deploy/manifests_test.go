@@ -150,7 +150,7 @@ func decodeManifests(t *testing.T, where string, data []byte, b *bundle) {
 		}
 		at := fmt.Sprintf("%s: document %d (%s %s)", where, i, tm.APIVersion, tm.Kind)
 		var obj named
-		add := func() {}
+		var add func()
 		switch tm.APIVersion + " " + tm.Kind {
 		case "v1 ServiceAccount":
 			o := &corev1.ServiceAccount{}
