@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"maps"
@@ -9,12 +10,17 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"go.yaml.in/yaml/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	corev1 "k8s.io/api/core/v1"
+	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/partroute/partroute/internal/testkit"
 	"github.com/partroute/partroute/server"
@@ -208,4 +214,52 @@ func startServe(t *testing.T, cfgPath string) string {
 		return admin != ""
 	})
 	return admin
+}
+
+// TestKubeDocsEnvoyClusters checks the Envoy clusters docs/deploy.md gives for Envoy in the
+// cluster: each decodes strictly into Envoy's Cluster and validates, and each reaches a Service
+// of deploy/kubernetes by its DNS name, on the Service's port.
+func TestKubeDocsEnvoyClusters(t *testing.T) {
+	doc := string(readFile(t, filepath.Join(testkit.RepoRoot(t), "docs", "deploy.md")))
+	m := regexp.MustCompile("(?s)```yaml\n(- name: partroute_extproc\n.*?)```").FindStringSubmatch(doc)
+	if m == nil {
+		t.Fatal("docs/deploy.md has no yaml block of Envoy clusters starting with partroute_extproc")
+	}
+	js, err := sigsyaml.YAMLToJSONStrict([]byte(m[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(js, &raw); err != nil {
+		t.Fatal(err)
+	}
+	services := map[string]*corev1.Service{}
+	for _, s := range loadManifests(t).services {
+		services[s.Name] = s
+	}
+	want := map[string]string{"partroute_extproc": "partroute-extproc", "partroute_xds": "partroute-xds"}
+	seen := map[string]bool{}
+	for _, r := range raw {
+		c := &clusterv3.Cluster{}
+		if err := protojson.Unmarshal(r, c); err != nil {
+			t.Errorf("a cluster of docs/deploy.md: %v\n%s", err, r)
+			continue
+		}
+		if err := c.ValidateAll(); err != nil {
+			t.Errorf("cluster %s of docs/deploy.md: %v", c.GetName(), err)
+		}
+		seen[c.GetName()] = true
+		svc := services[want[c.GetName()]]
+		if svc == nil {
+			t.Errorf("cluster %s of docs/deploy.md: no Service of deploy/kubernetes for it", c.GetName())
+			continue
+		}
+		sa := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress()
+		if !strings.HasPrefix(sa.GetAddress(), svc.Name+".") || int32(sa.GetPortValue()) != svc.Spec.Ports[0].Port { //nolint:gosec // a port value of Envoy's, below 65536
+			t.Errorf("cluster %s of docs/deploy.md reaches %s:%d, not Service %s on its port %d", c.GetName(), sa.GetAddress(), sa.GetPortValue(), svc.Name, svc.Spec.Ports[0].Port)
+		}
+	}
+	if len(seen) != len(want) {
+		t.Errorf("docs/deploy.md gives the clusters %v, want %v", seen, want)
+	}
 }
