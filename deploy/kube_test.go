@@ -255,7 +255,7 @@ func TestKubeDocsEnvoyClusters(t *testing.T) {
 			continue
 		}
 		sa := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress()
-		if !strings.HasPrefix(sa.GetAddress(), svc.Name+".") || int32(sa.GetPortValue()) != svc.Spec.Ports[0].Port { //nolint:gosec // a port value of Envoy's, below 65536
+		if !strings.HasPrefix(sa.GetAddress(), svc.Name+".") || sa.GetPortValue() != uint32(svc.Spec.Ports[0].Port) {
 			t.Errorf("cluster %s of docs/deploy.md reaches %s:%d, not Service %s on its port %d", c.GetName(), sa.GetAddress(), sa.GetPortValue(), svc.Name, svc.Spec.Ports[0].Port)
 		}
 	}
