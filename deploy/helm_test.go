@@ -257,8 +257,8 @@ func TestHelmDefaultsMatchManifests(t *testing.T) {
 }
 
 // TestHelmChartRefuses checks that the chart refuses to render values that would make pods
-// that cannot start, cannot be reached, or are killed while they drain, with a message that
-// says which value is wrong.
+// that cannot start, cannot be reached, or are killed while they drain, and values it does not
+// have (values.schema.json), with a message that says which value is wrong.
 func TestHelmChartRefuses(t *testing.T) {
 	helm := helmBinary(t)
 	dir := t.TempDir()
@@ -289,6 +289,8 @@ func TestHelmChartRefuses(t *testing.T) {
 		{"TLS on the admin listener", []string{"--values", adminTLS}, "listen.tls.admin is not supported by the chart"},
 		{"no partroute.yaml", []string{"--set", "config.partrouteYaml="}, "config.partrouteYaml or config.existingConfigMap is required"},
 		{"partroute.yaml not YAML", []string{"--set", "config.partrouteYaml=listen: [x"}, "config.partrouteYaml is not YAML"},
+		{"a value the chart does not have", []string{"--set", "tls.enable=true"}, "at '/tls': additional properties 'enable' not allowed"},
+		{"a log format partroute does not have", []string{"--set", "logFormat=xml"}, "at '/logFormat': value must be one of"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"template", helmRelease, chartDir(t)}, tc.args...)
