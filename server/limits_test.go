@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/internal/testkit"
 )
 
@@ -710,5 +712,98 @@ func TestAdminConnectionLimit(t *testing.T) {
 	}
 	if want := `partroute_listener_connections_refused_total{listener="admin"} 3`; !strings.Contains(body, want) {
 		t.Errorf("/metrics lacks %s", want)
+	}
+}
+
+// noopProcessor answers every request_headers message with an empty answer and decides
+// nothing: the benchmark of the limits measures what they add to gRPC alone.
+type noopProcessor struct {
+	extprocv3.UnimplementedExternalProcessorServer
+}
+
+func (noopProcessor) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
+	for {
+		req, err := srv.Recv()
+		if err != nil {
+			return nil
+		}
+		if req.GetRequestHeaders() == nil {
+			continue
+		}
+		if err := srv.Send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{}}}); err != nil {
+			return err
+		}
+	}
+}
+
+// processCPU returns the CPU time the process has used so far, user and system.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// startBenchServer serves a no-op ext_proc handler on loopback with the ext_proc server's
+// options and, when limited, with its limits wired as Run wires them, and returns a client.
+func startBenchServer(b *testing.B, limited bool) extprocv3.ExternalProcessorClient {
+	b.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	opts := ExtProcServerOptions(DefaultMaxConnectionAge, 0)
+	var srv extprocv3.ExternalProcessorServer = noopProcessor{}
+	if limited {
+		reg := prometheus.NewRegistry()
+		limits := config.DefaultLimits()
+		lis = limitConnections(lis, listenerExtProc, func() int { return limits.ExtProc.MaxConnections }, newListenerMetrics(reg))
+		idle := newIdleStreams(extprocv3.ExternalProcessor_Process_FullMethodName, func() time.Duration { return limits.ExtProc.StreamIdleTimeout }, reg)
+		opts = append(opts, extProcLimitOptions(limits.ExtProc, idle)...)
+	}
+	gs := grpc.NewServer(opts...)
+	extprocv3.RegisterExternalProcessorServer(gs, srv)
+	served := make(chan error, 1)
+	go func() { served <- gs.Serve(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		conn.Close()
+		gs.Stop()
+		if err := <-served; err != nil {
+			b.Errorf("Serve: %v", err)
+		}
+	})
+	return extprocv3.NewExternalProcessorClient(conn)
+}
+
+// BenchmarkExtProcLimits is what the ext_proc limits cost per request: one stream per request
+// over loopback, as Envoy opens them, to a no-op handler served without and with the limits.
+// Allocations and CPU (cpu-ns/op, from getrusage) are client and server together: the
+// difference between the two is the limits'.
+func BenchmarkExtProcLimits(b *testing.B) {
+	for _, c := range []struct {
+		name    string
+		limited bool
+	}{{"bare", false}, {"limits", true}} {
+		b.Run(c.name, func(b *testing.B) {
+			client := startBenchServer(b, c.limited)
+			ctx := context.Background()
+			if err := route(ctx, client); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu := processCPU(b)
+			for b.Loop() {
+				if err := route(ctx, client); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(processCPU(b)-cpu)/float64(b.N), "cpu-ns/op")
+		})
 	}
 }
