@@ -912,6 +912,7 @@ type floodRun struct {
 	floodResult
 	took      time.Duration // from the first stream to the last written
 	handled   float64       // streams that reached the ext_proc handler
+	empty     float64       // streams partroute went through reset before a message
 	guard     float64       // connections closed as reset floods
 	fresh     []time.Duration
 	heapAfter uint64
@@ -923,6 +924,7 @@ func (s *limitedServer) runFlood(t *testing.T, client extprocv3.ExternalProcesso
 	t.Helper()
 	handled := s.metric(t, "partroute_extproc_streams_total")
 	guard := s.metric(t, "partroute_extproc_reset_flood_connections_closed_total")
+	empty := s.metric(t, "partroute_extproc_empty_resets_total")
 	f := floodProcess(t, s.extproc, spec)
 	start := time.Now()
 	stop := make(chan struct{})
@@ -937,6 +939,7 @@ func (s *limitedServer) runFlood(t *testing.T, client extprocv3.ExternalProcesso
 	testkit.WaitFor(t, "the streams of the flood to end", 30*time.Second, func() bool { return s.metric(t, "partroute_extproc_active_streams") == 0 })
 	r.handled = s.metric(t, "partroute_extproc_streams_total") - handled - float64(len(r.fresh))
 	r.guard = s.metric(t, "partroute_extproc_reset_flood_connections_closed_total") - guard
+	r.empty = s.metric(t, "partroute_extproc_empty_resets_total") - empty
 	r.heapAfter = heapAfterGC()
 	if len(r.fresh) == 0 {
 		t.Fatal("no fresh request was answered during the flood")
@@ -978,9 +981,9 @@ func TestExtProcRapidResetFlood(t *testing.T) {
 	}{{"paced flood, reconnecting", paced}, {"burst", burst}} {
 		r := c.r
 		p99 := percentile(r.fresh, 0.99)
-		t.Logf("%s: %d streams opened and reset in %v on %d connections, %d closed by partroute (%.0f counted), %.0f streams reached the ext_proc handler; "+
+		t.Logf("%s: %d streams opened and reset in %v on %d connections, %d closed by partroute (%.0f counted); partroute went through %.0f, %.0f reached the ext_proc handler; "+
 			"fresh p50 %v p99 %v (%.1f× idle), slowest %v (%d requests); heap after GC %.1f MiB",
-			c.name, r.streams, r.took.Round(time.Millisecond), r.conns, r.closed, r.guard, r.handled,
+			c.name, r.streams, r.took.Round(time.Millisecond), r.conns, r.closed, r.guard, r.empty, r.handled,
 			percentile(r.fresh, 0.5), p99, float64(p99)/float64(idle99), slices.Max(r.fresh), len(r.fresh), mib(r.heapAfter))
 	}
 
