@@ -21,6 +21,10 @@ const (
 	// Envoy gives partroute 200 ms per answer and sends each next message as soon as the
 	// client or the upstream gives it one.
 	DefaultStreamIdleTimeout = 30 * time.Second
+	// DefaultMaxEmptyResets bounds the streams of one ext_proc connection that the client
+	// resets before sending them a message, in one second. Envoy sends the request headers as
+	// a stream's first message and never resets a stream before it.
+	DefaultMaxEmptyResets = 100
 	// DefaultMaxRequestHeaders and DefaultMaxRequestHeaderBytes bound the headers of one
 	// request. Envoy's own defaults are 100 headers and 60 KiB for what a client sends; Envoy
 	// adds its pseudo-headers and a few headers of its own before ext_proc sees the request,
@@ -62,6 +66,9 @@ type ExtProcLimits struct {
 	MaxConcurrentStreams uint32
 	// StreamIdleTimeout ends a stream that sent no message for this long.
 	StreamIdleTimeout time.Duration
+	// MaxEmptyResets is the most streams of one connection the client may reset before
+	// sending them a message within one second; one more closes the connection.
+	MaxEmptyResets int
 }
 
 // XDSLimits are the xDS listener's.
@@ -91,6 +98,7 @@ type limitsFile struct {
 		MaxConnections       *int           `yaml:"maxConnections"`
 		MaxConcurrentStreams *int           `yaml:"maxConcurrentStreams"`
 		StreamIdleTimeout    *time.Duration `yaml:"streamIdleTimeout"`
+		MaxEmptyResets       *int           `yaml:"maxEmptyResets"`
 	} `yaml:"extproc"`
 	XDS struct {
 		MaxConnections       *int `yaml:"maxConnections"`
@@ -112,7 +120,7 @@ type limitsFile struct {
 // DefaultLimits are the limits of a configuration without a limits section.
 func DefaultLimits() Limits {
 	return Limits{
-		ExtProc: ExtProcLimits{MaxConnections: DefaultMaxConnections, MaxConcurrentStreams: DefaultExtProcMaxConcurrentStreams, StreamIdleTimeout: DefaultStreamIdleTimeout},
+		ExtProc: ExtProcLimits{MaxConnections: DefaultMaxConnections, MaxConcurrentStreams: DefaultExtProcMaxConcurrentStreams, StreamIdleTimeout: DefaultStreamIdleTimeout, MaxEmptyResets: DefaultMaxEmptyResets},
 		XDS:     XDSLimits{MaxConnections: DefaultMaxConnections, MaxConcurrentStreams: DefaultXDSMaxConcurrentStreams},
 		Admin: AdminLimits{
 			MaxConnections: DefaultAdminMaxConnections, ReadTimeout: DefaultAdminReadTimeout, WriteTimeout: DefaultAdminWriteTimeout,
@@ -153,6 +161,7 @@ func parseLimits(f *limitsFile, errs *Errors, at func(string) int) Limits {
 				"%v is below %v: a stream waits for the client's body and the upstream's answer between its messages", *v, MinStreamIdleTimeout)
 		}
 	}
+	atLeast("limits.extproc.maxEmptyResets", f.ExtProc.MaxEmptyResets, &l.ExtProc.MaxEmptyResets, 1, math.MaxInt32)
 	atLeast("limits.xds.maxConnections", f.XDS.MaxConnections, &l.XDS.MaxConnections, 1, math.MaxInt32)
 	streams("limits.xds.maxConcurrentStreams", f.XDS.MaxConcurrentStreams, &l.XDS.MaxConcurrentStreams)
 	atLeast("limits.admin.maxConnections", f.Admin.MaxConnections, &l.Admin.MaxConnections, 1, math.MaxInt32)

@@ -11,7 +11,7 @@ import (
 func TestLimitsDefaults(t *testing.T) {
 	c := mustParse(t, "naming: {file: n.yaml}\n")
 	want := config.Limits{
-		ExtProc: config.ExtProcLimits{MaxConnections: 4096, MaxConcurrentStreams: 1000, StreamIdleTimeout: 30 * time.Second},
+		ExtProc: config.ExtProcLimits{MaxConnections: 4096, MaxConcurrentStreams: 1000, StreamIdleTimeout: 30 * time.Second, MaxEmptyResets: 100},
 		XDS:     config.XDSLimits{MaxConnections: 4096, MaxConcurrentStreams: 100},
 		Admin: config.AdminLimits{MaxConnections: 64, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
 			IdleTimeout: 60 * time.Second, MaxHeaderBytes: 128 << 10},
@@ -28,13 +28,13 @@ func TestLimitsDefaults(t *testing.T) {
 func TestLimitsSettings(t *testing.T) {
 	c := mustParse(t, `naming: {file: n.yaml}
 limits:
-  extproc: {maxConnections: 10, maxConcurrentStreams: 20, streamIdleTimeout: 1s}
+  extproc: {maxConnections: 10, maxConcurrentStreams: 20, streamIdleTimeout: 1s, maxEmptyResets: 7}
   xds: {maxConnections: 3, maxConcurrentStreams: 1}
   admin: {maxConnections: 2, readTimeout: 1s, writeTimeout: 2s, idleTimeout: 3s, maxHeaderBytes: 4096}
   requestHeaders: {maxCount: 1, maxBytes: 8388608}
 `)
 	want := config.Limits{
-		ExtProc:        config.ExtProcLimits{MaxConnections: 10, MaxConcurrentStreams: 20, StreamIdleTimeout: time.Second},
+		ExtProc:        config.ExtProcLimits{MaxConnections: 10, MaxConcurrentStreams: 20, StreamIdleTimeout: time.Second, MaxEmptyResets: 7},
 		XDS:            config.XDSLimits{MaxConnections: 3, MaxConcurrentStreams: 1},
 		Admin:          config.AdminLimits{MaxConnections: 2, ReadTimeout: time.Second, WriteTimeout: 2 * time.Second, IdleTimeout: 3 * time.Second, MaxHeaderBytes: 4096},
 		RequestHeaders: config.HeaderLimits{MaxCount: 1, MaxBytes: config.MaxRequestHeaderBytesLimit},
@@ -61,13 +61,15 @@ func TestLimitsErrors(t *testing.T) {
 		{"unknown section", n + "limits:\n  grpc: {} #a\n",
 			[]wantErr{{"limits.grpc", "known fields here: extproc, xds, admin, requestHeaders", "#a"}}},
 		{"unknown extproc field", n + "limits:\n  extproc: {maxStreams: 1} #a\n",
-			[]wantErr{{"limits.extproc.maxStreams", "known fields here: maxConnections, maxConcurrentStreams, streamIdleTimeout", "#a"}}},
+			[]wantErr{{"limits.extproc.maxStreams", "known fields here: maxConnections, maxConcurrentStreams, streamIdleTimeout, maxEmptyResets", "#a"}}},
 		{"no connections", n + "limits:\n  extproc:\n    maxConnections: 0 #a\n",
 			[]wantErr{{"limits.extproc.maxConnections", "0 is below 1", "#a"}}},
 		{"no streams", n + "limits:\n  extproc:\n    maxConcurrentStreams: 0 #a\n",
 			[]wantErr{{"limits.extproc.maxConcurrentStreams", "0 is below 1", "#a"}}},
 		{"more streams than HTTP/2 has", n + "limits:\n  xds:\n    maxConcurrentStreams: 2147483648 #a\n",
 			[]wantErr{{"limits.xds.maxConcurrentStreams", "2147483648 is above the maximum of 2147483647", "#a"}}},
+		{"no empty resets", n + "limits:\n  extproc:\n    maxEmptyResets: 0 #a\n",
+			[]wantErr{{"limits.extproc.maxEmptyResets", "0 is below 1", "#a"}}},
 		{"short idle timeout", n + "limits:\n  extproc:\n    streamIdleTimeout: 200ms #a\n",
 			[]wantErr{{"limits.extproc.streamIdleTimeout", "200ms is below 1s", "#a"}}},
 		{"idle timeout without unit", n + "limits:\n  extproc:\n    streamIdleTimeout: 30 #a\n",

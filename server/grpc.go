@@ -50,12 +50,13 @@ func ExtProcServerOptions(maxConnAge time.Duration, streamWorkers int) []grpc.Se
 }
 
 // extProcLimitOptions bound what a client can make the ext_proc server hold, beyond
-// ExtProcServerOptions: the streams of a connection, announced in its SETTINGS, and the time a
-// stream may go without a message. gRPC also runs at most MaxConcurrentStreams handlers of a
-// connection at once, and reads no more of the connection until one ends, which is what keeps
-// a flood of opened-and-reset streams (rapid reset) from running a handler for each at once.
-func extProcLimitOptions(l config.ExtProcLimits, idle *idleStreams) []grpc.ServerOption {
-	return append([]grpc.ServerOption{grpc.MaxConcurrentStreams(l.MaxConcurrentStreams)}, idle.options()...)
+// ExtProcServerOptions: the streams of a connection, announced in its SETTINGS. gRPC also runs
+// at most MaxConcurrentStreams handlers of a connection at once, and reads no more of the
+// connection until one ends, which is what keeps a flood of opened-and-reset streams (rapid
+// reset) from running a handler for each at once. The rest of the ext_proc limits wrap the
+// handler (streamGuard).
+func extProcLimitOptions(l config.ExtProcLimits) []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.MaxConcurrentStreams(l.MaxConcurrentStreams)}
 }
 
 // xdsServerOptions are the xDS gRPC server's. Its streams live as long as Envoy does and must

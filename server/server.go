@@ -93,11 +93,12 @@ func Run(ctx context.Context, o Options) error {
 	// can change without a restart (docs/reliability.md).
 	limits := func() *config.Limits { return &res.State().Config.Limits }
 	conns := newListenerMetrics(reg)
-	l.extproc = limitConnections(l.extproc, listenerExtProc, func() int { return limits().ExtProc.MaxConnections }, conns)
+	extprocLis := limitConnections(l.extproc, listenerExtProc, func() int { return limits().ExtProc.MaxConnections }, conns)
+	l.extproc = extprocLis
 	l.admin = limitConnections(l.admin, listenerAdmin, func() int { return limits().Admin.MaxConnections }, conns)
-	idle := newIdleStreams(extprocv3.ExternalProcessor_Process_FullMethodName, func() time.Duration { return limits().ExtProc.StreamIdleTimeout }, reg)
-	gs := grpc.NewServer(withTLS(append(ExtProcServerOptions(o.MaxConnectionAge, o.StreamWorkers), extProcLimitOptions(cfg.Limits.ExtProc, idle)...), tlsFiles.extproc)...)
-	extprocv3.RegisterExternalProcessorServer(gs, extproc.NewHandler(res, requests, log))
+	guard := newStreamGuard(func() *config.ExtProcLimits { return &limits().ExtProc }, extprocLis, reg, log)
+	gs := grpc.NewServer(withTLS(append(ExtProcServerOptions(o.MaxConnectionAge, o.StreamWorkers), extProcLimitOptions(cfg.Limits.ExtProc)...), tlsFiles.extproc)...)
+	extprocv3.RegisterExternalProcessorServer(gs, guard.wrap(extproc.NewHandler(res, requests, log)))
 	healthSrv := health.NewServer()
 	healthpb.RegisterHealthServer(gs, healthSrv)
 	var ready atomic.Bool
@@ -131,6 +132,8 @@ func Run(ctx context.Context, o Options) error {
 	watchers.Go(func() {
 		src.Watch(watchCtx, func() *config.Config { return res.State().Config }, ap.namingChanged)
 	})
+	// Idle ext_proc streams are ended during the drain too.
+	watchers.Go(func() { guard.sweep(watchCtx) })
 	// The certificate files rotate without a restart, though listen.tls itself takes one.
 	tlsFiles.watch(watchCtx, o.Poll, watchers.Go)
 
