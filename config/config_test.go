@@ -168,6 +168,28 @@ naming: {file: naming.yaml}
 	}
 }
 
+// TestListenTLSNodeID: mutual TLS on the xDS listener binds node ids to client certificates
+// unless nodeID says any; without requireClientCert there is no binding.
+func TestListenTLSNodeID(t *testing.T) {
+	for _, tc := range []struct {
+		name, xds string
+		want      bool
+	}{
+		{"mutual TLS binds by default", "{cert: c.pem, key: k.pem, clientCA: ca.pem, requireClientCert: true}", true},
+		{"certificate said", "{cert: c.pem, key: k.pem, clientCA: ca.pem, requireClientCert: true, nodeID: certificate}", true},
+		{"any", "{cert: c.pem, key: k.pem, clientCA: ca.pem, requireClientCert: true, nodeID: any}", false},
+		{"optional client certificates", "{cert: c.pem, key: k.pem, clientCA: ca.pem}", false},
+		{"server TLS alone", "{cert: c.pem, key: k.pem}", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := mustParse(t, "listen:\n  xds: 127.0.0.1:18000\n  tls:\n    xds: "+tc.xds+"\nnaming: {file: naming.yaml}\n")
+			if got := c.Listen.TLS.XDS.BindNodeID; got != tc.want {
+				t.Errorf("BindNodeID = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestSettings(t *testing.T) {
 	c := mustParse(t, `
 listen: {extproc: ":50052", xds: 127.0.0.1:18000, admin: "[::1]:9902"}

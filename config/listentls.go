@@ -18,7 +18,20 @@ type ServerTLS struct {
 	// RequireClientCert refuses clients that present no certificate (mutual TLS). It needs
 	// ClientCA.
 	RequireClientCert bool
+	// BindNodeID, on the xDS listener only, refuses an xDS stream whose node id is not an
+	// identity of the client certificate of its connection (docs/xds.md): with it, only the
+	// Envoy holding a node's certificate can speak, and acknowledge, for that node. It needs
+	// RequireClientCert, and is on by default with it (listen.tls.xds.nodeID).
+	BindNodeID bool
 }
+
+// The values of listen.tls.xds.nodeID.
+const (
+	// NodeIDCertificate binds a node id to the client certificate (ServerTLS.BindNodeID).
+	NodeIDCertificate = "certificate"
+	// NodeIDAny lets a stream claim any node id.
+	NodeIDAny = "any"
+)
 
 // On reports whether the listener serves TLS.
 func (t ServerTLS) On() bool { return t.Cert != "" }
@@ -35,6 +48,7 @@ type serverTLSFile struct {
 	Key               string `yaml:"key"`
 	ClientCA          string `yaml:"clientCA"`
 	RequireClientCert bool   `yaml:"requireClientCert"`
+	NodeID            string `yaml:"nodeID"`
 }
 
 // parseListenTLS checks listen.tls. Only the settings are checked here: the files are read
@@ -64,7 +78,32 @@ func parseListenTLS(f *listenTLSFile, l Listen, path string, errs *Errors, at fu
 		if sf.RequireClientCert && sf.ClientCA == "" {
 			errs.Add(p+".clientCA", at(p+".requireClientCert"), "is required with requireClientCert: true, to verify client certificates against")
 		}
-		return ServerTLS{Cert: abs(sf.Cert), Key: abs(sf.Key), ClientCA: abs(sf.ClientCA), RequireClientCert: sf.RequireClientCert}
+		return ServerTLS{Cert: abs(sf.Cert), Key: abs(sf.Key), ClientCA: abs(sf.ClientCA), RequireClientCert: sf.RequireClientCert,
+			BindNodeID: parseNodeID(name, sf, p, errs, at)}
 	}
 	return ListenTLS{ExtProc: one("extproc", f.ExtProc), XDS: one("xds", f.XDS), Admin: one("admin", f.Admin)}
+}
+
+// parseNodeID checks listen.tls.<name>.nodeID and tells whether the listener binds node ids
+// to client certificates. Only xDS streams name a node; a binding needs a certificate on every
+// connection, so it needs requireClientCert, and it is what mutual TLS on xDS means unless
+// nodeID says any.
+func parseNodeID(name string, sf *serverTLSFile, p string, errs *Errors, at func(string) int) bool {
+	f := p + ".nodeID"
+	switch {
+	case sf.NodeID != "" && name != "xds":
+		errs.Add(f, at(f), "is only for listen.tls.xds: only xDS streams name a node")
+		return false
+	case sf.NodeID == "":
+		return name == "xds" && sf.RequireClientCert
+	case sf.NodeID == NodeIDAny:
+		return false
+	case sf.NodeID != NodeIDCertificate:
+		errs.Add(f, at(f), "%q is not %s or %s", sf.NodeID, NodeIDCertificate, NodeIDAny)
+		return false
+	case !sf.RequireClientCert:
+		errs.Add(f, at(f), "%s needs requireClientCert: true: a node id is bound to the client certificate every connection must present", NodeIDCertificate)
+		return false
+	}
+	return true
 }

@@ -279,19 +279,7 @@ func (f *faultStack) envoyStat(name string) int {
 
 // xdsState is an instance's /debug/xds; ok is false when it does not answer.
 func (f *faultStack) xdsState(admin string) (serving xds.Versions, acked map[string]xds.Versions, ok bool) {
-	resp, err := f.client.Get("http://" + admin + "/debug/xds")
-	if err != nil {
-		return xds.Versions{}, nil, false
-	}
-	defer resp.Body.Close()
-	var st struct {
-		Serving      xds.Versions
-		Acknowledged map[string]xds.Versions
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return xds.Versions{}, nil, false
-	}
-	return st.Serving, st.Acknowledged, true
+	return debugXDS(f.client, admin)
 }
 
 // envoyAcked reports whether Envoy has acknowledged v from the instance it holds its ADS

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"github.com/partroute/partroute/internal/testkit"
 	"github.com/partroute/partroute/resolver"
 	"github.com/partroute/partroute/server"
+	"github.com/partroute/partroute/xds"
 )
 
 // partrouteProcess is partroute serve running in-process for a test.
@@ -114,4 +116,22 @@ func runEnvoy(t *testing.T, dir string, cfg *config.Config, view *resolver.View,
 	if err := envoy.WaitReady(ctx, clusters...); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// debugXDS reads partroute's /debug/xds at admin: the versions it serves and those each
+// Envoy node acknowledged. ok is false when it does not answer.
+func debugXDS(client *http.Client, admin string) (serving xds.Versions, acked map[string]xds.Versions, ok bool) {
+	resp, err := client.Get("http://" + admin + "/debug/xds")
+	if err != nil {
+		return xds.Versions{}, nil, false
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Serving      xds.Versions
+		Acknowledged map[string]xds.Versions
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return xds.Versions{}, nil, false
+	}
+	return st.Serving, st.Acknowledged, true
 }

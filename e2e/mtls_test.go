@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +19,9 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -30,6 +34,7 @@ import (
 	"github.com/partroute/partroute/internal/testkit/certs"
 	"github.com/partroute/partroute/loadtest"
 	"github.com/partroute/partroute/server"
+	"github.com/partroute/partroute/xds"
 )
 
 // mtlsConfig serves ext_proc and xDS over mutual TLS with the certificates under tls/. %[1]s,
@@ -103,10 +108,14 @@ func startMTLSStack(t *testing.T) *mtlsStack {
 	if err := envoyconfig.WriteSecretFiles(upstream); err != nil {
 		t.Fatal(err)
 	}
-	runEnvoy(t, dir, cfg, nil, envoyconfig.Options{ListenAddress: s.envoy, AdminAddress: s.envoyAdmin, XDSAddress: s.xds, NodeID: "envoy-mtls", TLS: upstream},
+	runEnvoy(t, dir, cfg, nil, envoyconfig.Options{ListenAddress: s.envoy, AdminAddress: s.envoyAdmin, XDSAddress: s.xds, NodeID: mtlsNodeID, TLS: upstream},
 		envoyconfig.ExtProcCluster, "orders")
 	return s
 }
+
+// mtlsNodeID is Envoy's node id: the name of its client certificate (certs.NewMutual), as
+// mutual TLS on the xDS listener binds a node id to the certificate's identities.
+const mtlsNodeID = "envoy"
 
 // runPartrouteWith is runPartroute with options of the test's own (their log is replaced by
 // one the test prints when it fails).
@@ -286,6 +295,52 @@ func TestMTLSThroughEnvoy(t *testing.T) {
 		}
 		if logged := s.partroute.log.String()[logBefore:]; strings.Contains(logged, "handshake") || strings.Contains(logged, "certificate") {
 			t.Errorf("refused handshakes were logged:\n%s", logged)
+		}
+	})
+
+	t.Run("an xDS stream may speak only for the node of its certificate", func(t *testing.T) {
+		// Envoy's own stream, whose node id is its certificate's name, was accepted: it
+		// acknowledged the snapshot.
+		acked := func() map[string]xds.Versions {
+			_, nodes, ok := debugXDS(s.client, s.admin)
+			if !ok {
+				t.Fatal("/debug/xds does not answer")
+			}
+			return nodes
+		}
+		if _, ok := acked()[mtlsNodeID]; !ok {
+			t.Fatalf("/debug/xds acknowledged %v, want Envoy's node %q", acked(), mtlsNodeID)
+		}
+		// Another client of the same CA claims Envoy's node id: refused, and counted.
+		impostor := s.m.CA.Client(t, "impostor").TLS(t)
+		conn, err := grpc.NewClient(s.xds, grpc.WithTransportCredentials(credentials.NewTLS(s.tlsClient(&impostor))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		const series = "partroute_xds_unbound_node_refusals_total"
+		before := s.metric(series)
+		ads, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ads.Send(&discoverygrpc.DiscoveryRequest{Node: &corev3.Node{Id: mtlsNodeID}, TypeUrl: resource.ClusterType}); err != nil && !errors.Is(err, io.EOF) {
+			t.Fatal(err)
+		}
+		if _, err := ads.Recv(); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("an impostor's stream claiming node %q: %v, want PermissionDenied", mtlsNodeID, err)
+		}
+		if got := s.metric(series); got != before+1 {
+			t.Errorf("%s = %v, want %v", series, got, before+1)
+		}
+		if nodes := acked(); len(nodes) != 1 {
+			t.Errorf("/debug/xds acknowledged %v after the impostor, want Envoy's node alone", nodes)
+		}
+		// Envoy's stream is untouched: a routed request still works.
+		if code, backend, err := s.put(7); err != nil || code != http.StatusOK || backend != s.primaryOf(7) {
+			t.Errorf("PUT key 7 after the impostor: %d from %q (%v)", code, backend, err)
 		}
 	})
 

@@ -136,7 +136,7 @@ func runEnvoyAndCheckLog(t *testing.T, bin string, r envoyRun) {
 		hs.SetServingStatus(contract.ExtProcService(), healthpb.HealthCheckResponse_SERVING)
 		healthpb.RegisterHealthServer(gs, hs)
 		if r.ads != nil {
-			srv := xds.New(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+			srv := xds.New(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, xds.Options{})
 			if versions, err = srv.Update(r.ads.cfg, r.ads.view, r.ads.opts); err != nil {
 				t.Fatal(err)
 			}

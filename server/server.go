@@ -74,7 +74,7 @@ func Run(ctx context.Context, o Options) error {
 	defer stopRun()
 	var xdsSrv *xds.Server
 	if cfg.Listen.XDS != "" {
-		xdsSrv = xds.New(runCtx, log, reg)
+		xdsSrv = xds.New(runCtx, log, reg, xds.Options{BindNodeID: cfg.Listen.TLS.XDS.BindNodeID})
 		if _, err := xdsSrv.Update(cfg, snap.View, envoyconfig.Options{}); err != nil {
 			return err
 		}

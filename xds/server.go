@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +21,8 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/partroute/partroute/config"
@@ -42,8 +45,18 @@ type Versions struct {
 	Clusters, Endpoints string
 }
 
+// Options are what a Server enforces on its streams.
+type Options struct {
+	// BindNodeID refuses a stream, or a fetch, whose node id is not an identity of the client
+	// certificate of its connection (its URI SANs, DNS SANs or subject common name), with
+	// PermissionDenied. It needs a listener that verifies client certificates
+	// (config.ServerTLS.BindNodeID).
+	BindNodeID bool
+}
+
 // Server is partroute's ADS server.
 type Server struct {
+	opts    Options
 	cache   cachev3.SnapshotCache
 	srv     serverv3.Server
 	log     *slog.Logger
@@ -51,13 +64,17 @@ type Server struct {
 
 	// nacks and ignored limit the log lines about rejections and ignored acknowledgements:
 	// a client can send either at will. now is their clock.
-	nacks, ignored loglimit.Limiter
-	now            func() time.Time
+	nacks, ignored, unbound loglimit.Limiter
+	now                     func() time.Time
 
 	mu      sync.Mutex
 	current Versions
-	// streams holds every open xDS stream that has sent a request.
+	// streams holds every open state-of-the-world xDS stream that has sent a request.
 	streams map[int64]*stream
+	// identities holds, with BindNodeID, the certificate identities of each open stream
+	// until its first request has been checked against them; delta streams, whose ids are
+	// counted apart by go-control-plane, are in deltaIdentities.
+	identities, deltaIdentities map[int64][]string
 	// acks counts accepted acknowledgements, to tell which of a node's streams acknowledged
 	// last.
 	acks uint64
@@ -101,21 +118,41 @@ const (
 )
 
 // New returns an ADS server with an empty snapshot. reg may be nil.
-func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) *Server {
+func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer, opts Options) *Server {
 	s := &Server{
-		log:     log,
-		metrics: newMetrics(reg),
-		now:     time.Now,
-		streams: map[int64]*stream{},
-		changed: make(chan struct{}),
+		opts:            opts,
+		identities:      map[int64][]string{},
+		deltaIdentities: map[int64][]string{},
+		log:             log,
+		metrics:         newMetrics(reg),
+		now:             time.Now,
+		streams:         map[int64]*stream{},
+		changed:         make(chan struct{}),
 	}
 	s.cache = cachev3.NewSnapshotCache(true, everyNode{}, nil)
 	s.srv = serverv3.NewServer(ctx, s.cache, serverv3.CallbackFuncs{
 		StreamOpenFunc:   s.onOpen,
 		StreamClosedFunc: s.onClosed,
 		StreamRequestFunc: func(id int64, req *discoverygrpc.DiscoveryRequest) error {
+			if err := s.checkNode(s.identities, id, req.GetNode()); err != nil {
+				return err
+			}
 			s.onRequest(id, req)
 			return nil
+		},
+		DeltaStreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			s.opened(ctx, s.deltaIdentities, id)
+			return nil
+		},
+		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.closed(s.deltaIdentities, id) },
+		StreamDeltaRequestFunc: func(id int64, req *discoverygrpc.DeltaDiscoveryRequest) error {
+			return s.checkNode(s.deltaIdentities, id, req.GetNode())
+		},
+		FetchRequestFunc: func(ctx context.Context, req *discoverygrpc.DiscoveryRequest) error {
+			if !s.opts.BindNodeID {
+				return nil
+			}
+			return s.refuseUnbound(req.GetNode().GetId(), certificateIdentities(ctx))
 		},
 		StreamResponseFunc: func(_ context.Context, id int64, _ *discoverygrpc.DiscoveryRequest, resp *discoverygrpc.DiscoveryResponse) {
 			s.onResponse(id, resp)
@@ -274,18 +311,81 @@ func (s *Server) notifyLocked() {
 	s.changed = make(chan struct{})
 }
 
-func (s *Server) onOpen(_ context.Context, id int64, typeURL string) error {
-	s.metrics.streams.Inc()
+func (s *Server) onOpen(ctx context.Context, id int64, typeURL string) error {
+	s.opened(ctx, s.identities, id)
 	s.log.Debug("xds stream opened", "stream", id, "type", typeURL)
 	return nil
 }
 
 func (s *Server) onClosed(id int64, _ *corev3.Node) {
-	s.metrics.streams.Dec()
+	s.closed(s.identities, id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.streams, id)
 	s.notifyLocked()
+}
+
+// opened counts a stream that opened and, with BindNodeID, remembers what its certificate
+// proves until its first request is checked: go-control-plane gives the stream's context to
+// the open callback alone.
+func (s *Server) opened(ctx context.Context, ids map[int64][]string, id int64) {
+	s.metrics.streams.Inc()
+	if !s.opts.BindNodeID {
+		return
+	}
+	certIDs := certificateIdentities(ctx)
+	s.mu.Lock()
+	ids[id] = certIDs
+	s.mu.Unlock()
+}
+
+func (s *Server) closed(ids map[int64][]string, id int64) {
+	s.metrics.streams.Dec()
+	if !s.opts.BindNodeID {
+		return
+	}
+	s.mu.Lock()
+	delete(ids, id)
+	s.mu.Unlock()
+}
+
+// checkNode refuses, with BindNodeID, a stream whose first request names a node id its
+// certificate does not prove; the error ends the stream. Envoy names its node in the first
+// request of a stream alone (set_node_on_first_message_only), so that request is the one
+// checked, and every later one rides on it. A stream that was opened without a certificate
+// identity (it cannot be, on a listener that requires client certificates) is refused too.
+func (s *Server) checkNode(ids map[int64][]string, id int64, node *corev3.Node) error {
+	if !s.opts.BindNodeID {
+		return nil
+	}
+	s.mu.Lock()
+	certIDs, unchecked := ids[id]
+	if unchecked {
+		// Checked once: a refused stream ends, an accepted one keeps its node id.
+		delete(ids, id)
+	}
+	s.mu.Unlock()
+	if !unchecked {
+		return nil
+	}
+	return s.refuseUnbound(node.GetId(), certIDs)
+}
+
+// refuseUnbound returns PermissionDenied, counted and logged at most once per
+// loglimit.Interval, unless node is one of certIDs.
+func (s *Server) refuseUnbound(node string, certIDs []string) error {
+	if boundTo(node, certIDs) {
+		return nil
+	}
+	s.metrics.refused.Inc()
+	if suppressed, ok := s.unbound.Allow(s.now()); ok {
+		s.log.Warn("xds stream refused: its node id is not an identity of its client certificate",
+			"node", loglimit.Text(node), "certificate_identities", loglimit.Text(strings.Join(certIDs, ",")),
+			"suppressed_since_last", suppressed)
+	}
+	return status.Errorf(codes.PermissionDenied,
+		"node id %q is not an identity of the client certificate (its URI SANs, DNS SANs and common name: %s)",
+		loglimit.Text(node), loglimit.Text(strings.Join(certIDs, ", ")))
 }
 
 // streamLocked returns the state of stream id, made on its first message.
@@ -384,6 +484,7 @@ type metrics struct {
 	streams   prometheus.Gauge
 	nacks     prometheus.Counter
 	ignored   *prometheus.CounterVec
+	refused   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -404,12 +505,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "partroute_xds_ignored_acks_total",
 			Help: "xDS acknowledgements and rejections ignored because they answer no response of their stream, by reason: unknown_nonce, wrong_type, wrong_version.",
 		}, []string{"reason"}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "partroute_xds_unbound_node_refusals_total",
+			Help: "xDS streams and fetches refused because their node id is not an identity of their client certificate (listen.tls.xds.nodeID: certificate).",
+		}),
 	}
 	for _, r := range []string{ignoredUnknownNonce, ignoredWrongType, ignoredWrongVersion} {
 		m.ignored.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.snapshots, m.streams, m.nacks, m.ignored)
+		reg.MustRegister(m.snapshots, m.streams, m.nacks, m.ignored, m.refused)
 	}
 	return m
 }

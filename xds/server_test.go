@@ -54,7 +54,7 @@ func load(t *testing.T, primary string) (*config.Config, *resolver.View) {
 
 func newServer() (*Server, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
-	return New(context.Background(), slog.New(slog.DiscardHandler), reg), reg
+	return New(context.Background(), slog.New(slog.DiscardHandler), reg, Options{}), reg
 }
 
 func TestUpdateVersionsFollowContent(t *testing.T) {
@@ -347,7 +347,7 @@ func TestForgedAcknowledgementOverADS(t *testing.T) {
 // and the next line counts those held back; every rejection is counted.
 func TestRejectionsAreRateLimitedAndCut(t *testing.T) {
 	var logs strings.Builder
-	s := New(context.Background(), slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	s := New(context.Background(), slog.New(slog.NewTextHandler(&logs, nil)), nil, Options{})
 	now := time.Unix(1000, 0)
 	s.now = func() time.Time { return now }
 	s.onRequest(1, request("envoy-a", resource.ClusterType, "", "", false))
@@ -380,7 +380,7 @@ func TestRejectionsAreRateLimitedAndCut(t *testing.T) {
 // Forged acknowledgements by the hundred log one warning a second, with the count held back.
 func TestIgnoredAcknowledgementsAreRateLimited(t *testing.T) {
 	var logs strings.Builder
-	s := New(context.Background(), slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	s := New(context.Background(), slog.New(slog.NewTextHandler(&logs, nil)), nil, Options{})
 	now := time.Unix(1000, 0)
 	s.now = func() time.Time { return now }
 	forged := request(strings.Repeat("n", 4096), resource.ClusterType, "forged-version", "forged-nonce", false)
