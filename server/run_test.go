@@ -50,14 +50,14 @@ type testServer struct {
 // startServer runs partroute on a copy of the example files, with options edited by edit (nil
 // keeps testOptions'), and waits until it reports its listen addresses. A test that does not
 // stop it itself has it stopped, and its error checked, when it ends.
-func startServer(t *testing.T, edit func(*Options)) *testServer {
+func startServer(t testing.TB, edit func(*Options)) *testServer {
 	t.Helper()
 	return startServerIn(t, testkit.CopyExamples(t), edit)
 }
 
 // startServerIn is startServer on the files in dir: a copy of the example files, which the
 // test may have edited first.
-func startServerIn(t *testing.T, dir string, edit func(*Options)) *testServer {
+func startServerIn(t testing.TB, dir string, edit func(*Options)) *testServer {
 	t.Helper()
 	s := &testServer{dir: dir, logs: &testkit.LogBuffer{}, reload: make(chan struct{}, 1), exited: make(chan struct{})}
 	o := testOptions(filepath.Join(s.dir, "partroute.yaml"), time.Hour, slog.New(slog.NewTextHandler(s.logs, nil)))
