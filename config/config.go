@@ -387,7 +387,7 @@ func parseService(f *serviceFile, index int, p string, errs *Errors, at func(str
 	if s.Name == "" {
 		errs.Add(p+".name", at(p), "every service needs a name")
 	} else if !validName(s.Name) {
-		errs.Add(p+".name", at(p+".name"), "%q may hold only letters, digits, '.', '_' and '-'", s.Name)
+		errs.Add(p+".name", at(p+".name"), "%q may hold only letters, digits, '.', '_' and '-', and starts with a letter or digit", s.Name)
 	}
 
 	s.Match = Match{Authority: strings.ToLower(f.Match.Authority), PathPrefix: f.Match.PathPrefix}
@@ -668,7 +668,13 @@ func checkSettableHeader(name string) error {
 	return nil
 }
 
+// validName accepts a service name: letters, digits, '-', '_' and '.', starting with a letter
+// or digit. The first character rules out "-", the metrics' service label of unmatched
+// requests, and names that read as flags on a command line.
 func validName(s string) bool {
+	if s == "" || !(s[0] >= 'a' && s[0] <= 'z' || s[0] >= 'A' && s[0] <= 'Z' || s[0] >= '0' && s[0] <= '9') {
+		return false
+	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {

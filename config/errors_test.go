@@ -235,6 +235,8 @@ func TestParseErrors(t *testing.T) {
 			[]wantErr{{"services[0].name", "every service needs a name", "#a"}}},
 		{"bad name", head + "  - name: my service #a\n    partitioning: {scheme: singleton}\n",
 			[]wantErr{{"services[0].name", `"my service" may hold only letters, digits, '.', '_' and '-'`, "#a"}}},
+		{"the unmatched requests' label as a name", head + "  - name: \"-\" #a\n    partitioning: {scheme: singleton}\n",
+			[]wantErr{{"services[0].name", `"-" may hold only letters, digits, '.', '_' and '-', and starts with a letter or digit`, "#a"}}},
 		{"duplicate name", head + users + "  - name: users #a\n    match: {pathPrefix: /v2/users}\n    partitioning: {scheme: singleton}\n",
 			[]wantErr{{"services[1].name", `"users" is already the name of services[0]`, "#a"}}},
 
