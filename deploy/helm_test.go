@@ -42,7 +42,7 @@ func helmBinary(t *testing.T) string {
 func makeBinary(t *testing.T, name, versionVar, module string) string {
 	t.Helper()
 	root := testkit.RepoRoot(t)
-	m := regexp.MustCompile(`(?m)^`+versionVar+`\s*:?=\s*(\S+)\s*$`).FindSubmatch(readFile(t, filepath.Join(root, "Makefile")))
+	m := regexp.MustCompile(`(?m)^` + versionVar + `\s*:?=\s*(\S+)\s*$`).FindSubmatch(readFile(t, filepath.Join(root, "Makefile")))
 	if m == nil {
 		t.Fatalf("the Makefile sets no %s", versionVar)
 	}
