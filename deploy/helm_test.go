@@ -29,37 +29,45 @@ func chartDir(t *testing.T) string {
 	return filepath.Join(testkit.RepoRoot(t), "deploy", "helm", "partroute")
 }
 
-// helmBinary returns the helm the Makefile pins (HELM_VERSION), built into .cache by `make helm`
-// from its Go module; the test runs `make helm` when it is not there yet, which builds it once.
+// helmBinary returns the helm the Makefile pins (HELM_VERSION), built into .cache by `make helm`.
 func helmBinary(t *testing.T) string {
 	t.Helper()
+	return makeBinary(t, "helm", "HELM_VERSION", "helm.sh/helm/v3")
+}
+
+// makeBinary returns a tool the Makefile pins and builds from its Go module: the version is the
+// Makefile's versionVar, and `make name` builds the binary into .cache/name/<version>/name. The
+// test runs `make name` when the binary is not there yet, which builds it once; it checks that
+// the binary is the module at that version.
+func makeBinary(t *testing.T, name, versionVar, module string) string {
+	t.Helper()
 	root := testkit.RepoRoot(t)
-	m := regexp.MustCompile(`(?m)^HELM_VERSION\s*:?=\s*(\S+)\s*$`).FindSubmatch(readFile(t, filepath.Join(root, "Makefile")))
+	m := regexp.MustCompile(`(?m)^` + versionVar + `\s*:?=\s*(\S+)\s*$`).FindSubmatch(readFile(t, filepath.Join(root, "Makefile")))
 	if m == nil {
-		t.Fatal("the Makefile sets no HELM_VERSION")
+		t.Fatalf("the Makefile sets no %s", versionVar)
 	}
 	version := string(m[1])
-	helm := filepath.Join(root, ".cache", "helm", version, "helm")
-	if _, err := os.Stat(helm); err != nil {
+	bin := filepath.Join(root, ".cache", name, version, name)
+	if _, err := os.Stat(bin); err != nil {
 		makeBin, err := exec.LookPath("make")
 		if err != nil {
-			t.Fatal("make is not installed: helm is built by `make helm`")
+			t.Fatalf("make is not installed: %s is built by `make %s`", name, name)
 		}
-		t.Logf("building helm %s with `make helm`, once", version)
-		if out, err := exec.CommandContext(t.Context(), makeBin, "-C", root, "helm").CombinedOutput(); err != nil {
-			t.Fatalf("make helm: %v\n%s", err, out)
+		t.Logf("building %s %s with `make %s`, once", name, version, name)
+		if out, err := exec.CommandContext(t.Context(), makeBin, "-C", root, name).CombinedOutput(); err != nil {
+			t.Fatalf("make %s: %v\n%s", name, err, out)
 		}
 	}
-	// A helm built from its module says only its minor release (v3.22) of itself; the module's
-	// version is in the binary's build information.
-	info, err := buildinfo.ReadFile(helm)
+	// A tool built from its module may say only part of its version of itself (helm says its
+	// minor release, v3.22); the module's version is in the binary's build information.
+	info, err := buildinfo.ReadFile(bin)
 	if err != nil {
-		t.Fatalf("%s: %v", helm, err)
+		t.Fatalf("%s: %v", bin, err)
 	}
-	if info.Main.Path != "helm.sh/helm/v3" || info.Main.Version != version {
-		t.Fatalf("%s is %s %s, want helm.sh/helm/v3 %s: remove it, and `make helm` builds the pinned one", helm, info.Main.Path, info.Main.Version, version)
+	if !strings.HasPrefix(info.Path, module+"/") || info.Main.Path != module || info.Main.Version != version {
+		t.Fatalf("%s is %s %s, want %s %s: remove it, and `make %s` builds the pinned one", bin, info.Main.Path, info.Main.Version, module, version, name)
 	}
-	return helm
+	return bin
 }
 
 // runHelm runs helm with its own empty configuration, cache and data directories, so that

@@ -1,7 +1,6 @@
 package envoyconfig_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -37,14 +36,11 @@ import (
 // Envoy reports a configuration it accepts but does not apply as it was written (an unknown
 // retry_on token, a deprecated field) only in its log. Each entry says why the line is
 // expected.
-var allowedEnvoyLog = []struct {
-	line *regexp.Regexp
-	why  string
-}{
-	{regexp.MustCompile(`^\[main\] caught ENVOY_SIGTERM$`),
-		"the test stops Envoy with SIGTERM, which Envoy logs at warning level"},
-	{regexp.MustCompile(`^\[main\] There is no configured limit to the number of allowed active downstream connections\. `),
-		"Envoy says this of every bootstrap without an overload manager. The right limit depends on the machine and on what else Envoy fronts, so the generator leaves it to the operator (docs/envoy.md)"},
+var allowedEnvoyLog = []testkit.EnvoyLogAllowance{
+	{Line: regexp.MustCompile(`^\[main\] caught ENVOY_SIGTERM$`),
+		Why: "the test stops Envoy with SIGTERM, which Envoy logs at warning level"},
+	{Line: regexp.MustCompile(`^\[main\] There is no configured limit to the number of allowed active downstream connections\. `),
+		Why: "Envoy says this of every bootstrap without an overload manager. The right limit depends on the machine and on what else Envoy fronts, so the generator leaves it to the operator (docs/envoy.md)"},
 }
 
 // envoyRun is one bootstrap to start Envoy on.
@@ -174,54 +170,16 @@ func runEnvoyAndCheckLog(t *testing.T, bin string, r envoyRun) {
 	}
 }
 
-// envoyLogLine is Envoy's default log format, "[time][thread][level][logger] [file:line]
-// message"; a message of several lines continues on lines that do not start this way.
-var envoyLogLine = regexp.MustCompile(`^\[[^\]]+\]\[\d+\]\[(\w+)\]\[([^\]]*)\] (?:\[[^\]]*\] )?(.*)$`)
-
-// unexpectedLogLines returns the entries of an Envoy log at warning level or above whose
-// first line no entry of allowedEnvoyLog allows, as "[level][logger] message". Lines that do
-// not start an entry continue the one before; before the first entry they are output that
-// Envoy's format does not explain, and count too.
+// unexpectedLogLines returns the entries of an Envoy log at warning level or above that no
+// entry of allowedEnvoyLog allows (testkit.UnexpectedEnvoyLogLines).
 func unexpectedLogLines(log string) []string {
-	var bad []string
-	judge := func(level, entry string) {
-		switch level {
-		case "warning", "error", "critical":
-		default:
-			return
-		}
-		first, _, _ := strings.Cut(entry, "\n")
-		for _, a := range allowedEnvoyLog {
-			if a.line.MatchString(first) {
-				return
-			}
-		}
-		bad = append(bad, "["+level+"]"+entry)
-	}
-	level, entry := "", ""
-	sc := bufio.NewScanner(strings.NewReader(log))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if m := envoyLogLine.FindStringSubmatch(line); m != nil {
-			judge(level, entry)
-			level, entry = m[1], "["+m[2]+"] "+m[3]
-			continue
-		}
-		if level == "" && strings.TrimSpace(line) != "" {
-			bad = append(bad, "(unexplained output) "+line)
-			continue
-		}
-		entry += "\n" + line
-	}
-	judge(level, entry)
-	return bad
+	return testkit.UnexpectedEnvoyLogLines(log, allowedEnvoyLog)
 }
 
 func TestUnexpectedLogLines(t *testing.T) {
 	for _, a := range allowedEnvoyLog {
-		if strings.TrimSpace(a.why) == "" {
-			t.Errorf("allowedEnvoyLog allows %s without saying why", a.line)
+		if strings.TrimSpace(a.Why) == "" {
+			t.Errorf("allowedEnvoyLog allows %s without saying why", a.Line)
 		}
 	}
 	const (
