@@ -132,6 +132,9 @@ type Service struct {
 	Reads ReadPolicy
 	// ReadMethods are the upper-case methods that count as reads.
 	ReadMethods []string
+	// FailoverWait is how long a request that needs the primary may be held while the
+	// partition has none, waiting for a new one; 0 (the default) answers 503 at once.
+	FailoverWait time.Duration
 	// Upstream is how Envoy talks to the replicas.
 	Upstream Upstream
 	// Fabric maps the service to Service Fabric, for the servicefabric naming source.
@@ -225,8 +228,9 @@ type serviceFile struct {
 		Hash      string       `yaml:"hash"`
 	} `yaml:"key"`
 	Replicas struct {
-		Reads       string   `yaml:"reads"`
-		ReadMethods []string `yaml:"readMethods"`
+		Reads        string         `yaml:"reads"`
+		ReadMethods  []string       `yaml:"readMethods"`
+		FailoverWait *time.Duration `yaml:"failoverWait"`
 	} `yaml:"replicas"`
 	Upstream upstreamFile `yaml:"upstream"`
 	Fabric   fabricFile   `yaml:"fabric"`
@@ -360,6 +364,14 @@ func Parse(data []byte, path string) (*Config, error) {
 				p := "services[" + strconv.Itoa(s.Index) + "].fabric.name"
 				errs.Add(p, at("services["+strconv.Itoa(s.Index)+"]"), "the servicefabric naming source needs each service's Service Fabric name, such as fabric:/app/%s", s.Name)
 			}
+		}
+	}
+	for _, s := range c.Services {
+		// The stream of a held request sends partroute no message while it waits: the idle
+		// timeout would end it first.
+		if s.FailoverWait > 0 && s.FailoverWait >= c.Limits.ExtProc.StreamIdleTimeout {
+			p := "services[" + strconv.Itoa(s.Index) + "].replicas.failoverWait"
+			errs.Add(p, at(p), "%v must stay below limits.extproc.streamIdleTimeout (%v), which would end a held request's stream first", s.FailoverWait, c.Limits.ExtProc.StreamIdleTimeout)
 		}
 	}
 	c.byPrecedence = append([]*Service(nil), c.Services...)
@@ -525,12 +537,37 @@ func parseService(f *serviceFile, index int, p string, errs *Errors, at func(str
 			s.ReadMethods = append(s.ReadMethods, m)
 		}
 	}
+	if w := f.Replicas.FailoverWait; w != nil {
+		s.FailoverWait = *w
+		switch {
+		case *w < 0:
+			errs.Add(rf+".failoverWait", at(rf+".failoverWait"), "%v is negative; 0 turns the wait off", *w)
+		case *w > MaxFailoverWait:
+			errs.Add(rf+".failoverWait", at(rf+".failoverWait"), "%v is above the maximum of %v: a client waiting longer for one write is better told to retry", *w, MaxFailoverWait)
+		}
+	}
 	s.Upstream = parseUpstream(&f.Upstream, p, errs, at)
 	s.Fabric = parseFabric(&f.Fabric, p, errs, at)
 	if len(errs.List) > before {
 		return nil
 	}
 	return s
+}
+
+// MaxFailoverWait is the largest services[].replicas.failoverWait. Service Fabric's own
+// reconfigurations take hundreds of milliseconds to a second or two; ten seconds leaves room
+// for a slow one without holding clients beyond what they would wait for any answer.
+const MaxFailoverWait = 10 * time.Second
+
+// LongestFailoverWait is the largest failoverWait of the configuration's services, 0 when no
+// service holds requests. Envoy's ext_proc filter must allow a message timeout that long
+// (plus contract.FailoverAnswerMargin) for the wait to reach its end.
+func (c *Config) LongestFailoverWait() time.Duration {
+	var longest time.Duration
+	for _, s := range c.Services {
+		longest = max(longest, s.FailoverWait)
+	}
+	return longest
 }
 
 // Service returns the service of the given name.

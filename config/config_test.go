@@ -207,11 +207,11 @@ services:
     match: {authority: API.Example.COM}
     partitioning: {scheme: uniformInt64, lowKey: -5, highKey: 5, count: 3}
     key: {sources: [{cookie: sid}, {jsonBody: /user/id}], transform: hash, hash: fnv1a64}
-    replicas: {reads: any, readMethods: []}
+    replicas: {reads: any, readMethods: [], failoverWait: 1500ms}
   - name: one
     match: {pathPrefix: /one}
     partitioning: {scheme: singleton, count: 1}
-    replicas: {reads: primary}
+    replicas: {reads: primary, failoverWait: 0s}
 `)
 	named, hashed, one := c.Services[0], c.Services[1], c.Services[2]
 	checks := []struct {
@@ -235,6 +235,10 @@ services:
 		{"hashed needs body", hashed.Keyer.NeedsBody(), true},
 		{"named needs body", named.Keyer.NeedsBody(), false},
 		{"one reads", one.Reads, config.ReadPrimary},
+		{"named failoverWait (default off)", named.FailoverWait, time.Duration(0)},
+		{"hashed failoverWait", hashed.FailoverWait, 1500 * time.Millisecond},
+		{"one failoverWait", one.FailoverWait, time.Duration(0)},
+		{"longest failoverWait", c.LongestFailoverWait(), 1500 * time.Millisecond},
 		{"one sources", len(one.Keyer.Sources()), 0},
 	}
 	for _, ch := range checks {

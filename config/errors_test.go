@@ -370,6 +370,14 @@ func TestParseErrors(t *testing.T) {
 			[]wantErr{{"services[0].replicas.reads", `"nearest" is not primary, secondary or any`, "#a"}}},
 		{"bad read method", head + "  - name: s\n    partitioning: {scheme: singleton}\n    replicas:\n      readMethods:\n        - GET\n        - GE T #a\n",
 			[]wantErr{{"services[0].replicas.readMethods[1]", `"GE T" is not an HTTP method`, "#a"}}},
+		{"negative failover wait", head + "  - name: s\n    partitioning: {scheme: singleton}\n    replicas:\n      failoverWait: -1s #a\n",
+			[]wantErr{{"services[0].replicas.failoverWait", "-1s is negative; 0 turns the wait off", "#a"}}},
+		{"absurd failover wait", head + "  - name: s\n    partitioning: {scheme: singleton}\n    replicas:\n      failoverWait: 1h #a\n",
+			[]wantErr{{"services[0].replicas.failoverWait", "1h0m0s is above the maximum of 10s", "#a"}}},
+		{"failover wait without a unit", head + "  - name: s\n    partitioning: {scheme: singleton}\n    replicas:\n      failoverWait: 2 #a\n",
+			[]wantErr{{"services[0].replicas.failoverWait", "into time.Duration", "#a"}}},
+		{"failover wait past the idle timeout", "limits: {extproc: {streamIdleTimeout: 2s}}\n" + head + "  - name: s\n    partitioning: {scheme: singleton}\n    replicas:\n      failoverWait: 2s #a\n",
+			[]wantErr{{"services[0].replicas.failoverWait", "2s must stay below limits.extproc.streamIdleTimeout (2s)", "#a"}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { checkErrors(t, tc.doc, tc.want) })

@@ -38,12 +38,23 @@ const (
 	DefaultAdminWriteTimeout   = 30 * time.Second
 	DefaultAdminIdleTimeout    = 60 * time.Second
 	DefaultAdminMaxHeaderBytes = 128 << 10
+	// DefaultMaxHeld and DefaultMaxHeldPerPartition bound the requests held for a failover
+	// (services[].replicas.failoverWait). Each held request is an ext_proc stream Envoy keeps
+	// open, and Envoy's default circuit breaker lets the partroute cluster have 1,024 requests
+	// in flight: more held than that would have Envoy refuse the streams of every other
+	// request. A quarter of it per partition keeps one failing partition from taking them all.
+	DefaultMaxHeld             = 1000
+	DefaultMaxHeldPerPartition = 250
 )
 
 // MinStreamIdleTimeout is the shortest limits.extproc.streamIdleTimeout: a stream waits for
 // the client's body and for the upstream's answer between messages, and a shorter timeout
 // would end streams that are only waiting for them.
 const MinStreamIdleTimeout = time.Second
+
+// MaxHeldLimit is the largest limits.failover.maxHeld and maxHeldPerPartition: a held request
+// is an open stream and a goroutine, and a million of them is more than any partroute holds.
+const MaxHeldLimit = 1_000_000
 
 // MaxRequestHeaderBytesLimit is the largest limits.requestHeaders.maxBytes, Envoy's own
 // largest max_request_headers_kb (8,192 KiB).
@@ -56,6 +67,16 @@ type Limits struct {
 	XDS            XDSLimits
 	Admin          AdminLimits
 	RequestHeaders HeaderLimits
+	Failover       FailoverLimits
+}
+
+// FailoverLimits bound the requests held waiting for a partition's new primary
+// (services[].replicas.failoverWait). A request over either is answered 503 at once.
+type FailoverLimits struct {
+	// MaxHeld is the most requests held at once, over every service and partition.
+	MaxHeld int
+	// MaxHeldPerPartition is the most requests held at once for one partition.
+	MaxHeldPerPartition int
 }
 
 // ExtProcLimits are the ext_proc listener's.
@@ -115,6 +136,10 @@ type limitsFile struct {
 		MaxCount *int `yaml:"maxCount"`
 		MaxBytes *int `yaml:"maxBytes"`
 	} `yaml:"requestHeaders"`
+	Failover struct {
+		MaxHeld             *int `yaml:"maxHeld"`
+		MaxHeldPerPartition *int `yaml:"maxHeldPerPartition"`
+	} `yaml:"failover"`
 }
 
 // DefaultLimits are the limits of a configuration without a limits section.
@@ -127,6 +152,7 @@ func DefaultLimits() Limits {
 			IdleTimeout: DefaultAdminIdleTimeout, MaxHeaderBytes: DefaultAdminMaxHeaderBytes,
 		},
 		RequestHeaders: HeaderLimits{MaxCount: DefaultMaxRequestHeaders, MaxBytes: DefaultMaxRequestHeaderBytes},
+		Failover:       FailoverLimits{MaxHeld: DefaultMaxHeld, MaxHeldPerPartition: DefaultMaxHeldPerPartition},
 	}
 }
 
@@ -171,5 +197,7 @@ func parseLimits(f *limitsFile, errs *Errors, at func(string) int) Limits {
 	atLeast("limits.admin.maxHeaderBytes", f.Admin.MaxHeaderBytes, &l.Admin.MaxHeaderBytes, 1, math.MaxInt32)
 	atLeast("limits.requestHeaders.maxCount", f.RequestHeaders.MaxCount, &l.RequestHeaders.MaxCount, 1, math.MaxInt32)
 	atLeast("limits.requestHeaders.maxBytes", f.RequestHeaders.MaxBytes, &l.RequestHeaders.MaxBytes, 1, MaxRequestHeaderBytesLimit)
+	atLeast("limits.failover.maxHeld", f.Failover.MaxHeld, &l.Failover.MaxHeld, 1, MaxHeldLimit)
+	atLeast("limits.failover.maxHeldPerPartition", f.Failover.MaxHeldPerPartition, &l.Failover.MaxHeldPerPartition, 1, MaxHeldLimit)
 	return l
 }

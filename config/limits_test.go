@@ -16,6 +16,7 @@ func TestLimitsDefaults(t *testing.T) {
 		Admin: config.AdminLimits{MaxConnections: 64, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
 			IdleTimeout: 60 * time.Second, MaxHeaderBytes: 128 << 10},
 		RequestHeaders: config.HeaderLimits{MaxCount: 128, MaxBytes: 64 << 10},
+		Failover:       config.FailoverLimits{MaxHeld: 1000, MaxHeldPerPartition: 250},
 	}
 	if !reflect.DeepEqual(c.Limits, want) {
 		t.Errorf("limits = %+v, want %+v", c.Limits, want)
@@ -32,12 +33,14 @@ limits:
   xds: {maxConnections: 3, maxConcurrentStreams: 1}
   admin: {maxConnections: 2, readTimeout: 1s, writeTimeout: 2s, idleTimeout: 3s, maxHeaderBytes: 4096}
   requestHeaders: {maxCount: 1, maxBytes: 8388608}
+  failover: {maxHeld: 40, maxHeldPerPartition: 1}
 `)
 	want := config.Limits{
 		ExtProc:        config.ExtProcLimits{MaxConnections: 10, MaxConcurrentStreams: 20, StreamIdleTimeout: time.Second, MaxEmptyResets: 7},
 		XDS:            config.XDSLimits{MaxConnections: 3, MaxConcurrentStreams: 1},
 		Admin:          config.AdminLimits{MaxConnections: 2, ReadTimeout: time.Second, WriteTimeout: 2 * time.Second, IdleTimeout: 3 * time.Second, MaxHeaderBytes: 4096},
 		RequestHeaders: config.HeaderLimits{MaxCount: 1, MaxBytes: config.MaxRequestHeaderBytesLimit},
+		Failover:       config.FailoverLimits{MaxHeld: 40, MaxHeldPerPartition: 1},
 	}
 	if !reflect.DeepEqual(c.Limits, want) {
 		t.Errorf("limits = %+v, want %+v", c.Limits, want)
@@ -87,6 +90,13 @@ func TestLimitsErrors(t *testing.T) {
 				{"limits.requestHeaders.maxCount", "0 is below 1", "#a"},
 				{"limits.requestHeaders.maxBytes", "8388609 is above the maximum of 8388608", "#b"},
 			}},
+		{"held requests", n + "limits:\n  failover:\n    maxHeld: 0 #a\n    maxHeldPerPartition: 1000001 #b\n",
+			[]wantErr{
+				{"limits.failover.maxHeld", "0 is below 1", "#a"},
+				{"limits.failover.maxHeldPerPartition", "1000001 is above the maximum of 1000000", "#b"},
+			}},
+		{"unknown failover field", n + "limits:\n  failover: {maxWaiting: 1} #a\n",
+			[]wantErr{{"limits.failover.maxWaiting", "known fields here: maxHeld, maxHeldPerPartition", "#a"}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { checkErrors(t, tc.doc, tc.want) })

@@ -46,3 +46,24 @@ func ExtProcService() string { return extprocv3.ExternalProcessor_ServiceDesc.Se
 // and the one the bootstrap generator writes by default. partroute's resolve deadline must stay
 // below it, so that partroute answers 503 itself before Envoy gives up with 504.
 const DefaultMessageTimeout = 200 * time.Millisecond
+
+// FailoverAnswerMargin is the time a held request's answer may take after its failover wait
+// ends: the final resolution and the answer's way back to Envoy. It is the default message
+// timeout, which already bounds partroute's resolve deadline.
+const FailoverAnswerMargin = DefaultMessageTimeout
+
+// HeldMessageTimeout is the override_message_timeout partroute sends Envoy for a request it
+// holds for up to wait: Envoy restarts its message timer with it, once per processing phase,
+// so that the wait and the answer after it fit.
+func HeldMessageTimeout(wait time.Duration) time.Duration { return wait + FailoverAnswerMargin }
+
+// MaxMessageTimeout is the ext_proc filter's max_message_timeout for a configuration whose
+// longest failover wait is longestWait, given the filter's message_timeout: Envoy ignores an
+// override above it (and the request then times out), so it is at least HeldMessageTimeout of
+// the longest wait. Zero when no service holds requests: the field stays unset.
+func MaxMessageTimeout(longestWait, messageTimeout time.Duration) time.Duration {
+	if longestWait <= 0 {
+		return 0
+	}
+	return max(HeldMessageTimeout(longestWait), messageTimeout)
+}

@@ -2,6 +2,7 @@ package contract
 
 import (
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 )
@@ -52,4 +53,22 @@ func stripSpaces(s string) string {
 		}
 	}
 	return string(out)
+}
+
+func TestMaxMessageTimeout(t *testing.T) {
+	for _, c := range []struct {
+		wait, messageTimeout, want time.Duration
+	}{
+		{0, 200 * time.Millisecond, 0},
+		{time.Second, 200 * time.Millisecond, time.Second + FailoverAnswerMargin},
+		// An override below the filter's own message timeout is still allowed.
+		{50 * time.Millisecond, 2 * time.Second, 2 * time.Second},
+	} {
+		if got := MaxMessageTimeout(c.wait, c.messageTimeout); got != c.want {
+			t.Errorf("MaxMessageTimeout(%v, %v) = %v, want %v", c.wait, c.messageTimeout, got, c.want)
+		}
+		if c.wait > 0 && HeldMessageTimeout(c.wait) > MaxMessageTimeout(c.wait, c.messageTimeout) {
+			t.Errorf("the override for a wait of %v is above the filter's bound: Envoy would ignore it", c.wait)
+		}
+	}
 }

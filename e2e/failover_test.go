@@ -15,6 +15,7 @@ import (
 
 	"github.com/partroute/partroute/config"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
+	"github.com/partroute/partroute/extproc"
 	"github.com/partroute/partroute/internal/testkit"
 	"github.com/partroute/partroute/loadtest"
 	"github.com/partroute/partroute/resolver"
@@ -52,16 +53,22 @@ type failoverStack struct {
 	backends   *loadtest.Backends
 	a, b, c, d string
 	client     *http.Client
+	// procs are the partroute instances, the first the one Envoy talks to.
+	procs []*partrouteProcess
 }
 
 func (f *failoverStack) writeNaming(primary string, secondaries ...string) {
 	f.t.Helper()
 	y := "services:\n  orders:\n    partitions:\n"
-	y += fmt.Sprintf("      - {lowKey: 0, highKey: 49, id: orders-0, replicas: [{address: %q, role: primary}", primary)
-	for _, s := range secondaries {
-		y += fmt.Sprintf(", {address: %q, role: secondary}", s)
+	// An empty primary leaves partition 0 without one, as in the middle of a failover.
+	var replicas []string
+	if primary != "" {
+		replicas = append(replicas, fmt.Sprintf("{address: %q, role: primary}", primary))
 	}
-	y += "]}\n"
+	for _, s := range secondaries {
+		replicas = append(replicas, fmt.Sprintf("{address: %q, role: secondary}", s))
+	}
+	y += "      - {lowKey: 0, highKey: 49, id: orders-0, replicas: [" + strings.Join(replicas, ", ") + "]}\n"
 	y += fmt.Sprintf("      - {lowKey: 50, highKey: 99, id: orders-1, replicas: [{address: %q, role: primary}]}\n", f.d)
 	// Write and rename, as an operator's tooling should: the poller never reads half a file.
 	tmp := f.namingPath + ".tmp"
@@ -74,6 +81,13 @@ func (f *failoverStack) writeNaming(primary string, secondaries ...string) {
 }
 
 func startFailoverStack(t *testing.T, retry *envoyconfig.Retry, withEtcd bool) *failoverStack {
+	t.Helper()
+	return startFailoverStackWith(t, failoverConfig, retry, withEtcd)
+}
+
+// startFailoverStackWith is startFailoverStack with a configuration of its own, a template
+// with the arguments of failoverConfig.
+func startFailoverStackWith(t *testing.T, failoverConfig string, retry *envoyconfig.Retry, withEtcd bool) *failoverStack {
 	t.Helper()
 	ports := testkit.FreePorts(t, 12)
 	dir := t.TempDir()
@@ -112,7 +126,7 @@ func startFailoverStack(t *testing.T, retry *envoyconfig.Retry, withEtcd bool) *
 		cfgPath := filepath.Join(dir, fmt.Sprintf("partroute-%d.yaml", i))
 		write(t, cfgPath, fmt.Sprintf(failoverConfig, extproc, admin, xdsAddr, namingBlock))
 		f.admins = append(f.admins, admin)
-		runPartroute(t, cfgPath, admin, 20*time.Millisecond)
+		f.procs = append(f.procs, runPartroute(t, cfgPath, admin, 20*time.Millisecond))
 	}
 
 	runEnvoy(t, dir, cfg, view, envoyconfig.Options{ListenAddress: f.envoy, AdminAddress: ports[4], XDSAddress: ports[2], NodeID: f.node, Retry: retry},
@@ -190,6 +204,8 @@ type writeResult struct {
 	sent, done time.Time
 	status     int
 	backend    string
+	// code is partroute's x-partroute-error on a rejection.
+	code string
 }
 
 // steadyWrites sends PUTs to partition 0 at rate per second for d, calling change once after
@@ -221,6 +237,7 @@ func (f *failoverStack) steadyWrites(rate int, d, changeAfter time.Duration, cha
 			if err == nil {
 				w.status = resp.StatusCode
 				w.backend = resp.Header.Get(loadtest.BackendHeader)
+				w.code = resp.Header.Get(extproc.ErrorHeader)
 				resp.Body.Close()
 			}
 			mu.Lock()

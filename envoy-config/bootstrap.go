@@ -344,6 +344,10 @@ func connectionManager(cfg *config.Config, opts Options) (*hcmv3.HttpConnectionM
 		FailureModeAllow: false,
 		MessageTimeout:   durationpb.New(opts.MessageTimeout),
 		ProcessingMode:   processingMode(opts, false),
+		// A service that holds writes for a failover extends the message timeout of each
+		// request it holds (override_message_timeout); Envoy takes the override only up to
+		// this bound, and ignores it when the bound is unset.
+		MaxMessageTimeout: maxMessageTimeout(cfg, opts),
 		// Envoy merges a namespace of partroute's dynamic metadata into the request only when
 		// it is listed here; the router then hands envoy.lb to the subset load balancer.
 		MetadataOptions: &extprocv3.MetadataOptions{
@@ -370,6 +374,15 @@ func connectionManager(cfg *config.Config, opts Options) (*hcmv3.HttpConnectionM
 		}},
 		HttpFilters: httpFilters(extProc, opts.NoExtProc),
 	}, nil
+}
+
+// maxMessageTimeout is the ext_proc filter's max_message_timeout: room for the longest
+// failover wait of cfg and its answer, or nil when no service holds requests.
+func maxMessageTimeout(cfg *config.Config, opts Options) *durationpb.Duration {
+	if d := contract.MaxMessageTimeout(cfg.LongestFailoverWait(), opts.MessageTimeout); d > 0 {
+		return durationpb.New(d)
+	}
+	return nil
 }
 
 // httpFilters is ext_proc then the router, or the router alone when noExtProc is set.

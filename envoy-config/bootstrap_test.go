@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/contract"
 	"github.com/partroute/partroute/internal/testkit/example"
 	"github.com/partroute/partroute/resolver"
 )
@@ -35,6 +36,7 @@ services:
     match: {pathPrefix: /api/orders}
     partitioning: {scheme: uniformInt64, lowKey: 0, highKey: 9, count: 2}
     key: {sources: [{header: x-order}, {jsonBody: /order/id}], transform: int64}
+    replicas: {failoverWait: 1500ms}
   - name: api-exact
     match: {authority: api.example.com, pathPrefix: /api/users}
     partitioning: {scheme: singleton}
@@ -408,6 +410,40 @@ func TestBootstrapExtProcFilter(t *testing.T) {
 	}
 	if got := p.extProc.GetMessageTimeout().AsDuration(); got != 150*time.Millisecond {
 		t.Errorf("message timeout %v, want the option's 150ms", got)
+	}
+}
+
+// A configuration that holds writes for a failover gets a max_message_timeout with room for
+// its longest wait and the answer after it, so that Envoy takes partroute's
+// override_message_timeout; one that holds none leaves the field unset.
+func TestBootstrapMaxMessageTimeout(t *testing.T) {
+	cfg, view := example.Load(t)
+	if got := unpack(t, mustBootstrap(t, cfg, view, Options{})).extProc.GetMaxMessageTimeout(); got != nil {
+		t.Errorf("max_message_timeout %v without a failover wait, want unset", got.AsDuration())
+	}
+	dir := t.TempDir()
+	cfg, err := config.Parse([]byte(featureConfig), filepath.Join(dir, "partroute.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	view, err = resolver.ParseView([]byte(featureNaming), filepath.Join(dir, "naming.yaml"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		opts Options
+		want time.Duration
+	}{
+		{Options{}, 1500*time.Millisecond + contract.FailoverAnswerMargin},
+		{Options{MessageTimeout: 5 * time.Second}, 5 * time.Second},
+	} {
+		ep := unpack(t, mustBootstrap(t, cfg, view, c.opts)).extProc
+		if got := ep.GetMaxMessageTimeout().AsDuration(); got != c.want {
+			t.Errorf("message timeout %v: max_message_timeout %v, want %v", c.opts.MessageTimeout, got, c.want)
+		}
+		if ep.GetMaxMessageTimeout().AsDuration() < contract.HeldMessageTimeout(cfg.LongestFailoverWait()) {
+			t.Error("max_message_timeout is below the override partroute sends: Envoy would ignore it")
+		}
 	}
 }
 

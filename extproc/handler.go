@@ -14,6 +14,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/partroute/partroute/config"
@@ -26,6 +27,9 @@ import (
 // Decider decides where a request goes. *resolver.Resolver is the implementation.
 type Decider interface {
 	Resolve(ctx context.Context, req *keying.Request) resolver.Decision
+	// Await holds a request whose decision has Wait set (a failover wait) and returns the
+	// decision to answer with; hold is called once if the request is held, before it waits.
+	Await(ctx context.Context, req *keying.Request, d resolver.Decision, hold func()) resolver.Decision
 }
 
 // ErrorHeader carries the outcome code on every rejection partroute sends.
@@ -60,6 +64,9 @@ type stream struct {
 	// upstream reports a routed request's upstream answer to the naming source that resolved
 	// it, in the response phase.
 	upstream resolver.Feedback
+	// srv is the stream itself, for the message that extends Envoy's timeout before a held
+	// request's answer.
+	srv extprocv3.ExternalProcessor_ProcessServer
 }
 
 // Process handles one stream: one HTTP request. Envoy ends a stream by half-closing it or by
@@ -69,7 +76,7 @@ func (h *Handler) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 	h.metrics.activeStreams.Inc()
 	defer h.metrics.activeStreams.Dec()
 	ctx := srv.Context()
-	var st stream
+	st := stream{srv: srv}
 	for {
 		req, err := srv.Recv()
 		if err != nil {
@@ -129,6 +136,10 @@ func (h *Handler) requestHeaders(ctx context.Context, m *extprocv3.HttpHeaders, 
 		req.Body = []byte{}
 	}
 	d := h.decider.Resolve(ctx, req)
+	if d.Wait > 0 {
+		d = h.hold(ctx, req, d, st)
+		start = time.Now()
+	}
 	if d.NeedBody {
 		st.pending = m
 		// The client's partroute headers go now already: if Envoy were set up not to send
@@ -138,6 +149,23 @@ func (h *Handler) requestHeaders(ctx context.Context, m *extprocv3.HttpHeaders, 
 	}
 	st.remember(d)
 	return h.respond(d, start, false, sc)
+}
+
+// hold has the decider hold a request for a failover. Before the request waits, Envoy is sent
+// a response of override_message_timeout alone, which restarts its message timer with room
+// for the wait and the answer after it (Envoy takes one per processing phase, up to the
+// filter's max_message_timeout). The decision time measured afterwards leaves the wait out:
+// partroute_failover_hold_duration_seconds has it.
+func (h *Handler) hold(ctx context.Context, req *keying.Request, d resolver.Decision, st *stream) resolver.Decision {
+	return h.decider.Await(ctx, req, d, func() {
+		// A stream that cannot take the message is gone, and its context ends the wait.
+		_ = st.srv.Send(extendTimeout(d.Wait))
+	})
+}
+
+// extendTimeout is the response that gives Envoy's message timer room for a failover wait.
+func extendTimeout(wait time.Duration) *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{OverrideMessageTimeout: durationpb.New(contract.HeldMessageTimeout(wait))}
 }
 
 // remember keeps, for the response phase, how to report the upstream's answer to a routed
@@ -182,6 +210,10 @@ func (h *Handler) requestBody(ctx context.Context, m *extprocv3.HttpBody, st *st
 		req.Body = []byte{}
 	}
 	d := h.decider.Resolve(ctx, req)
+	if d.Wait > 0 {
+		d = h.hold(ctx, req, d, st)
+		start = time.Now()
+	}
 	st.remember(d)
 	return h.respond(d, start, true, sc)
 }

@@ -521,6 +521,10 @@ func (d decider) Resolve(context.Context, *keying.Request) resolver.Decision {
 	return resolver.Decision(d)
 }
 
+func (decider) Await(_ context.Context, _ *keying.Request, d resolver.Decision, _ func()) resolver.Decision {
+	return d
+}
+
 func TestErrorWithoutServiceIsCountedUnmatched(t *testing.T) {
 	m := NewMetrics(nil)
 	h := NewHandler(decider{Err: &resolver.Error{Code: resolver.NamingUnavailable, Message: "down"}}, m, slog.New(slog.DiscardHandler))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/keying"
@@ -28,18 +29,32 @@ type State struct {
 // Resolver turns requests into decisions against the current State.
 type Resolver struct {
 	state atomic.Pointer[State]
+	// pub is the state last published to held requests (see Publish), with the channel closed
+	// when the next one is.
+	pub   atomic.Pointer[publication]
+	holds holds
 }
 
-// New returns a resolver serving st.
+// New returns a resolver serving st, published.
 func New(st *State) *Resolver {
 	r := &Resolver{}
 	r.state.Store(st)
+	r.pub.Store(&publication{state: st, next: make(chan struct{})})
+	r.holds.init()
 	return r
 }
 
-// Swap replaces the state in one step; requests in flight finish on the state they started
-// with.
-func (r *Resolver) Swap(st *State) { r.state.Store(st) }
+// Swap replaces the state in one step and publishes it; requests in flight finish on the
+// state they started with. It is Stage and Publish at once, for a partroute whose Envoy does
+// not take its endpoints from partroute's xDS server.
+func (r *Resolver) Swap(st *State) {
+	r.Stage(st)
+	r.Publish(st)
+}
+
+// Stage replaces the state that decides new requests, without releasing the requests held for
+// a failover: they are released by Publish, once Envoy has the endpoints of st.
+func (r *Resolver) Stage(st *State) { r.state.Store(st) }
 
 // State returns the current state.
 func (r *Resolver) State() *State { return r.state.Load() }
@@ -63,12 +78,21 @@ type Decision struct {
 	// Upstream reports the upstream's answer to a routed request to the naming source that
 	// resolved it, when that source wants it.
 	Upstream Feedback
+	// Wait is set when the request may be held for a failover (the service's
+	// replicas.failoverWait): it needs the primary and the partition has none (Err is set), or
+	// it was decided with a state not yet published to Envoy (Err is nil). The caller passes
+	// the decision to Await, which returns the one to answer with.
+	Wait time.Duration
 }
 
 // Resolve decides where req goes. It never panics on input: every failure is a Decision with
 // Err set. It does not allocate on the success path.
 func (r *Resolver) Resolve(ctx context.Context, req *keying.Request) Decision {
-	st := r.state.Load()
+	return r.resolve(ctx, r.state.Load(), req)
+}
+
+// resolve decides where req goes with st.
+func (r *Resolver) resolve(ctx context.Context, st *State, req *keying.Request) Decision {
 	svc := st.Config.Match(req.Authority, req.Path)
 	// The headers are bounded before anything reads them for a key, and for every request,
 	// matched or not: keying reads a header by scanning the list, so a request of too many
@@ -123,6 +147,16 @@ func (r *Resolver) Resolve(ctx context.Context, req *keying.Request) Decision {
 			which = "replica"
 		}
 		d.Err = errorf(PartitionUnavailable, "partition %s of service %s has no healthy %s", p.ID, svc.Name, which)
+		if role == RolePrimary && svc.FailoverWait > 0 {
+			d.Wait = svc.FailoverWait
+		}
+		return d
+	}
+	// A write decided with a state Envoy may not have the endpoints of yet could reach a
+	// replica that is no longer the primary; where the service waits out failovers, it waits
+	// for Envoy too.
+	if role == RolePrimary && svc.FailoverWait > 0 && r.pub.Load().state != st {
+		d.Wait = svc.FailoverWait
 	}
 	return d
 }

@@ -27,6 +27,10 @@ type applier struct {
 	sources  *resolver.SourceMetrics
 	requests *extproc.Metrics
 	log      *slog.Logger
+	// ctx bounds the waits for Envoy's acknowledgements; cancelPublish ends the wait for the
+	// state staged last, when another replaces it.
+	ctx           context.Context
+	cancelPublish context.CancelFunc
 }
 
 // change is a configuration to serve (with the snapshot its naming source gives for it) or a
@@ -62,8 +66,10 @@ func (a *applier) apply(ctx context.Context, ch change) error {
 		// changed a scheme, and then the reload's own view is the one to keep.
 		return fmt.Errorf("%w: %w", errChangeRefused, err)
 	}
+	var versions xds.Versions
 	if a.xds != nil {
-		if _, err := a.xds.Update(cfg, snap.View, envoyconfig.Options{}); err != nil {
+		var err error
+		if versions, err = a.xds.Update(cfg, snap.View, envoyconfig.Options{}); err != nil {
 			if ch.config != nil {
 				// The source may have adopted the new configuration; it returns to the one
 				// still served.
@@ -74,7 +80,12 @@ func (a *applier) apply(ctx context.Context, ch change) error {
 			return fmt.Errorf("%w: no xds snapshot can be built from the naming view: %w", errChangeRefused, err)
 		}
 	}
-	a.res.Swap(resolver.StateOf(cfg, snap))
+	st := resolver.StateOf(cfg, snap)
+	if a.xds != nil {
+		a.stage(st, versions)
+	} else {
+		a.res.Swap(st)
+	}
 	a.requests.Init(cfg)
 	a.sources.Served(snap.View, time.Now())
 	a.log.Info("naming view served", "source", cfg.Naming.Source, "version", snap.View.Version, "services", len(snap.View.Services))
@@ -84,6 +95,37 @@ func (a *applier) apply(ctx context.Context, ch change) error {
 		warnRestartOnly(a.log, cur.Config, cfg)
 	}
 	return nil
+}
+
+// stage serves st to new requests at once, and publishes it to the requests held for a
+// failover once every Envoy connected to the xDS server has acknowledged the snapshot built
+// with it (v): a held write released earlier could be sent to a subset Envoy does not have
+// yet, or to the primary it still knows, the old one. A state replaced before that is never
+// published. a.mu is held.
+func (a *applier) stage(st *resolver.State, v xds.Versions) {
+	a.res.Stage(st)
+	if a.cancelPublish != nil {
+		a.cancelPublish()
+	}
+	ctx := a.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	a.cancelPublish = cancel
+	go func() {
+		defer cancel()
+		if a.xds.WaitDelivered(ctx, v) != nil {
+			return
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		// Only the state staged last is published: an acknowledgement that arrives as a newer
+		// state is staged must not release requests to the older one.
+		if a.res.State() == st {
+			a.res.Publish(st)
+		}
+	}()
 }
 
 // namingChanged serves a snapshot from the naming source's Watch. A refusal is counted and

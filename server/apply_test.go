@@ -43,6 +43,7 @@ func TestWarnRestartOnly(t *testing.T) {
 			c.Limits.ExtProc.MaxConnections, c.Limits.XDS.MaxConnections, c.Limits.Admin.MaxConnections = 7, 7, 7
 			c.Limits.ExtProc.StreamIdleTimeout = time.Hour
 			c.Limits.RequestHeaders = config.HeaderLimits{MaxCount: 7, MaxBytes: 7}
+			c.Limits.Failover = config.FailoverLimits{MaxHeld: 7, MaxHeldPerPartition: 7}
 		}, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -66,6 +66,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	res := resolver.New(resolver.StateOf(cfg, snap))
+	res.SetHoldMetrics(resolver.NewHoldMetrics(reg))
 	// runCtx outlives the signal that starts the drain: while the ext_proc streams finish,
 	// partroute keeps following the configuration and naming changes and Envoy keeps its xDS
 	// stream, so that no request in the drain is routed by a view older than it should be.
@@ -83,7 +84,7 @@ func Run(ctx context.Context, o Options) error {
 	requests.Init(cfg)
 	sources.Served(snap.View, time.Now())
 	log.Info("naming view served", "source", cfg.Naming.Source, "version", snap.View.Version, "services", len(snap.View.Services))
-	ap := &applier{res: res, xds: xdsSrv, src: src, sources: sources, requests: requests, log: log}
+	ap := &applier{res: res, xds: xdsSrv, src: src, sources: sources, requests: requests, log: log, ctx: runCtx}
 
 	l, err := listen(cfg)
 	if err != nil {
@@ -157,6 +158,10 @@ func Run(ctx context.Context, o Options) error {
 		timer := time.NewTimer(o.DrainDelay)
 		<-timer.C
 	}
+	// Requests held for a failover are answered now, routed or 503, and none is held from
+	// here on: the graceful stop below waits for every stream, and the shutdown timeout must
+	// not cut a held one off without an answer.
+	res.Drain()
 	stopped := make(chan struct{})
 	go func() { gs.GracefulStop(); close(stopped) }()
 	timer := time.NewTimer(o.ShutdownTimeout)

@@ -293,6 +293,28 @@ func (s *Server) WaitAcked(ctx context.Context, v Versions) error {
 	}
 }
 
+// WaitDelivered waits until every Envoy connected now has acknowledged v, or ctx ends; with no
+// Envoy connected it returns at once. It is what held requests wait for before they are
+// released to a new view: an Envoy connected acknowledges the endpoints it will route to,
+// and one that is not (it holds its stream to another partroute instance, or takes its
+// endpoints from a file) cannot be waited for.
+func (s *Server) WaitDelivered(ctx context.Context, v Versions) error {
+	for {
+		s.mu.Lock()
+		ch := s.changed
+		done := len(s.streams) == 0 || s.allAckedLocked(v)
+		s.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for Envoy to acknowledge %+v: %w", v, ctx.Err())
+		}
+	}
+}
+
 func (s *Server) allAckedLocked(v Versions) bool {
 	if len(s.streams) == 0 {
 		return false

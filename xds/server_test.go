@@ -194,6 +194,48 @@ func TestAcknowledgements(t *testing.T) {
 	}
 }
 
+// WaitDelivered returns at once with no Envoy connected, and otherwise waits like WaitAcked.
+func TestWaitDelivered(t *testing.T) {
+	s, _ := newServer()
+	cfg, view := load(t, "10.0.0.1:80")
+	v, err := s.Update(cfg, view, envoyconfig.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.WaitDelivered(ctx, v); err != nil {
+		t.Errorf("WaitDelivered with no Envoy connected: %v, want nil at once", err)
+	}
+	_ = s.onOpen(context.Background(), 1, "")
+	s.onRequest(1, request("envoy-a", resource.ClusterType, "", "", false))
+	short, stop := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	if err := s.WaitDelivered(short, v); err == nil {
+		t.Error("WaitDelivered returned while the Envoy connected has acknowledged nothing")
+	}
+	stop()
+	done := make(chan error, 1)
+	go func() { done <- s.WaitDelivered(ctx, v) }()
+	respond(s, 1, resource.ClusterType, v.Clusters, "n1")
+	s.onRequest(1, request("", resource.ClusterType, v.Clusters, "n1", false))
+	respond(s, 1, resource.EndpointType, v.Endpoints, "n2")
+	s.onRequest(1, request("", resource.EndpointType, v.Endpoints, "n2", false))
+	if err := <-done; err != nil {
+		t.Fatalf("WaitDelivered after the acknowledgements: %v", err)
+	}
+	// An Envoy that leaves before acknowledging releases the wait.
+	cfg2, view2 := load(t, "10.0.0.2:80")
+	v2, err := s.Update(cfg2, view2, envoyconfig.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- s.WaitDelivered(ctx, v2) }()
+	s.onClosed(1, nil)
+	if err := <-done; err != nil {
+		t.Fatalf("WaitDelivered after the only Envoy left: %v", err)
+	}
+}
+
 // An acknowledgement counts only on the stream its response was sent on, for the type and
 // version sent: anything else is ignored and counted by reason, and the node's acknowledged
 // versions stay as they were.
