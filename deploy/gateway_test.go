@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -129,7 +130,7 @@ func clusterObjects(t *testing.T) []byte {
 	ips := map[string]string{"partroute-extproc": extprocClusterIP, "partroute-xds": xdsClusterIP}
 	for {
 		var svc map[string]any
-		if err := dec.Decode(&svc); err == io.EOF {
+		if err := dec.Decode(&svc); errors.Is(err, io.EOF) {
 			break
 		} else if err != nil {
 			t.Fatal(err)

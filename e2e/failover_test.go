@@ -119,12 +119,12 @@ func startFailoverStackWith(t *testing.T, failoverConfig string, retry *envoycon
 
 	for i := 0; i < instances; i++ {
 		// The second instance listens on its own ports; Envoy talks only to the first.
-		extproc, admin, xdsAddr := ports[0], ports[1], ports[2]
+		extprocAddr, admin, xdsAddr := ports[0], ports[1], ports[2]
 		if i == 1 {
-			extproc, admin, xdsAddr = ports[9], ports[10], ports[11]
+			extprocAddr, admin, xdsAddr = ports[9], ports[10], ports[11]
 		}
 		cfgPath := filepath.Join(dir, fmt.Sprintf("partroute-%d.yaml", i))
-		write(t, cfgPath, fmt.Sprintf(failoverConfig, extproc, admin, xdsAddr, namingBlock))
+		write(t, cfgPath, fmt.Sprintf(failoverConfig, extprocAddr, admin, xdsAddr, namingBlock))
 		f.admins = append(f.admins, admin)
 		f.procs = append(f.procs, runPartroute(t, cfgPath, admin, 20*time.Millisecond))
 	}

@@ -169,7 +169,8 @@ func (h *holds) release(k holdKey) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.total--
-	if h.perPart[k]--; h.perPart[k] == 0 {
+	h.perPart[k]--
+	if h.perPart[k] == 0 {
 		delete(h.perPart, k)
 	}
 	h.metrics.held.Dec()

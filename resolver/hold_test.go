@@ -90,7 +90,7 @@ type held struct {
 
 // await resolves req and, as the ext_proc handler does, hands a decision with Wait to Await on
 // a goroutine of its own.
-func (f *holdFixture) await(t *testing.T, ctx context.Context, req *keying.Request) *held {
+func (f *holdFixture) await(ctx context.Context, t *testing.T, req *keying.Request) *held {
 	t.Helper()
 	d := f.r.Resolve(ctx, req)
 	if d.Wait == 0 {
@@ -177,7 +177,7 @@ func TestResolveSetsWait(t *testing.T) {
 // A held write is released the moment a state with a primary is published, and routed there.
 func TestAwaitReleasedByPublish(t *testing.T) {
 	f := newHoldFixture(t, "10s", 10, 10, "")
-	h := f.await(t, context.Background(), request("PUT", "h", "/api/orders/3"))
+	h := f.await(context.Background(), t, request("PUT", "h", "/api/orders/3"))
 	testkit.WaitFor(t, "the write to be held", 5*time.Second, func() bool { return f.r.Held() == 1 })
 	if got := f.metric(t, "partroute_failover_held_requests", ""); got != 1 {
 		t.Errorf("partroute_failover_held_requests = %v, want 1", got)
@@ -209,12 +209,12 @@ func TestAwaitReleasedByPublish(t *testing.T) {
 // releases no held one; a write decided with it waits for its publication.
 func TestAwaitWaitsForPublication(t *testing.T) {
 	f := newHoldFixture(t, "10s", 10, 10, "")
-	h := f.await(t, context.Background(), request("PUT", "h", "/api/orders/3"))
+	h := f.await(context.Background(), t, request("PUT", "h", "/api/orders/3"))
 	testkit.WaitFor(t, "the write to be held", 5*time.Second, func() bool { return f.r.Held() == 1 })
 	next := f.state(t, "10.0.0.7:80")
 	f.r.Stage(next)
 	// A new write, decided with the staged state: routable, but held until it is published.
-	h2 := f.await(t, context.Background(), request("PUT", "h", "/api/orders/4"))
+	h2 := f.await(context.Background(), t, request("PUT", "h", "/api/orders/4"))
 	if d := f.r.Resolve(context.Background(), request("PUT", "h", "/api/orders/4")); d.Err != nil {
 		t.Fatalf("decided with the staged state: %v, want routable", d.Err)
 	}
@@ -240,7 +240,7 @@ func TestAwaitWaitsForPublication(t *testing.T) {
 func TestAwaitTimesOut(t *testing.T) {
 	f := newHoldFixture(t, "150ms", 10, 10, "")
 	began := time.Now()
-	h := f.await(t, context.Background(), request("PUT", "h", "/api/orders/3"))
+	h := f.await(context.Background(), t, request("PUT", "h", "/api/orders/3"))
 	d := h.result(t)
 	took := time.Since(began)
 	if d.Err == nil || d.Err.Code != resolver.PartitionUnavailable || !strings.Contains(d.Err.Message, "no primary appeared within the failover wait of 150ms") {
@@ -255,7 +255,7 @@ func TestAwaitTimesOut(t *testing.T) {
 	// A state staged and never published does not release the request: it waits to the end,
 	// then is decided with the state served, which now routes it.
 	f = newHoldFixture(t, "150ms", 10, 10, "")
-	h = f.await(t, context.Background(), request("PUT", "h", "/api/orders/3"))
+	h = f.await(context.Background(), t, request("PUT", "h", "/api/orders/3"))
 	testkit.WaitFor(t, "the write to be held", 5*time.Second, func() bool { return f.r.Held() == 1 })
 	f.r.Stage(f.state(t, "10.0.0.7:80"))
 	if d := h.result(t); d.Err != nil || d.Role != resolver.RolePrimary {
@@ -288,12 +288,12 @@ func TestAwaitLimits(t *testing.T) {
 	}
 	// Partition 0 holds its 2, of 3 in all.
 	for _, path := range []string{"/api/orders/1", "/api/orders/2"} {
-		waiting = append(waiting, f.await(t, ctx, request("PUT", "h", path)))
+		waiting = append(waiting, f.await(ctx, t, request("PUT", "h", path)))
 	}
 	testkit.WaitFor(t, "two writes to be held", 5*time.Second, func() bool { return f.r.Held() == 2 })
 	refusedAtOnce("/api/orders/3", "limits.failover.maxHeldPerPartition")
 	// Partition 1 may hold, up to the 3 in all.
-	waiting = append(waiting, f.await(t, ctx, request("PUT", "h", "/api/orders/60")))
+	waiting = append(waiting, f.await(ctx, t, request("PUT", "h", "/api/orders/60")))
 	testkit.WaitFor(t, "three writes to be held", 5*time.Second, func() bool { return f.r.Held() == 3 })
 	refusedAtOnce("/api/orders/61", "limits.failover.maxHeld")
 	// A request that goes away ends its wait and frees its place.
@@ -314,7 +314,7 @@ func TestAwaitDrain(t *testing.T) {
 	f := newHoldFixture(t, "10s", 10, 10, "")
 	var waiting []*held
 	for _, path := range []string{"/api/orders/1", "/api/orders/2"} {
-		waiting = append(waiting, f.await(t, context.Background(), request("PUT", "h", path)))
+		waiting = append(waiting, f.await(context.Background(), t, request("PUT", "h", path)))
 	}
 	testkit.WaitFor(t, "two writes to be held", 5*time.Second, func() bool { return f.r.Held() == 2 })
 	began := time.Now()
