@@ -85,8 +85,10 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		if l.n.Add(1) > int64(l.max()) {
 			l.n.Add(-1)
-			_ = c.Close()
+			// Counted before the close, so that whoever sees the connection closed sees it
+			// counted too.
 			l.refused.Inc()
+			_ = c.Close()
 			continue
 		}
 		l.open.Inc()
