@@ -41,6 +41,28 @@ func (p ReadPolicy) String() string {
 	return "unknown"
 }
 
+// Selection is how Envoy picks a replica within the partition and role partroute chose.
+type Selection uint8
+
+// The selections.
+const (
+	// SelectSubset lets Envoy's subset load balancer pick among the partition's replicas of
+	// the role, and a retry pick again among the same ones: the default.
+	SelectSubset Selection = iota
+	// SelectOrdered sends, with each answer, the ordered list of the replicas that may serve
+	// the request, which Envoy's override_host policy walks: the first for the request, the
+	// next for each retry, the partition's subset once the list is spent.
+	SelectOrdered
+)
+
+// String returns the selection's configuration name.
+func (s Selection) String() string {
+	if s == SelectOrdered {
+		return "ordered"
+	}
+	return "subset"
+}
+
 // Defaults of the settings that may be left out.
 const (
 	DefaultExtProcAddr    = "127.0.0.1:50051"
@@ -135,6 +157,8 @@ type Service struct {
 	// FailoverWait is how long a request that needs the primary may be held while the
 	// partition has none, waiting for a new one; 0 (the default) answers 503 at once.
 	FailoverWait time.Duration
+	// Selection is how Envoy picks among the replicas partroute allows (replicas.selection).
+	Selection Selection
 	// Upstream is how Envoy talks to the replicas.
 	Upstream Upstream
 	// Fabric maps the service to Service Fabric, for the servicefabric naming source.
@@ -231,6 +255,7 @@ type serviceFile struct {
 		Reads        string         `yaml:"reads"`
 		ReadMethods  []string       `yaml:"readMethods"`
 		FailoverWait *time.Duration `yaml:"failoverWait"`
+		Selection    string         `yaml:"selection"`
 	} `yaml:"replicas"`
 	Upstream upstreamFile `yaml:"upstream"`
 	Fabric   fabricFile   `yaml:"fabric"`
@@ -546,6 +571,14 @@ func parseService(f *serviceFile, index int, p string, errs *Errors, at func(str
 			errs.Add(rf+".failoverWait", at(rf+".failoverWait"), "%v is above the maximum of %v: a client waiting longer for one write is better told to retry", *w, MaxFailoverWait)
 		}
 	}
+	switch f.Replicas.Selection {
+	case "", "subset":
+		s.Selection = SelectSubset
+	case "ordered":
+		s.Selection = SelectOrdered
+	default:
+		errs.Add(rf+".selection", at(rf+".selection"), "%q is not subset or ordered", f.Replicas.Selection)
+	}
 	s.Upstream = parseUpstream(&f.Upstream, p, errs, at)
 	s.Fabric = parseFabric(&f.Fabric, p, errs, at)
 	if len(errs.List) > before {
@@ -568,6 +601,17 @@ func (c *Config) LongestFailoverWait() time.Duration {
 		longest = max(longest, s.FailoverWait)
 	}
 	return longest
+}
+
+// OrdersReplicas reports whether a service has replicas.selection: ordered, whose answers
+// carry the host list that Envoy's ext_proc filter must then accept.
+func (c *Config) OrdersReplicas() bool {
+	for _, s := range c.Services {
+		if s.Selection == SelectOrdered {
+			return true
+		}
+	}
+	return false
 }
 
 // Service returns the service of the given name.

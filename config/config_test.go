@@ -207,11 +207,11 @@ services:
     match: {authority: API.Example.COM}
     partitioning: {scheme: uniformInt64, lowKey: -5, highKey: 5, count: 3}
     key: {sources: [{cookie: sid}, {jsonBody: /user/id}], transform: hash, hash: fnv1a64}
-    replicas: {reads: any, readMethods: [], failoverWait: 1500ms}
+    replicas: {reads: any, readMethods: [], failoverWait: 1500ms, selection: ordered}
   - name: one
     match: {pathPrefix: /one}
     partitioning: {scheme: singleton, count: 1}
-    replicas: {reads: primary, failoverWait: 0s}
+    replicas: {reads: primary, failoverWait: 0s, selection: subset}
 `)
 	named, hashed, one := c.Services[0], c.Services[1], c.Services[2]
 	checks := []struct {
@@ -240,6 +240,10 @@ services:
 		{"one failoverWait", one.FailoverWait, time.Duration(0)},
 		{"longest failoverWait", c.LongestFailoverWait(), 1500 * time.Millisecond},
 		{"one sources", len(one.Keyer.Sources()), 0},
+		{"named selection (default subset)", named.Selection, config.SelectSubset},
+		{"hashed selection", hashed.Selection, config.SelectOrdered},
+		{"one selection", one.Selection, config.SelectSubset},
+		{"a service orders replicas", c.OrdersReplicas(), true},
 	}
 	for _, ch := range checks {
 		if !reflect.DeepEqual(ch.got, ch.want) {

@@ -368,6 +368,8 @@ func TestParseErrors(t *testing.T) {
 		// Replicas.
 		{"unknown read policy", head + "  - name: s\n    partitioning: {scheme: singleton}\n    replicas:\n      reads: nearest #a\n",
 			[]wantErr{{"services[0].replicas.reads", `"nearest" is not primary, secondary or any`, "#a"}}},
+		{"unknown selection", head + "  - name: s\n    partitioning: {scheme: singleton}\n    replicas:\n      selection: random #a\n",
+			[]wantErr{{"services[0].replicas.selection", `"random" is not subset or ordered`, "#a"}}},
 		{"bad read method", head + "  - name: s\n    partitioning: {scheme: singleton}\n    replicas:\n      readMethods:\n        - GET\n        - GE T #a\n",
 			[]wantErr{{"services[0].replicas.readMethods[1]", `"GE T" is not an HTTP method`, "#a"}}},
 		{"negative failover wait", head + "  - name: s\n    partitioning: {scheme: singleton}\n    replicas:\n      failoverWait: -1s #a\n",

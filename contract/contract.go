@@ -19,6 +19,17 @@ const (
 	KeyRole      = "role"
 )
 
+// HostsNamespace is the dynamic metadata namespace of the ordered host list partroute sends
+// for a service with replicas.selection: ordered, and KeyHosts its one key: the replicas that
+// may serve the request, as "IP:port,IP:port,...", in the order Envoy's override_host load
+// balancing policy tries them (the first for the request, the next ones for its retries). It
+// is a namespace of its own: every key inside LBNamespace is a subset match criterion, and a
+// host list there would match no subset.
+const (
+	HostsNamespace = "partroute.hosts"
+	KeyHosts       = "hosts"
+)
+
 // SubsetSelectors are the key sets of the subset load balancer's selectors, most specific
 // first: a request that names a role matches the first, one that does not ("any") the second.
 func SubsetSelectors() [][]string {

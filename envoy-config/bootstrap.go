@@ -16,8 +16,12 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	overridehostv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/override_host/v3"
+	roundrobinv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
+	subsetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/subset/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	metadatav3 "github.com/envoyproxy/go-control-plane/envoy/type/metadata/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -56,6 +60,10 @@ const (
 	routerFilterName    = "envoy.filters.http.router"
 	httpProtocolOptions = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 	previousHostsName   = "envoy.retry_host_predicates.previous_hosts"
+	// The load balancing policies of ordered selection, as Envoy registers them.
+	overrideHostPolicyName = "envoy.load_balancing_policies.override_host"
+	subsetPolicyName       = "envoy.load_balancing_policies.subset"
+	roundRobinPolicyName   = "envoy.load_balancing_policies.round_robin"
 	// retryOn retries a connection that failed or was reset, and a replica's answer of
 	// retriableStatusCode. Envoy's retry_on has no token for a single status: a "503" there is
 	// ignored, with a warning in Envoy's log.
@@ -349,9 +357,10 @@ func connectionManager(cfg *config.Config, opts Options) (*hcmv3.HttpConnectionM
 		// this bound, and ignores it when the bound is unset.
 		MaxMessageTimeout: maxMessageTimeout(cfg, opts),
 		// Envoy merges a namespace of partroute's dynamic metadata into the request only when
-		// it is listed here; the router then hands envoy.lb to the subset load balancer.
+		// it is listed here; the router then hands envoy.lb to the subset load balancer, and
+		// the host list of ordered selection to the override_host policy.
 		MetadataOptions: &extprocv3.MetadataOptions{
-			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{contract.LBNamespace}},
+			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: receivingNamespaces(cfg)},
 		},
 	}
 	return &hcmv3.HttpConnectionManager{
@@ -600,14 +609,18 @@ func ServiceCluster(svc *config.Service, opts Options, eds bool) (*clusterv3.Clu
 	c := &clusterv3.Cluster{
 		Name:           svc.Name,
 		ConnectTimeout: durationpb.New(timeout),
-		LbPolicy:       clusterv3.Cluster_ROUND_ROBIN,
 		CommonLbConfig: noPanic(),
-		LbSubsetConfig: &clusterv3.Cluster_LbSubsetConfig{
+	}
+	if svc.Selection == config.SelectOrdered {
+		c.LoadBalancingPolicy = orderedPolicy()
+	} else {
+		c.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
+		c.LbSubsetConfig = &clusterv3.Cluster_LbSubsetConfig{
 			// A request without criteria, or for a partition and role with no replica, gets
 			// no host at all: never a replica of some other partition.
 			FallbackPolicy:  clusterv3.Cluster_LbSubsetConfig_NO_FALLBACK,
 			SubsetSelectors: subsetSelectors(),
-		},
+		}
 	}
 	if eds {
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
@@ -693,6 +706,49 @@ func EndpointMetadata(partitionID string, role resolver.Role) *corev3.Metadata {
 	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
 		contract.LBNamespace: contract.LBFields(partitionID, role.String()),
 	}}
+}
+
+// orderedPolicy is the load balancing policy of a service with replicas.selection: ordered.
+// Envoy's override_host policy sends the request to the first host of partroute's list
+// (contract.HostsNamespace) and each retry to the next. A host no longer in the cluster is
+// skipped, and once the list is spent the subset load balancer picks, with NO_FALLBACK as in
+// the subset mode: a list made stale by a failover, or a request without one, then lands on a
+// replica of the request's partition and role, or on none, never on another partition's.
+func orderedPolicy() *clusterv3.LoadBalancingPolicy {
+	var selectors []*subsetv3.Subset_LbSubsetSelector
+	for _, keys := range contract.SubsetSelectors() {
+		selectors = append(selectors, &subsetv3.Subset_LbSubsetSelector{Keys: keys})
+	}
+	subset := &subsetv3.Subset{
+		FallbackPolicy:  subsetv3.Subset_NO_FALLBACK,
+		SubsetSelectors: selectors,
+		SubsetLbPolicy:  policyOf(roundRobinPolicyName, &roundrobinv3.RoundRobin{}),
+	}
+	return policyOf(overrideHostPolicyName, &overridehostv3.OverrideHost{
+		OverrideHostSources: []*overridehostv3.OverrideHost_OverrideHostSource{{
+			Metadata: &metadatav3.MetadataKey{
+				Key:  contract.HostsNamespace,
+				Path: []*metadatav3.MetadataKey_PathSegment{{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: contract.KeyHosts}}},
+			},
+		}},
+		FallbackPolicy: policyOf(subsetPolicyName, subset),
+	})
+}
+
+// policyOf is a load balancing policy of one typed extension.
+func policyOf(name string, m proto.Message) *clusterv3.LoadBalancingPolicy {
+	return &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{{
+		TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: name, TypedConfig: mustAny(m)},
+	}}}
+}
+
+// receivingNamespaces are the namespaces of partroute's dynamic metadata that Envoy takes
+// into the request: envoy.lb always, the host list when a service orders its replicas.
+func receivingNamespaces(cfg *config.Config) []string {
+	if cfg.OrdersReplicas() {
+		return []string{contract.LBNamespace, contract.HostsNamespace}
+	}
+	return []string{contract.LBNamespace}
 }
 
 // subsetSelectors are the subset load balancer's selectors of contract.SubsetSelectors.

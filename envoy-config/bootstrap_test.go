@@ -50,6 +50,7 @@ services:
     match: {pathPrefix: /static/}
     partitioning: {scheme: named, names: [a, b]}
     key: {sources: [{query: p}], transform: name}
+    replicas: {selection: ordered}
   - name: everything
     partitioning: {scheme: singleton}
 `
@@ -162,7 +163,7 @@ func TestBootstrapExampleClusters(t *testing.T) {
 	}
 	for _, svc := range cfg.Services {
 		c := p.clusters[svc.Name]
-		if c.GetType() != clusterv3.Cluster_STATIC || c.GetLbPolicy() != clusterv3.Cluster_ROUND_ROBIN {
+		if c.GetType() != clusterv3.Cluster_STATIC || c.GetLbPolicy() != clusterv3.Cluster_ROUND_ROBIN || c.GetLoadBalancingPolicy() != nil {
 			t.Errorf("%s: type %v lb %v, want STATIC ROUND_ROBIN", svc.Name, c.GetType(), c.GetLbPolicy())
 		}
 		if th := c.GetCommonLbConfig().GetHealthyPanicThreshold(); th == nil || th.GetValue() != 0 {

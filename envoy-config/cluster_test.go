@@ -1,12 +1,16 @@
 package envoyconfig
 
 import (
+	"slices"
 	"testing"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	overridehostv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/override_host/v3"
+	subsetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/subset/v3"
 
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/contract"
 )
 
 func TestServiceClusterUpstream(t *testing.T) {
@@ -45,5 +49,69 @@ func TestServiceClusterUpstream(t *testing.T) {
 	}
 	if len(c.GetLbSubsetConfig().GetSubsetSelectors()) != 2 || c.GetLbSubsetConfig().GetFallbackPolicy() != clusterv3.Cluster_LbSubsetConfig_NO_FALLBACK {
 		t.Errorf("subset config = %v", c.GetLbSubsetConfig())
+	}
+}
+
+// A service with replicas.selection: ordered gets Envoy's override_host policy, reading
+// partroute's host list, over the subset load balancer with NO_FALLBACK: a spent or stale
+// list falls back to the request's own partition and role, never to another partition.
+func TestOrderedSelectionCluster(t *testing.T) {
+	svc := &config.Service{Name: "users", Selection: config.SelectOrdered}
+	c, err := ServiceCluster(svc, Options{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ValidateAll(); err != nil {
+		t.Fatalf("cluster does not validate: %v", err)
+	}
+	if c.GetLbSubsetConfig() != nil || c.GetLbPolicy() != clusterv3.Cluster_ROUND_ROBIN || c.GetCommonLbConfig().GetHealthyPanicThreshold().GetValue() != 0 {
+		t.Errorf("ordered cluster keeps the legacy subset config %v or lb_policy %v, or panics: %v", c.GetLbSubsetConfig(), c.GetLbPolicy(), c.GetCommonLbConfig())
+	}
+	policies := c.GetLoadBalancingPolicy().GetPolicies()
+	if len(policies) != 1 || policies[0].GetTypedExtensionConfig().GetName() != overrideHostPolicyName {
+		t.Fatalf("load balancing policy %v, want %s alone", policies, overrideHostPolicyName)
+	}
+	var oh overridehostv3.OverrideHost
+	if err := policies[0].GetTypedExtensionConfig().GetTypedConfig().UnmarshalTo(&oh); err != nil {
+		t.Fatal(err)
+	}
+	src := oh.GetOverrideHostSources()
+	if len(src) != 1 || src[0].GetHeader() != "" || src[0].GetMetadata().GetKey() != contract.HostsNamespace ||
+		len(src[0].GetMetadata().GetPath()) != 1 || src[0].GetMetadata().GetPath()[0].GetKey() != contract.KeyHosts {
+		t.Errorf("override host sources %v, want the metadata %s:%s alone (never a header a client could send)", src, contract.HostsNamespace, contract.KeyHosts)
+	}
+	fallback := oh.GetFallbackPolicy().GetPolicies()
+	if len(fallback) != 1 || fallback[0].GetTypedExtensionConfig().GetName() != subsetPolicyName {
+		t.Fatalf("fallback policy %v, want %s alone", fallback, subsetPolicyName)
+	}
+	var sub subsetv3.Subset
+	if err := fallback[0].GetTypedExtensionConfig().GetTypedConfig().UnmarshalTo(&sub); err != nil {
+		t.Fatal(err)
+	}
+	if sub.GetFallbackPolicy() != subsetv3.Subset_NO_FALLBACK || sub.GetDefaultSubset() != nil || sub.GetPanicModeAny() || sub.GetListAsAny() {
+		t.Errorf("subset fallback %v: want NO_FALLBACK, no default subset, no panic mode", &sub)
+	}
+	var sels [][]string
+	for _, s := range sub.GetSubsetSelectors() {
+		sels = append(sels, s.GetKeys())
+	}
+	if !slices.EqualFunc(sels, contract.SubsetSelectors(), slices.Equal) {
+		t.Errorf("subset selectors %v, want %v", sels, contract.SubsetSelectors())
+	}
+	if name := sub.GetSubsetLbPolicy().GetPolicies()[0].GetTypedExtensionConfig().GetName(); name != roundRobinPolicyName {
+		t.Errorf("policy within a subset %s, want %s", name, roundRobinPolicyName)
+	}
+}
+
+// The ext_proc filter takes the host list's namespace only from a configuration that orders
+// some service's replicas.
+func TestReceivingNamespacesFollowSelection(t *testing.T) {
+	ordered := &config.Config{Services: []*config.Service{{Name: "a"}, {Name: "b", Selection: config.SelectOrdered}}}
+	if got := receivingNamespaces(ordered); !slices.Equal(got, []string{contract.LBNamespace, contract.HostsNamespace}) {
+		t.Errorf("with ordered selection: %v", got)
+	}
+	subset := &config.Config{Services: []*config.Service{{Name: "a"}}}
+	if got := receivingNamespaces(subset); !slices.Equal(got, []string{contract.LBNamespace}) {
+		t.Errorf("without ordered selection: %v", got)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -234,6 +235,9 @@ func (h *Handler) respond(d resolver.Decision, start time.Time, body bool, sc *s
 		resp = sc.response(d, body)
 		parts := h.parts.get(d)
 		resp.DynamicMetadata = parts.metadata
+		if d.Service.Selection == config.SelectOrdered {
+			resp.DynamicMetadata = sc.withHostList(d, parts)
+		}
 		sc.setHeaders(d, parts)
 	}
 	h.metrics.decision.Observe(time.Since(start).Seconds())
@@ -273,6 +277,8 @@ type scratch struct {
 	keyHV  corev3.HeaderValue
 	// keyBuf holds the key header's value: 20 bytes fit every int64 in decimal.
 	keyBuf [20]byte
+	// hostBuf holds the host list of replicas.selection: ordered, three IPv4 replicas and more.
+	hostBuf [96]byte
 }
 
 // response returns the scratch's response to request headers (or to the request body) with a
@@ -306,6 +312,23 @@ func (sc *scratch) setHeaders(d resolver.Decision, parts *routeParts) {
 		set = append(set, &sc.key)
 	}
 	sc.hm.SetHeaders = set
+}
+
+// withHostList returns the dynamic metadata of a request of a service with
+// replicas.selection: ordered: the route's envoy.lb criteria, which the subset load balancer
+// falls back to, and the ordered host list that Envoy's override_host policy walks first. The
+// list starts at a random secondary, so that reads spread over them as round robin would
+// spread them. A partition with no replica to list gets the criteria alone.
+func (sc *scratch) withHostList(d resolver.Decision, parts *routeParts) *structpb.Struct {
+	list := resolver.AppendHostList(sc.hostBuf[:0], d.Partition, d.Role, rand.Uint32()) //nolint:gosec // spreads reads; nothing depends on it being unpredictable
+	if len(list) == 0 {
+		return parts.metadata
+	}
+	hosts := &structpb.Struct{Fields: map[string]*structpb.Value{contract.KeyHosts: structpb.NewStringValue(string(list))}}
+	return &structpb.Struct{Fields: map[string]*structpb.Value{
+		contract.LBNamespace:    parts.metadata.Fields[contract.LBNamespace],
+		contract.HostsNamespace: structpb.NewStructValue(hosts),
+	}}
 }
 
 // routeParts are the parts of a routed response that depend only on the partition, the role and

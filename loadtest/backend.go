@@ -91,6 +91,10 @@ type Backend struct {
 	requests  map[string]ServedRequest
 	// status, when not zero, is answered instead of 200: a replica that fails.
 	status atomic.Int32
+	// stall makes every request wait unanswered until its connection closes (Stall), and
+	// stalled counts the requests waiting so.
+	stall   atomic.Bool
+	stalled atomic.Int64
 }
 
 // Served returns how many requests the backend answered with 2xx.
@@ -116,6 +120,13 @@ func (b *Backend) Requests() map[string]ServedRequest {
 // FailWith makes the backend answer every request with status (0 restores normal service).
 func (b *Backend) FailWith(status int) { b.status.Store(int32(status)) } //nolint:gosec // an HTTP status, three digits
 
+// Stall makes the backend hold every request it receives from now on without an answer, until
+// the request's connection closes (Close cuts them all off): a replica that hangs.
+func (b *Backend) Stall() { b.stall.Store(true) }
+
+// Stalled returns how many requests are waiting on a stalled backend now.
+func (b *Backend) Stalled() int64 { return b.stalled.Load() }
+
 // Close stops the backend at once; requests in flight are cut off, as when a replica dies.
 func (b *Backend) Close() error { return b.srv.Close() }
 
@@ -124,6 +135,12 @@ func (b *Backend) Close() error { return b.srv.Close() }
 func (b *Backend) Stop(ctx context.Context) error { return b.srv.Shutdown(ctx) }
 
 func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if b.stall.Load() {
+		b.stalled.Add(1)
+		defer b.stalled.Add(-1)
+		<-r.Context().Done()
+		return
+	}
 	b.identify(w.Header())
 	if s := b.status.Load(); s != 0 {
 		w.WriteHeader(int(s))

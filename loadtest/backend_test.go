@@ -5,6 +5,9 @@ import (
 	"net"
 	"net/http"
 	"testing"
+	"time"
+
+	"github.com/partroute/partroute/internal/testkit"
 )
 
 // TestBackendReportsReplica checks that a backend started as a replica says which one, and
@@ -136,5 +139,39 @@ func TestBackendRecordsRequestsAndRefusesOtherPartitions(t *testing.T) {
 	}
 	if b.Misrouted() != 2 || b.Served() != 4 || b.Writes() != 2 {
 		t.Errorf("misrouted %d, served %d, writes %d; want 2, 4, 2", b.Misrouted(), b.Served(), b.Writes())
+	}
+}
+
+// A stalled backend answers nothing and holds each request until it is closed, which cuts the
+// request off.
+func TestStalledBackendHoldsRequestsUntilClosed(t *testing.T) {
+	b, err := StartBackend("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Stall()
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Get("http://" + b.Addr + "/api/users/9")
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	testkit.WaitFor(t, "the request to stall", 5*time.Second, func() bool { return b.Stalled() == 1 })
+	select {
+	case err := <-done:
+		t.Fatalf("a stalled backend answered: %v", err)
+	default:
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err == nil {
+		t.Error("the stalled request got an answer when the backend closed, want it cut off")
+	}
+	testkit.WaitFor(t, "the stalled count to drop", 5*time.Second, func() bool { return b.Stalled() == 0 })
+	if b.Served() != 0 {
+		t.Errorf("a stalled backend counted %d requests served", b.Served())
 	}
 }

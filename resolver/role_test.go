@@ -138,3 +138,41 @@ func TestRoleString(t *testing.T) {
 		}
 	}
 }
+
+func TestAppendHostList(t *testing.T) {
+	P, S := resolver.RolePrimary, resolver.RoleSecondary
+	rep := func(addr string, role resolver.Role, healthy bool) resolver.Replica {
+		return resolver.Replica{Address: addr, Role: role, Healthy: healthy}
+	}
+	three := &resolver.Partition{ID: "p", Replicas: []resolver.Replica{
+		rep("10.0.0.1:80", S, true), rep("10.0.0.2:80", P, true), rep("10.0.0.3:80", S, true), rep("[fd00::4]:80", S, true),
+	}}
+	degraded := &resolver.Partition{ID: "p", Replicas: []resolver.Replica{
+		rep("10.0.0.1:80", S, false), rep("10.0.0.2:80", P, true), rep("replica-3.local:80", S, true), rep("10.0.0.4:80", S, true),
+	}}
+	none := &resolver.Partition{ID: "p", Replicas: []resolver.Replica{rep("10.0.0.1:80", S, false), rep("10.0.0.2:80", P, false)}}
+	for _, c := range []struct {
+		name string
+		p    *resolver.Partition
+		role resolver.Role
+		rot  uint32
+		want string
+	}{
+		{"a write lists the primary alone", three, P, 5, "10.0.0.2:80"},
+		{"reads start at the first secondary", three, S, 0, "10.0.0.1:80,10.0.0.3:80,[fd00::4]:80,10.0.0.2:80"},
+		{"reads rotate over the secondaries", three, S, 1, "10.0.0.3:80,[fd00::4]:80,10.0.0.1:80,10.0.0.2:80"},
+		{"the rotation wraps", three, S, 5, "[fd00::4]:80,10.0.0.1:80,10.0.0.3:80,10.0.0.2:80"},
+		{"any lists as secondary does", three, resolver.RoleAny, 2, "[fd00::4]:80,10.0.0.1:80,10.0.0.3:80,10.0.0.2:80"},
+		{"unhealthy and named replicas are left out", degraded, S, 0, "10.0.0.4:80,10.0.0.2:80"},
+		{"a partition without healthy replicas lists none", none, S, 0, ""},
+		{"a partition without a healthy primary lists none for a write", none, P, 0, ""},
+	} {
+		if got := string(resolver.AppendHostList(nil, c.p, c.role, c.rot)); got != c.want {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
+	}
+	buf := make([]byte, 0, 128)
+	if n := testing.AllocsPerRun(100, func() { buf = resolver.AppendHostList(buf[:0], three, S, 7) }); n != 0 {
+		t.Errorf("AppendHostList allocates %v times with room in dst, want 0", n)
+	}
+}
