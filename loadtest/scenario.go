@@ -25,6 +25,10 @@ type Scenario struct {
 	Partitions int
 	// Replicas is the number of replicas of each partition: one primary, the rest secondaries.
 	Replicas int
+	// ReplicaSettings are more fields of the service's replicas block, in YAML flow style
+	// ("selection: ordered"), to measure what a feature costs: partroute checks them as it
+	// checks any configuration.
+	ReplicaSettings string
 }
 
 // DefaultScenario is the scenario of the published numbers.
@@ -37,6 +41,9 @@ func (s Scenario) Check() error {
 	}
 	if s.Replicas < 1 || s.Replicas > 16 {
 		return fmt.Errorf("replicas %d is not between 1 and 16", s.Replicas)
+	}
+	if strings.ContainsAny(s.ReplicaSettings, "{}\n") {
+		return fmt.Errorf("replica settings %q: fields in YAML flow style, without braces or new lines", s.ReplicaSettings)
 	}
 	return nil
 }
@@ -58,8 +65,16 @@ services:
     key:
       sources: [{path: "%s{id}"}, {header: x-user-id}]
       transform: hash
-    replicas: {reads: secondary}
-`, extproc, admin, ScenarioService, strings.TrimSuffix(ScenarioPathPrefix, "/"), s.Partitions, ScenarioPathPrefix)
+    replicas: {reads: secondary%s}
+`, extproc, admin, ScenarioService, strings.TrimSuffix(ScenarioPathPrefix, "/"), s.Partitions, ScenarioPathPrefix, s.replicaSettings())
+}
+
+// replicaSettings are ReplicaSettings to append to the replicas block.
+func (s Scenario) replicaSettings() string {
+	if strings.TrimSpace(s.ReplicaSettings) == "" {
+		return ""
+	}
+	return ", " + s.ReplicaSettings
 }
 
 // NamingYAML is the naming view of the scenario; addrs holds ReplicaCount addresses, replica r

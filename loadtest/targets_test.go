@@ -13,6 +13,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
+	"github.com/partroute/partroute/config"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
 	"github.com/partroute/partroute/keying"
 )
@@ -20,7 +21,7 @@ import (
 // TestScenarioMatchesTheScheme loads scenarios of several sizes: partroute refuses a naming
 // view whose ranges are not exactly the scheme's, so a wrong split fails here.
 func TestScenarioMatchesTheScheme(t *testing.T) {
-	for _, sc := range []Scenario{{1, 1}, {7, 2}, DefaultScenario(), {1000, 3}} {
+	for _, sc := range []Scenario{{Partitions: 1, Replicas: 1}, {Partitions: 7, Replicas: 2}, DefaultScenario(), {Partitions: 1000, Replicas: 3}} {
 		cfg, view := loadScenario(t, sc, FakeReplicaAddrs(sc.ReplicaCount()))
 		svc := cfg.Service(ScenarioService)
 		if svc == nil || svc.Keyer.Transform() != keying.TransformHash || svc.Scheme().Count() != sc.Partitions {
@@ -35,6 +36,19 @@ func TestScenarioMatchesTheScheme(t *testing.T) {
 	}
 	if (Scenario{Partitions: 0, Replicas: 1}).Check() == nil || (Scenario{Partitions: 1, Replicas: 17}).Check() == nil {
 		t.Error("a scenario out of bounds passes Check")
+	}
+
+	// Replica settings reach the service; settings that would break out of the block do not
+	// pass Check.
+	sc := Scenario{Partitions: 2, Replicas: 3, ReplicaSettings: "selection: ordered, failoverWait: 2s"}
+	cfg, _ := loadScenario(t, sc, FakeReplicaAddrs(sc.ReplicaCount()))
+	if svc := cfg.Service(ScenarioService); svc.Selection != config.SelectOrdered || svc.FailoverWait != 2*time.Second || svc.Reads != config.ReadSecondary {
+		t.Errorf("replica settings %q: selection %v, failover wait %v, reads %v", sc.ReplicaSettings, svc.Selection, svc.FailoverWait, svc.Reads)
+	}
+	for _, bad := range []string{"selection: ordered}\nunmatched: reject\n#", "{a: b}"} {
+		if (Scenario{Partitions: 1, Replicas: 1, ReplicaSettings: bad}).Check() == nil {
+			t.Errorf("replica settings %q pass Check", bad)
+		}
 	}
 }
 

@@ -58,11 +58,13 @@ type loadFlags struct {
 	conns       int
 	partitions  int
 	replicas    int
-	servers     string
-	out         string
-	quiet       bool
-	cpuProfile  string
-	memProfile  string
+	// replicaSettings are more fields of the scenario's replicas block (loadtest.Scenario).
+	replicaSettings string
+	servers         string
+	out             string
+	quiet           bool
+	cpuProfile      string
+	memProfile      string
 	// run only
 	addr   string
 	server string
@@ -89,6 +91,7 @@ func (f *loadFlags) register(fs *flag.FlagSet, compare bool) {
 	fs.IntVar(&f.conns, "conns", 1, "extproc target: HTTP/2 connections to the server (Envoy opens one per worker thread)")
 	fs.IntVar(&f.partitions, "partitions", loadtest.DefaultScenario().Partitions, "partitions of the load test's service")
 	fs.IntVar(&f.replicas, "replicas", loadtest.DefaultScenario().Replicas, "replicas per partition (one primary)")
+	fs.StringVar(&f.replicaSettings, "replica-settings", "", `more fields of the service's replicas block, in YAML flow style ("selection: ordered"), to measure a feature`)
 	fs.StringVar(&f.servers, "servers", "process", "how servers partroute starts are run: process (each its own process, so its CPU is measured alone) or inprocess")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress lines")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (servers included with -servers inprocess) to the file")
@@ -140,7 +143,7 @@ func (f *loadFlags) options(stderr io.Writer) (loadtest.Options, error) {
 }
 
 func (f *loadFlags) scenario() loadtest.Scenario {
-	return loadtest.Scenario{Partitions: f.partitions, Replicas: f.replicas}
+	return loadtest.Scenario{Partitions: f.partitions, Replicas: f.replicas, ReplicaSettings: f.replicaSettings}
 }
 
 // runLoadtest is `partroute loadtest [run|compare|noop] [flags]`.
