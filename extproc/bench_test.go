@@ -207,3 +207,17 @@ func BenchmarkGRPCStreamPerRequest(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkHandlerSelection measures a read of a partition of two secondaries and a primary
+// with each replicas.selection: what the ordered host list adds to the handler's work.
+func BenchmarkHandlerSelection(b *testing.B) {
+	for _, sel := range []string{"subset", "ordered"} {
+		b.Run(sel, func(b *testing.B) {
+			cfg := loadExampleConfig(b, "replicas: {reads: any}", "replicas: {reads: secondary, selection: "+sel+"}")
+			view := loadExampleView(b, cfg, "- {address: 127.0.0.1:8085, role: secondary}",
+				"- {address: 127.0.0.1:8085, role: secondary}\n          - {address: 127.0.0.1:8089, role: secondary}")
+			f := newFixtureWith(b, cfg, view)
+			benchFakeStream(b, f.handler, benchHeaders("GET", "users.example.com", "/api/users", "x-user-id", "12"), isRouted)
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"hash/maphash"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
@@ -44,6 +45,8 @@ type Handler struct {
 	log     *slog.Logger
 	// parts holds the prebuilt parts of routed responses; see routeParts.
 	parts *partsCache
+	// hosts holds the prebuilt metadata of ordered selection; see hostsCache.
+	hosts *hostsCache
 	// causes limits the warnings about naming source failures behind rejections, and unknown
 	// those about messages of unknown kind: a client can cause either at will.
 	causes, unknown loglimit.Limiter
@@ -54,7 +57,7 @@ type Handler struct {
 // NewHandler returns a handler deciding with d. metrics and log must not be nil; pass
 // NewMetrics(nil) and a discarding logger where they are not wanted.
 func NewHandler(d Decider, metrics *Metrics, log *slog.Logger) *Handler {
-	return &Handler{decider: d, metrics: metrics, log: log, parts: new(partsCache), now: time.Now}
+	return &Handler{decider: d, metrics: metrics, log: log, parts: new(partsCache), hosts: &hostsCache{seed: maphash.MakeSeed()}, now: time.Now}
 }
 
 // stream is the state of one HTTP request across its messages.
@@ -236,7 +239,7 @@ func (h *Handler) respond(d resolver.Decision, start time.Time, body bool, sc *s
 		parts := h.parts.get(d)
 		resp.DynamicMetadata = parts.metadata
 		if d.Service.Selection == config.SelectOrdered {
-			resp.DynamicMetadata = sc.withHostList(d, parts)
+			resp.DynamicMetadata = h.withHostList(sc, d, parts)
 		}
 		sc.setHeaders(d, parts)
 	}
@@ -318,17 +321,52 @@ func (sc *scratch) setHeaders(d resolver.Decision, parts *routeParts) {
 // replicas.selection: ordered: the route's envoy.lb criteria, which the subset load balancer
 // falls back to, and the ordered host list that Envoy's override_host policy walks first. The
 // list starts at a random secondary, so that reads spread over them as round robin would
-// spread them. A partition with no replica to list gets the criteria alone.
-func (sc *scratch) withHostList(d resolver.Decision, parts *routeParts) *structpb.Struct {
+// spread them. A partition with no replica to list gets the criteria alone. The list is
+// written into the scratch, and the metadata holding it is built once per list and criteria
+// (hostsCache), so that ordered selection allocates nothing more per request than the subset
+// mode.
+func (h *Handler) withHostList(sc *scratch, d resolver.Decision, parts *routeParts) *structpb.Struct {
 	list := resolver.AppendHostList(sc.hostBuf[:0], d.Partition, d.Role, rand.Uint32()) //nolint:gosec // spreads reads; nothing depends on it being unpredictable
 	if len(list) == 0 {
 		return parts.metadata
 	}
-	hosts := &structpb.Struct{Fields: map[string]*structpb.Value{contract.KeyHosts: structpb.NewStringValue(string(list))}}
-	return &structpb.Struct{Fields: map[string]*structpb.Value{
-		contract.LBNamespace:    parts.metadata.Fields[contract.LBNamespace],
+	return h.hosts.get(list, parts)
+}
+
+// hostsSlots is the size of the host list cache: a few lists (one per secondary a read may
+// start at, one for writes) for each partition of the hot set.
+const hostsSlots = 4096
+
+// hostsCache is a direct-mapped cache, without locks, of the dynamic metadata of ordered
+// selection, by host list and envoy.lb criteria, as partsCache is of routeParts: a slot holds
+// the last metadata that mapped to it, and a collision rebuilds it. An entry is found by the
+// list's text and by the criteria's identity, so that a list of a changed naming view, or the
+// same list with other criteria, is never served from it.
+type hostsCache struct {
+	seed  maphash.Seed
+	slots [hostsSlots]atomic.Pointer[hostsEntry]
+}
+
+type hostsEntry struct {
+	list     string
+	criteria *structpb.Value
+	metadata *structpb.Struct
+}
+
+func (c *hostsCache) get(list []byte, parts *routeParts) *structpb.Struct {
+	criteria := parts.metadata.Fields[contract.LBNamespace]
+	slot := &c.slots[maphash.Bytes(c.seed, list)%hostsSlots]
+	if e := slot.Load(); e != nil && e.criteria == criteria && e.list == string(list) {
+		return e.metadata
+	}
+	e := &hostsEntry{list: string(list), criteria: criteria}
+	hosts := &structpb.Struct{Fields: map[string]*structpb.Value{contract.KeyHosts: structpb.NewStringValue(e.list)}}
+	e.metadata = &structpb.Struct{Fields: map[string]*structpb.Value{
+		contract.LBNamespace:    criteria,
 		contract.HostsNamespace: structpb.NewStructValue(hosts),
 	}}
+	slot.Store(e)
+	return e.metadata
 }
 
 // routeParts are the parts of a routed response that depend only on the partition, the role and
