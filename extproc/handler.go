@@ -3,8 +3,8 @@ package extproc
 import (
 	"context"
 	"errors"
-	"io"
 	"hash/maphash"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
