@@ -87,7 +87,7 @@ func AppendHostList(dst []byte, p *Partition, role Role, rot uint32) []byte {
 			}
 		}
 		if n > 0 {
-			first := int(rot % uint32(n)) //nolint:gosec // n counts replicas of one partition
+			first := int(rot % uint32(n))
 			// Two passes: the secondaries from the first one picked to the last, then those
 			// before it.
 			for pass := 0; pass < 2; pass++ {
