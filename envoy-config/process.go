@@ -167,6 +167,9 @@ func StartEnvoy(bin, configPath, adminAddr string, logw io.Writer) (*Envoy, erro
 	return e, nil
 }
 
+// Pid is the Envoy process's id, to read its CPU time from /proc.
+func (e *Envoy) Pid() int { return e.cmd.Process.Pid }
+
 // WaitReady waits until Envoy reports LIVE and every host of each named cluster passes its
 // health check (a cluster with health checking takes no traffic before its first pass).
 func (e *Envoy) WaitReady(ctx context.Context, clusters ...string) error {

@@ -16,6 +16,8 @@ type Arm struct {
 	// ServerCPU returns the CPU time the arm's server process has used so far; nil when the
 	// server has no process of its own (it runs inside the generator, or is Envoy alone).
 	ServerCPU func() (time.Duration, error)
+	// EnvoyCPU returns the CPU time the arm's Envoy has used so far; nil without an Envoy.
+	EnvoyCPU func() (time.Duration, error)
 }
 
 // Alternate runs every arm once per round, in order, for rounds rounds: A B A B ... (A B C A B C
@@ -44,28 +46,55 @@ func Alternate(ctx context.Context, arms []Arm, rounds int, o Options) ([][]*Res
 
 // RunArm makes one run against arm's target and adds its server's CPU time per request.
 func RunArm(ctx context.Context, arm Arm, o Options) (*Result, error) {
-	var before time.Duration
-	if arm.ServerCPU != nil {
-		var err error
-		if before, err = arm.ServerCPU(); err != nil {
-			return nil, err
-		}
+	server, err := startCPU(arm.ServerCPU)
+	if err != nil {
+		return nil, err
+	}
+	envoy, err := startCPU(arm.EnvoyCPU)
+	if err != nil {
+		return nil, err
 	}
 	res, err := Run(ctx, arm.Target, o)
 	if err != nil {
 		return nil, err
 	}
 	res.Target = arm.Name
-	if arm.ServerCPU != nil {
-		after, err := arm.ServerCPU()
-		if err != nil {
-			return nil, err
-		}
-		if res.AllRequests > 0 {
-			res.ServerCPUPerRequest = float64((after - before).Nanoseconds()) / float64(res.AllRequests)
-		}
+	if res.ServerCPUPerRequest, err = server.perRequest(res.AllRequests); err != nil {
+		return nil, err
+	}
+	if res.EnvoyCPUPerRequest, err = envoy.perRequest(res.AllRequests); err != nil {
+		return nil, err
 	}
 	return res, nil
+}
+
+// cpuSpan is a process's CPU time from the start of a run.
+type cpuSpan struct {
+	read   func() (time.Duration, error)
+	before time.Duration
+}
+
+func startCPU(read func() (time.Duration, error)) (cpuSpan, error) {
+	s := cpuSpan{read: read}
+	if read == nil {
+		return s, nil
+	}
+	var err error
+	s.before, err = read()
+	return s, err
+}
+
+// perRequest is the CPU time used since the start, in nanoseconds per request; 0 when the
+// process is not measured.
+func (s cpuSpan) perRequest(requests int64) (float64, error) {
+	if s.read == nil || requests <= 0 {
+		return 0, nil
+	}
+	after, err := s.read()
+	if err != nil {
+		return 0, err
+	}
+	return float64((after - s.before).Nanoseconds()) / float64(requests), nil
 }
 
 // clockTicks is the unit of /proc/PID/stat's CPU times, USER_HZ, which is 100 on every Linux

@@ -87,6 +87,7 @@ const (
 	P99        Metric = "p99"
 	P999       Metric = "p99.9"
 	ServerCPU  Metric = "server_cpu_per_request"
+	EnvoyCPU   Metric = "envoy_cpu_per_request"
 )
 
 // Value returns the metric of r.
@@ -102,6 +103,8 @@ func (m Metric) Value(r *Result) float64 {
 		return float64(r.Latency.P999)
 	case ServerCPU:
 		return r.ServerCPUPerRequest
+	case EnvoyCPU:
+		return r.EnvoyCPUPerRequest
 	}
 	return math.NaN()
 }
@@ -176,21 +179,24 @@ func FormatNS(ns float64) string {
 func WriteText(w io.Writer, r *Report) error {
 	var buf bytes.Buffer
 	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "run\tmode\tload\trequests\terrors\treq/s\tp50\tp90\tp99\tp99.9\tmax\tserver cpu/req\tclient cpu/req\t")
+	fmt.Fprintln(tw, "run\tmode\tload\trequests\terrors\treq/s\tp50\tp90\tp99\tp99.9\tmax\tserver cpu/req\tenvoy cpu/req\tclient cpu/req\t")
 	for _, res := range r.Runs {
 		load := "c=" + strconv.Itoa(res.Concurrency)
 		if res.Mode == Open {
 			load = strconv.FormatFloat(res.Rate, 'f', 0, 64) + "/s"
 		}
-		srv := "-"
+		srv, envoy := "-", "-"
 		if res.ServerCPUPerRequest > 0 {
 			srv = FormatNS(res.ServerCPUPerRequest)
 		}
+		if res.EnvoyCPUPerRequest > 0 {
+			envoy = FormatNS(res.EnvoyCPUPerRequest)
+		}
 		l := res.Latency
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			res.Name, res.Mode, load, res.Requests, res.Errors, res.Throughput,
 			FormatNS(float64(l.P50)), FormatNS(float64(l.P90)), FormatNS(float64(l.P99)), FormatNS(float64(l.P999)), FormatNS(float64(l.Max)),
-			srv, FormatNS(res.ClientCPUPerRequest))
+			srv, envoy, FormatNS(res.ClientCPUPerRequest))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

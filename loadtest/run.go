@@ -225,8 +225,10 @@ type Result struct {
 	ClientCPUPerRequest float64 `json:"client_cpu_ns_per_request,omitempty"`
 	// ServerCPUPerRequest is the server process's CPU time per request, when the server runs in
 	// a process of its own.
-	ServerCPUPerRequest float64      `json:"server_cpu_ns_per_request,omitempty"`
-	Curve               []CurvePoint `json:"curve"`
+	ServerCPUPerRequest float64 `json:"server_cpu_ns_per_request,omitempty"`
+	// EnvoyCPUPerRequest is the Envoy process's CPU time per request, through Envoy.
+	EnvoyCPUPerRequest float64      `json:"envoy_cpu_ns_per_request,omitempty"`
+	Curve              []CurvePoint `json:"curve"`
 
 	hist *Histogram
 }

@@ -284,3 +284,33 @@ func TestMedian(t *testing.T) {
 		}
 	}
 }
+
+// RunArm divides the CPU time each process used during the run (warm-up included) by the
+// requests sent: the server's and Envoy's apart, each only when the arm can read it.
+func TestRunArmCPUPerRequest(t *testing.T) {
+	clock := &virtualClock{}
+	target := &stallTarget{clock: clock, service: time.Millisecond, stallAt: -1}
+	counter := func(step time.Duration) func() (time.Duration, error) {
+		var used time.Duration
+		return func() (time.Duration, error) { used += step; return used, nil }
+	}
+	o := Options{Mode: Closed, Concurrency: 1, Duration: time.Hour, Requests: 100, Keys: KeyOptions{Distribution: Uniform, Space: 10}, Clock: clock}
+	res, err := RunArm(context.Background(), Arm{Name: "a", Target: target, ServerCPU: counter(2 * time.Millisecond), EnvoyCPU: counter(5 * time.Millisecond)}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.AllRequests != 100 || res.ServerCPUPerRequest != 20_000 || res.EnvoyCPUPerRequest != 50_000 {
+		t.Errorf("%d requests, server %v ns, envoy %v ns per request; want 100, 20000, 50000", res.AllRequests, res.ServerCPUPerRequest, res.EnvoyCPUPerRequest)
+	}
+	res, err = RunArm(context.Background(), Arm{Name: "b", Target: target}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ServerCPUPerRequest != 0 || res.EnvoyCPUPerRequest != 0 {
+		t.Errorf("an arm without CPU readers reports %v and %v", res.ServerCPUPerRequest, res.EnvoyCPUPerRequest)
+	}
+	failing := func() (time.Duration, error) { return 0, errors.New("no such process") }
+	if _, err := RunArm(context.Background(), Arm{Name: "c", Target: target, EnvoyCPU: failing}, o); err == nil {
+		t.Error("an Envoy CPU that cannot be read is not an error")
+	}
+}

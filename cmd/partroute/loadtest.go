@@ -70,6 +70,8 @@ type loadFlags struct {
 	server string
 	// compare only
 	pairs int
+	// aa, when set, is the server of an A/A comparison.
+	aa string
 }
 
 func (f *loadFlags) register(fs *flag.FlagSet, compare bool) {
@@ -98,6 +100,7 @@ func (f *loadFlags) register(fs *flag.FlagSet, compare bool) {
 	fs.StringVar(&f.memProfile, "memprofile", "", "write an allocation profile of this process to the file when the runs end")
 	if compare {
 		fs.IntVar(&f.pairs, "pairs", 3, "rounds of runs: the target and each baseline once per round, back to back")
+		fs.StringVar(&f.aa, "aa", "", "an A/A comparison: run this server (partroute or noop) against a second instance of itself, to measure what difference is noise")
 		fs.Float64Var(&f.rateFrac, "rate-fraction", 0, "open loop: the rate as this fraction of the no-op server's saturation throughput, measured first (closed loop, -saturation-c workers); overrides -rate")
 		fs.DurationVar(&f.satDuration, "saturation-d", 5*time.Second, "measured duration of the saturation run that -rate-fraction uses")
 		fs.IntVar(&f.satConc, "saturation-c", 64, "workers of the saturation run that -rate-fraction uses")
@@ -305,7 +308,13 @@ func loadtestCompare(ctx context.Context, args []string, stdout, stderr io.Write
 		return errors.New("-mode open needs -rate or -rate-fraction")
 	}
 	servers := []string{serverPartroute, serverNoop}
-	if f.target == "http" {
+	switch {
+	case f.aa != "":
+		if f.aa != serverPartroute && f.aa != serverNoop {
+			return fmt.Errorf("-aa %q: an A/A comparison runs partroute or noop", f.aa)
+		}
+		servers = []string{f.aa, f.aa}
+	case f.target == "http":
 		servers = append(servers, serverNoFilter)
 	}
 	st, err := startLoadStack(ctx, f, servers, stderr)
@@ -346,8 +355,15 @@ func loadtestCompare(ctx context.Context, args []string, stdout, stderr io.Write
 			runs = append(runs, byArm[i][k])
 		}
 	}
-	rep := newReport(fmt.Sprintf("partroute loadtest compare: %s, %s, %d pairs", f.target, describeLoad(f, o), f.pairs), runs, comparisons(f, o, byArm))
+	title := fmt.Sprintf("partroute loadtest compare: %s, %s, %d pairs", f.target, describeLoad(f, o), f.pairs)
+	cs := comparisons(f, o, byArm)
 	name := "compare-" + f.target + "-" + f.mode
+	if f.aa != "" {
+		title = fmt.Sprintf("partroute loadtest compare -aa %s: %s, %s, %d pairs", f.aa, f.target, describeLoad(f, o), f.pairs)
+		cs = aaComparisons(byArm)
+		name = "compare-aa-" + f.aa + "-" + f.target + "-" + f.mode
+	}
+	rep := newReport(title, runs, cs)
 	if f.target == "http" {
 		name += "-" + f.proto
 	}
@@ -380,6 +396,27 @@ func comparisons(f *loadFlags, o loadtest.Options, byArm [][]*loadtest.Result) [
 	}
 	if pr[0].ServerCPUPerRequest > 0 && noop[0].ServerCPUPerRequest > 0 {
 		cs = append(cs, loadtest.Compare(pr, noop, loadtest.ServerCPU, 0))
+	}
+	if pr[0].EnvoyCPUPerRequest > 0 && noop[0].EnvoyCPUPerRequest > 0 {
+		cs = append(cs, loadtest.Compare(pr, noop, loadtest.EnvoyCPU, 0))
+		if len(byArm) > 2 && byArm[2][0].EnvoyCPUPerRequest > 0 {
+			cs = append(cs, loadtest.Compare(noop, byArm[2], loadtest.EnvoyCPU, 0))
+		}
+	}
+	return cs
+}
+
+// aaComparisons are the ratios of an A/A comparison, the same server in both arms, for every
+// metric the published comparisons use: their spread is what a difference between two
+// servers must exceed to mean anything. None has a limit.
+func aaComparisons(byArm [][]*loadtest.Result) []loadtest.Comparison {
+	a, b := byArm[0], byArm[1]
+	cs := []loadtest.Comparison{loadtest.Compare(a, b, loadtest.Throughput, 0), loadtest.Compare(a, b, loadtest.P50, 0), loadtest.Compare(a, b, loadtest.P99, 0)}
+	if a[0].ServerCPUPerRequest > 0 && b[0].ServerCPUPerRequest > 0 {
+		cs = append(cs, loadtest.Compare(a, b, loadtest.ServerCPU, 0))
+	}
+	if a[0].EnvoyCPUPerRequest > 0 && b[0].EnvoyCPUPerRequest > 0 {
+		cs = append(cs, loadtest.Compare(a, b, loadtest.EnvoyCPU, 0))
 	}
 	return cs
 }
@@ -554,60 +591,80 @@ func startLoadStack(ctx context.Context, f *loadFlags, servers []string, status 
 		}
 		st.onClose(backends.Close)
 	}
-	extproc := map[string]string{}
-	cpu := map[string]func() (time.Duration, error){}
-	for _, name := range servers {
+	// Each server is known by its label, its name unless the same server runs twice (an A/A
+	// comparison), where the instances are name/A and name/B.
+	labels := armLabels(servers)
+	extproc := make([]string, len(servers))
+	cpu := make([]func() (time.Duration, error), len(servers))
+	anyExtProc := ""
+	for i, name := range servers {
 		if name == serverNoFilter {
 			continue
 		}
-		addr, cpuOf, err := st.startExtProc(ctx, name, replicas)
+		addr, cpuOf, err := st.startExtProc(ctx, name, labels[i], replicas)
 		if err != nil {
-			return nil, fmt.Errorf("start %s: %w", name, err)
+			return nil, fmt.Errorf("start %s: %w", labels[i], err)
 		}
-		extproc[name], cpu[name] = addr, cpuOf
+		extproc[i], cpu[i], anyExtProc = addr, cpuOf, addr
 	}
 	if f.target == "extproc" {
-		for _, name := range servers {
-			addr, ok := extproc[name]
-			if !ok {
+		for i, name := range servers {
+			if extproc[i] == "" {
 				return nil, fmt.Errorf("server %q has no ext_proc target", name)
 			}
-			t, err := loadtest.DialExtProc(addr, f.conns)
+			t, err := loadtest.DialExtProc(extproc[i], f.conns)
 			if err != nil {
 				return nil, err
 			}
 			t.ExpectRouted = name == serverPartroute
 			st.onClose(func() { t.Close() })
-			st.arms = append(st.arms, loadtest.Arm{Name: name, Target: t, ServerCPU: cpu[name]})
+			st.arms = append(st.arms, loadtest.Arm{Name: labels[i], Target: t, ServerCPU: cpu[i]})
 		}
 		return st, nil
 	}
-	for _, name := range servers {
-		ep := extproc[name]
+	for i, name := range servers {
+		ep := extproc[i]
 		if name == serverNoFilter {
 			// The filter is left out, but the bootstrap still holds partroute's ext_proc cluster,
 			// whose health check needs a server to answer: any of the ones running.
-			for _, a := range extproc {
-				ep = a
-			}
+			ep = anyExtProc
 		}
-		listen, err := st.startEnvoy(ctx, name, ep, replicas)
+		listen, envoyCPU, err := st.startEnvoy(ctx, name, labels[i], ep, replicas)
 		if err != nil {
-			return nil, fmt.Errorf("envoy for %s: %w", name, err)
+			return nil, fmt.Errorf("envoy for %s: %w", labels[i], err)
 		}
 		t, err := loadtest.NewHTTPTarget(listen, f.proto, f.concurrency)
 		if err != nil {
 			return nil, err
 		}
 		st.onClose(func() { t.Close() })
-		st.arms = append(st.arms, loadtest.Arm{Name: "envoy+" + name, Target: t, ServerCPU: cpu[name]})
+		st.arms = append(st.arms, loadtest.Arm{Name: "envoy+" + labels[i], Target: t, ServerCPU: cpu[i], EnvoyCPU: envoyCPU})
 	}
 	return st, nil
 }
 
+// armLabels names each server of a stack: by its name, and a server that runs more than once
+// by its name and a letter per instance (noop/A, noop/B).
+func armLabels(servers []string) []string {
+	count := map[string]int{}
+	for _, s := range servers {
+		count[s]++
+	}
+	seen := map[string]int{}
+	labels := make([]string, len(servers))
+	for i, s := range servers {
+		labels[i] = s
+		if count[s] > 1 {
+			labels[i] = s + "/" + string(rune('A'+seen[s]))
+			seen[s]++
+		}
+	}
+	return labels
+}
+
 // startExtProc starts partroute or the no-op server on a free loopback port, in its own process
 // or in this one, and waits until it serves.
-func (s *loadStack) startExtProc(ctx context.Context, name string, replicas []string) (string, func() (time.Duration, error), error) {
+func (s *loadStack) startExtProc(ctx context.Context, name, label string, replicas []string) (string, func() (time.Duration, error), error) {
 	ports, err := loadtest.ReservePorts(2)
 	if err != nil {
 		return "", nil, err
@@ -615,7 +672,7 @@ func (s *loadStack) startExtProc(ctx context.Context, name string, replicas []st
 	addr, admin := ports[0], ports[1]
 	switch name {
 	case serverPartroute:
-		dir := filepath.Join(s.work, name)
+		dir := filepath.Join(s.work, fileLabel(label))
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return "", nil, err
 		}
@@ -624,7 +681,7 @@ func (s *loadStack) startExtProc(ctx context.Context, name string, replicas []st
 			return "", nil, err
 		}
 		if s.f.servers == "process" {
-			pid, exited, err := s.startChild(name, "serve", "-config", cfgPath, "-log-level", "warn", "-drain-delay", "0s", "-shutdown-timeout", "1s")
+			pid, exited, err := s.startChild(label, "serve", "-config", cfgPath, "-log-level", "warn", "-drain-delay", "0s", "-shutdown-timeout", "1s")
 			if err != nil {
 				return "", nil, err
 			}
@@ -653,7 +710,7 @@ func (s *loadStack) startExtProc(ctx context.Context, name string, replicas []st
 		return addr, nil, nil
 	case serverNoop:
 		if s.f.servers == "process" {
-			pid, exited, err := s.startChild(name, "loadtest", "noop", "-listen", addr)
+			pid, exited, err := s.startChild(label, "loadtest", "noop", "-listen", addr)
 			if err != nil {
 				return "", nil, err
 			}
@@ -679,7 +736,7 @@ func (s *loadStack) startChild(name string, args ...string) (int, <-chan error, 
 	if err != nil {
 		return 0, nil, err
 	}
-	logFile, err := os.Create(filepath.Join(s.work, name+".log"))
+	logFile, err := os.Create(filepath.Join(s.work, fileLabel(name)+".log"))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -716,58 +773,70 @@ func (s *loadStack) startChild(name string, args ...string) (int, <-chan error, 
 }
 
 // startEnvoy runs an Envoy for the named server (ext_proc at extproc; no filter for nofilter)
-// in front of the replicas and returns its listener.
-func (s *loadStack) startEnvoy(ctx context.Context, name, extproc string, replicas []string) (string, error) {
+// in front of the replicas and returns its listener and the reading of its CPU time.
+func (s *loadStack) startEnvoy(ctx context.Context, name, label, extproc string, replicas []string) (string, func() (time.Duration, error), error) {
+	listen, pid, err := s.runEnvoy(ctx, name, label, extproc, replicas)
+	if err != nil {
+		return "", nil, err
+	}
+	return listen, func() (time.Duration, error) { return loadtest.ProcessCPU(pid) }, nil
+}
+
+// fileLabel is a server's label as a file name.
+func fileLabel(label string) string { return strings.ReplaceAll(label, "/", "-") }
+
+// runEnvoy is startEnvoy, returning Envoy's process id.
+func (s *loadStack) runEnvoy(ctx context.Context, name, label, extproc string, replicas []string) (string, int, error) {
 	bin, err := envoyconfig.FindEnvoy()
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	ports, err := loadtest.ReservePorts(4)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
-	dir := filepath.Join(s.work, "envoy-"+name)
+	dir := filepath.Join(s.work, "envoy-"+fileLabel(label))
 	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	cfgPath, err := s.f.scenario().WriteFiles(dir, ports[2], ports[3], replicas)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	cfg, view, err := resolver.LoadConfigAndView(cfgPath, "")
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	boot, err := loadtest.EnvoyBootstrap(cfg, view, envoyconfig.Options{
 		ListenAddress: ports[0], AdminAddress: ports[1], ExtProcAddress: extproc, NoExtProc: name == serverNoFilter,
 	})
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	y, err := envoyconfig.MarshalYAML(boot)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	bootPath := filepath.Join(dir, "envoy.yaml")
 	if err := os.WriteFile(bootPath, y, 0o600); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	logFile, err := os.Create(filepath.Join(dir, "envoy.log"))
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	e, err := envoyconfig.StartEnvoy(bin, bootPath, ports[1], logFile)
 	if err != nil {
 		logFile.Close()
-		return "", err
+		return "", 0, err
 	}
 	s.onClose(func() { _ = e.Stop(5 * time.Second); logFile.Close() })
 	readyCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if err := e.WaitReady(readyCtx, envoyconfig.ExtProcCluster); err != nil {
-		return "", fmt.Errorf("%w (log: %s)", err, logFile.Name())
+		return "", 0, fmt.Errorf("%w (log: %s)", err, logFile.Name())
 	}
-	return ports[0], nil
+	return ports[0], e.Pid(), nil
 }
 
 // waitGRPCHealth waits until the gRPC server at addr reports ext_proc SERVING, or the process

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -90,6 +91,53 @@ func TestLoadtestCompareInProcess(t *testing.T) {
 	}
 }
 
+// An A/A comparison runs two instances of one server, labelled apart, and reports their ratios
+// without limits.
+func TestLoadtestCompareAA(t *testing.T) {
+	out := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"loadtest", "compare", "-aa", "noop", "-servers", "inprocess", "-c", "8", "-d", "300ms", "-warmup", "100ms", "-pairs", "2", "-quiet", "-out", out}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	f, err := os.Open(filepath.Join(out, "compare-aa-noop-extproc-closed.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rep, err := loadtest.ReadJSON(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range rep.Runs {
+		names = append(names, r.Target)
+	}
+	if want := []string{"noop/A", "noop/B", "noop/A", "noop/B"}; !slices.Equal(names, want) {
+		t.Errorf("runs %v, want %v", names, want)
+	}
+	if len(rep.Comparisons) < 3 {
+		t.Fatalf("%d comparisons, want throughput, p50 and p99 at least", len(rep.Comparisons))
+	}
+	for _, c := range rep.Comparisons {
+		if c.Target != "noop/A" || c.Baseline != "noop/B" || c.Limit != 0 || c.Pass != nil || len(c.Ratios) != 2 {
+			t.Errorf("A/A comparison %+v: want noop/A over noop/B, two ratios, no limit", c)
+		}
+	}
+}
+
+func TestArmLabels(t *testing.T) {
+	for _, c := range []struct{ in, want []string }{
+		{[]string{"partroute", "noop", "nofilter"}, []string{"partroute", "noop", "nofilter"}},
+		{[]string{"noop", "noop"}, []string{"noop/A", "noop/B"}},
+		{[]string{"partroute", "noop", "partroute"}, []string{"partroute/A", "noop", "partroute/B"}},
+	} {
+		if got := armLabels(c.in); !slices.Equal(got, c.want) {
+			t.Errorf("armLabels(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
+
 func TestLoadtestUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{"loadtest", "frobnicate"},
@@ -97,6 +145,7 @@ func TestLoadtestUsage(t *testing.T) {
 		{"loadtest", "run", "-mode", "open"},
 		{"loadtest", "run", "-target", "smtp"},
 		{"loadtest", "compare", "-keys", "pareto"},
+		{"loadtest", "compare", "-aa", "nofilter"},
 		{"loadtest", "run", "-no-such-flag"},
 		{"loadtest", "run", "extra"},
 		{"loadtest", "report"},
