@@ -323,7 +323,7 @@ func Parse(data []byte, path string) (*Config, error) {
 		errs.Add("cache.resolveTimeout", at("cache.resolveTimeout"), "%v must stay below Envoy's ext_proc message_timeout (%v by default) so that partroute answers 503 before Envoy times out", c.Cache.ResolveTimeout, contract.DefaultMessageTimeout)
 	}
 
-	c.Headers = Headers{Partition: "x-partition-id", Role: "x-partition-role", Key: "x-partition-key", Consistency: "x-partroute-consistency"}
+	c.Headers = DefaultHeaders()
 	seenHeader := map[string]string{}
 	for _, h := range []struct {
 		field string
@@ -601,6 +601,11 @@ func (c *Config) LongestFailoverWait() time.Duration {
 		longest = max(longest, s.FailoverWait)
 	}
 	return longest
+}
+
+// DefaultHeaders are the header names of a configuration that sets none.
+func DefaultHeaders() Headers {
+	return Headers{Partition: "x-partition-id", Role: "x-partition-role", Key: "x-partition-key", Consistency: "x-partroute-consistency"}
 }
 
 // OrdersReplicas reports whether a service has replicas.selection: ordered, whose answers

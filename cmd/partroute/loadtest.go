@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/partroute/partroute/contract"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
+	"github.com/partroute/partroute/extproc"
 	"github.com/partroute/partroute/loadtest"
 	"github.com/partroute/partroute/resolver"
 	"github.com/partroute/partroute/server"
@@ -33,6 +35,9 @@ const (
 	serverPartroute = "partroute"
 	serverNoop      = "noop"
 	serverNoFilter  = "nofilter"
+	// serverFloor is the decoding floor (loadtest.FloorProcessor): it decodes each request and
+	// answers with pre-encoded bytes of partroute's shape.
+	serverFloor = "floor"
 )
 
 // loadFlags are the flags of `partroute loadtest` and `partroute loadtest compare`.
@@ -310,12 +315,14 @@ func loadtestCompare(ctx context.Context, args []string, stdout, stderr io.Write
 	servers := []string{serverPartroute, serverNoop}
 	switch {
 	case f.aa != "":
-		if f.aa != serverPartroute && f.aa != serverNoop {
-			return fmt.Errorf("-aa %q: an A/A comparison runs partroute or noop", f.aa)
+		if f.aa != serverPartroute && f.aa != serverNoop && f.aa != serverFloor {
+			return fmt.Errorf("-aa %q: an A/A comparison runs partroute, noop or floor", f.aa)
 		}
 		servers = []string{f.aa, f.aa}
 	case f.target == "http":
-		servers = append(servers, serverNoFilter)
+		servers = append(servers, serverNoFilter, serverFloor)
+	default:
+		servers = append(servers, serverFloor)
 	}
 	st, err := startLoadStack(ctx, f, servers, stderr)
 	if err != nil {
@@ -356,7 +363,7 @@ func loadtestCompare(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 	}
 	title := fmt.Sprintf("partroute loadtest compare: %s, %s, %d pairs", f.target, describeLoad(f, o), f.pairs)
-	cs := comparisons(f, o, byArm)
+	cs := comparisons(f, o, servers, byArm)
 	name := "compare-" + f.target + "-" + f.mode
 	if f.aa != "" {
 		title = fmt.Sprintf("partroute loadtest compare -aa %s: %s, %s, %d pairs", f.aa, f.target, describeLoad(f, o), f.pairs)
@@ -370,11 +377,18 @@ func loadtestCompare(ctx context.Context, args []string, stdout, stderr io.Write
 	return writeReports(rep, f.out, name, stdout)
 }
 
-// comparisons are the ratios the published limits are about: partroute over the no-op server,
-// and, through Envoy, the no-op server over Envoy without the filter (the ext_proc hop itself,
-// which has no limit: it is measured and published).
-func comparisons(f *loadFlags, o loadtest.Options, byArm [][]*loadtest.Result) []loadtest.Comparison {
-	pr, noop := byArm[0], byArm[1]
+// comparisons are the ratios the published limits are about: partroute over the no-op server
+// and over the decoding floor, and, through Envoy, the no-op server over Envoy without the
+// filter (the ext_proc hop itself, which has no limit: it is measured and published). servers
+// names the arms of byArm, in order.
+func comparisons(f *loadFlags, o loadtest.Options, servers []string, byArm [][]*loadtest.Result) []loadtest.Comparison {
+	arm := func(name string) []*loadtest.Result {
+		if i := slices.Index(servers, name); i >= 0 {
+			return byArm[i]
+		}
+		return nil
+	}
+	pr, noop, nf, floor := arm(serverPartroute), arm(serverNoop), arm(serverNoFilter), arm(serverFloor)
 	var cs []loadtest.Comparison
 	switch {
 	case f.target == "extproc" && o.Mode == loadtest.Closed:
@@ -386,23 +400,26 @@ func comparisons(f *loadFlags, o loadtest.Options, byArm [][]*loadtest.Result) [
 			cs = append(cs, loadtest.Compare(pr, noop, loadtest.Throughput, 0))
 		}
 		cs = append(cs, loadtest.Compare(pr, noop, loadtest.P50, 1.05), loadtest.Compare(pr, noop, loadtest.P99, 1.10))
-		if len(byArm) > 2 {
-			nf := byArm[2]
+		if nf != nil {
 			if o.Mode == loadtest.Closed {
 				cs = append(cs, loadtest.Compare(noop, nf, loadtest.Throughput, 0))
 			}
 			cs = append(cs, loadtest.Compare(noop, nf, loadtest.P50, 0), loadtest.Compare(noop, nf, loadtest.P99, 0))
 		}
 	}
-	if pr[0].ServerCPUPerRequest > 0 && noop[0].ServerCPUPerRequest > 0 {
-		cs = append(cs, loadtest.Compare(pr, noop, loadtest.ServerCPU, 0))
+	if floor != nil {
+		cs = append(cs, loadtest.Compare(pr, floor, loadtest.P50, 0), loadtest.Compare(pr, floor, loadtest.P99, 0))
 	}
-	if pr[0].EnvoyCPUPerRequest > 0 && noop[0].EnvoyCPUPerRequest > 0 {
-		cs = append(cs, loadtest.Compare(pr, noop, loadtest.EnvoyCPU, 0))
-		if len(byArm) > 2 && byArm[2][0].EnvoyCPUPerRequest > 0 {
-			cs = append(cs, loadtest.Compare(noop, byArm[2], loadtest.EnvoyCPU, 0))
+	cpu := func(target, baseline []*loadtest.Result, m loadtest.Metric, limit float64) {
+		if target != nil && baseline != nil && m.Value(target[0]) > 0 && m.Value(baseline[0]) > 0 {
+			cs = append(cs, loadtest.Compare(target, baseline, m, limit))
 		}
 	}
+	cpu(pr, noop, loadtest.ServerCPU, 0)
+	cpu(pr, floor, loadtest.ServerCPU, 1.05)
+	cpu(pr, noop, loadtest.EnvoyCPU, 0)
+	cpu(noop, nf, loadtest.EnvoyCPU, 0)
+	cpu(floor, noop, loadtest.EnvoyCPU, 0)
 	return cs
 }
 
@@ -519,6 +536,7 @@ func loadtestNoop(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := newCmdFlags("loadtest noop", "partroute loadtest noop [-listen ADDR] [-stream-workers N] [-gogc N] [-gc-headroom SIZE] [-memory-limit SIZE]")
 	listen := fs.String("listen", "127.0.0.1:50061", "address to serve ext_proc on (loopback)")
 	workers := fs.Int("stream-workers", server.DefaultStreamWorkers, "goroutines that serve streams, as partroute serve's")
+	floor := fs.String("floor-partition", "", "answer request headers as the decoding floor does: partroute's answer for a write to this partition, encoded once (empty: the empty answer of the no-op server)")
 	var tune gcFlags
 	tune.register(fs.FlagSet)
 	if code, ok := fs.parse(args, stdout, stderr); !ok {
@@ -527,11 +545,11 @@ func loadtestNoop(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := tune.tuning().Apply(ctx); err != nil {
 		return err
 	}
-	srv, err := loadtest.StartExtProcServer(*listen, loadtest.NoopProcessor{}, server.ExtProcServerOptions(time.Hour, *workers)...)
+	srv, err := startBaseline(*listen, *floor, *workers)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stderr, "no-op ext_proc server on", srv.Addr)
+	fmt.Fprintln(stderr, "baseline ext_proc server on", srv.Addr)
 	select {
 	case <-ctx.Done():
 		srv.Close()
@@ -616,7 +634,7 @@ func startLoadStack(ctx context.Context, f *loadFlags, servers []string, status 
 			if err != nil {
 				return nil, err
 			}
-			t.ExpectRouted = name == serverPartroute
+			t.ExpectRouted = name == serverPartroute || name == serverFloor
 			st.onClose(func() { t.Close() })
 			st.arms = append(st.arms, loadtest.Arm{Name: labels[i], Target: t, ServerCPU: cpu[i]})
 		}
@@ -708,9 +726,16 @@ func (s *loadStack) startExtProc(ctx context.Context, name, label string, replic
 			return "", nil, err
 		}
 		return addr, nil, nil
-	case serverNoop:
+	case serverNoop, serverFloor:
+		partition := ""
+		if name == serverFloor {
+			var err error
+			if partition, err = s.floorPartition(replicas); err != nil {
+				return "", nil, err
+			}
+		}
 		if s.f.servers == "process" {
-			pid, exited, err := s.startChild(label, "loadtest", "noop", "-listen", addr)
+			pid, exited, err := s.startChild(label, "loadtest", "noop", "-listen", addr, "-floor-partition", partition)
 			if err != nil {
 				return "", nil, err
 			}
@@ -719,14 +744,50 @@ func (s *loadStack) startExtProc(ctx context.Context, name, label string, replic
 			}
 			return addr, func() (time.Duration, error) { return loadtest.ProcessCPU(pid) }, nil
 		}
-		srv, err := loadtest.StartExtProcServer(addr, loadtest.NoopProcessor{}, server.ExtProcServerOptions(time.Hour, 0)...)
+		srv, err := startBaseline(addr, partition, 0)
 		if err != nil {
 			return "", nil, err
 		}
 		s.onClose(srv.Close)
 		return srv.Addr, nil, nil
 	}
-	return "", nil, fmt.Errorf("no server called %q (partroute, noop or nofilter)", name)
+	return "", nil, fmt.Errorf("no server called %q (partroute, noop, floor or nofilter)", name)
+}
+
+// startBaseline serves a baseline ext_proc server on addr with partroute serve's server
+// options: the no-op server, or the decoding floor answering for partition when it is set.
+func startBaseline(addr, partition string, workers int) (*loadtest.GRPCServer, error) {
+	opts := server.ExtProcServerOptions(time.Hour, workers)
+	if partition == "" {
+		return loadtest.StartExtProcServer(addr, loadtest.NoopProcessor{}, opts...)
+	}
+	floor, err := loadtest.NewFloorProcessor(partition, "0")
+	if err != nil {
+		return nil, err
+	}
+	return loadtest.StartExtProcServer(addr, floor, loadtest.FloorServerOptions(extproc.NewCodec(), opts...)...)
+}
+
+// floorPartition is the id of the scenario's first partition, which the decoding floor names
+// in every answer.
+func (s *loadStack) floorPartition(replicas []string) (string, error) {
+	dir := filepath.Join(s.work, "floor-scenario")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", err
+	}
+	ports, err := loadtest.ReservePorts(2)
+	if err != nil {
+		return "", err
+	}
+	cfgPath, err := s.f.scenario().WriteFiles(dir, ports[0], ports[1], replicas)
+	if err != nil {
+		return "", err
+	}
+	_, view, err := resolver.LoadConfigAndView(cfgPath, "")
+	if err != nil {
+		return "", err
+	}
+	return view.Services[loadtest.ScenarioService].Partitions[0].ID, nil
 }
 
 // startChild runs this binary with args as a child process that dies with this one, logging to

@@ -40,7 +40,7 @@ func TestLoadtestCompareInProcess(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
-	for _, want := range []string{"partroute #1", "noop #1", "partroute / noop throughput:"} {
+	for _, want := range []string{"partroute #1", "noop #1", "floor #1", "partroute / noop throughput:", "partroute / floor p50:"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, stdout.String())
 		}
@@ -57,7 +57,7 @@ func TestLoadtestCompareInProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Runs) != 2 || len(rep.Comparisons) == 0 || rep.Machine.CPUs == 0 {
+	if len(rep.Runs) != 3 || len(rep.Comparisons) == 0 || rep.Machine.CPUs == 0 {
 		t.Fatalf("report %+v", rep)
 	}
 	for _, r := range rep.Runs {
@@ -86,7 +86,7 @@ func TestLoadtestCompareInProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if merged.Title != "both" || len(merged.Runs) != 4 || len(merged.Comparisons) != 2*len(rep.Comparisons) {
+	if merged.Title != "both" || len(merged.Runs) != 6 || len(merged.Comparisons) != 2*len(rep.Comparisons) {
 		t.Errorf("merged report: %q, %d runs, %d comparisons", merged.Title, len(merged.Runs), len(merged.Comparisons))
 	}
 }

@@ -1,0 +1,122 @@
+package loadtest
+
+import (
+	"errors"
+	"io"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/contract"
+)
+
+// FloorProcessor is the decoding floor: the least any server that routes as partroute does
+// must pay. gRPC decodes each request message into a ProcessingRequest, as it does for
+// partroute, and the server answers request headers with bytes encoded once, at start, in the
+// shape of partroute's answer (the envoy.lb metadata, three header removals, three headers
+// set), so that it decides nothing and encodes nothing per request. partroute's server cost is
+// measured against it as well as against the no-op server. Its answer names one partition and
+// the primary whatever the request: through Envoy every request lands on that partition.
+type FloorProcessor struct {
+	extprocv3.UnimplementedExternalProcessorServer
+	answer preEncoded
+}
+
+// NewFloorProcessor returns the floor server, answering with partroute's shape for a write to
+// partition of key key, under the default header names.
+func NewFloorProcessor(partition, key string) (*FloorProcessor, error) {
+	b, err := proto.Marshal(FloorAnswer(partition, key))
+	if err != nil {
+		return nil, err
+	}
+	return &FloorProcessor{answer: b}, nil
+}
+
+// FloorAnswer is the answer the floor server sends, decoded: what partroute answers a write to
+// partition of key key.
+func FloorAnswer(partition, key string) *extprocv3.ProcessingResponse {
+	h := config.DefaultHeaders()
+	set := func(name, value string) *corev3.HeaderValueOption {
+		return &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: name, RawValue: []byte(value)},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		}
+	}
+	return &extprocv3.ProcessingResponse{
+		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{
+			HeaderMutation: &extprocv3.HeaderMutation{
+				RemoveHeaders: []string{h.Partition, h.Role, h.Key},
+				SetHeaders:    []*corev3.HeaderValueOption{set(h.Partition, partition), set(h.Role, "primary"), set(h.Key, key)},
+			},
+		}}},
+		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			contract.LBNamespace: structpb.NewStructValue(contract.LBFields(partition, "primary")),
+		}},
+	}
+}
+
+// Process answers each message of one stream until the client half-closes or resets it.
+func (f *FloorProcessor) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
+	ctx := srv.Context()
+	for {
+		req, err := srv.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		var out any = f.answer
+		if req.GetRequestHeaders() == nil {
+			resp := NoopResponse(req)
+			if resp == nil {
+				continue
+			}
+			out = resp
+		}
+		if err := srv.SendMsg(out); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// preEncoded is a message already encoded, which FloorCodec sends as it is.
+type preEncoded []byte
+
+// FloorCodec is the floor server's codec: pre-encoded answers go out as they are, and every
+// other message goes through next, the codec partroute's server uses. Pass it to the server
+// with grpc.ForceServerCodecV2, after partroute's server options.
+type FloorCodec struct{ next encoding.CodecV2 }
+
+// NewFloorCodec wraps next.
+func NewFloorCodec(next encoding.CodecV2) FloorCodec { return FloorCodec{next: next} }
+
+// Name is "proto", as next's.
+func (FloorCodec) Name() string { return "proto" }
+
+// Marshal sends a pre-encoded message's bytes, shared by every answer: gRPC only reads them.
+func (c FloorCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if b, ok := v.(preEncoded); ok {
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	return c.next.Marshal(v)
+}
+
+// Unmarshal is next's: the floor decodes requests as partroute does.
+func (c FloorCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.next.Unmarshal(data, v) }
+
+// FloorServerOptions are opts with the floor's codec in place of the one they set, next.
+func FloorServerOptions(next encoding.CodecV2, opts ...grpc.ServerOption) []grpc.ServerOption {
+	return append(opts, grpc.ForceServerCodecV2(NewFloorCodec(next)))
+}
