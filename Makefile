@@ -24,6 +24,11 @@ HELM         := .cache/helm/$(HELM_VERSION)/helm
 # several minutes the first time.
 EGCTL_VERSION := v1.9.1
 EGCTL         := .cache/egctl/$(EGCTL_VERSION)/egctl
+# fortio, Istio's load generator, runs beside the load-test suite to check it (`make
+# loadtest-fortio`). v1.66.0 is the newest whose dependencies the module proxy serves here
+# (later ones need grol.io/grol). It is not needed by any test.
+FORTIO_VERSION := v1.66.0
+FORTIO         := .cache/fortio/$(FORTIO_VERSION)/fortio
 # The Envoy release and where it goes have one home, envoy-config/process.go (envoyconfig.EnvoyPin
 # and envoyconfig.EnvoyVenv, which FindEnvoy looks in); the Makefile reads them from there.
 goconst      = $(shell sed -n 's/^const $(1) = "\(.*\)"$$/\1/p' envoy-config/process.go)
@@ -55,7 +60,7 @@ FUZZ_TARGETS := \
 	./resolver/servicefabric:FuzzParseAddress \
 	./resolver/servicefabric:FuzzDecodeResolution
 
-.PHONY: all build image test e2e bench loadtest fuzz lint demo ci deps envoy etcd podman helm egctl clean
+.PHONY: all build image test e2e bench loadtest loadtest-fortio fuzz lint demo ci deps envoy etcd podman helm egctl fortio clean
 
 all: build
 
@@ -145,6 +150,13 @@ $(EGCTL):
 	@echo "building egctl $(EGCTL_VERSION) into $(@D) (go install github.com/envoyproxy/gateway/cmd/egctl@$(EGCTL_VERSION), once)..."
 	@GOBIN=$(abspath $(@D)) $(GO) install github.com/envoyproxy/gateway/cmd/egctl@$(EGCTL_VERSION)
 
+# fortio builds fortio $(FORTIO_VERSION) into .cache, unless it is there.
+fortio: $(FORTIO)
+
+$(FORTIO):
+	@echo "building fortio $(FORTIO_VERSION) into $(@D) (go install fortio.org/fortio@$(FORTIO_VERSION), once)..."
+	@GOBIN=$(abspath $(@D)) $(GO) install fortio.org/fortio@$(FORTIO_VERSION)
+
 $(GOLANGCI_LINT):
 	@echo "building golangci-lint $(GOLANGCI_LINT_VERSION) into $(@D) (once per Go version)..."
 	@GOBIN=$(abspath $(@D)) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
@@ -188,6 +200,11 @@ loadtest: envoy build
 	$(BIN)/partroute loadtest compare -target extproc -mode closed -c 64 $(LOADTEST_FLAGS)
 	$(BIN)/partroute loadtest compare -target extproc -mode open -c 256 -rate-fraction 0.5 -saturation-d 3s $(LOADTEST_FLAGS)
 	$(BIN)/partroute loadtest compare -target http -mode open -c 64 -rate 1000 $(LOADTEST_FLAGS)
+
+# loadtest-fortio runs the suite and fortio side by side through Envoy, each arm after the
+# other, and says whether the two generators agree (docs/benchmarks.md).
+loadtest-fortio: envoy build fortio
+	$(BIN)/partroute loadtest compare -target http -mode open -c 32 -rate 1000 -fortio $(FORTIO) $(LOADTEST_FLAGS)
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -128,6 +128,17 @@ func (h *Histogram) CountAbove(v int64) uint64 {
 	return n
 }
 
+// eachBucket calls fn with the bounds and count of every bucket that holds values, lowest
+// first.
+func (h *Histogram) eachBucket(fn func(lo, hi int64, n uint64)) {
+	for i, c := range h.counts {
+		if c > 0 {
+			lo, hi := bucketRange(i)
+			fn(lo, hi, c)
+		}
+	}
+}
+
 // Quantile returns the value at quantile q (0 <= q <= 1): the smallest bucket bound at or above
 // which lie no more than (1-q) of the values. It reports the highest value of that bucket, so it
 // errs high by at most the bucket's width (under 1%), never low: a tail latency is never

@@ -77,6 +77,8 @@ type loadFlags struct {
 	pairs int
 	// aa, when set, is the server of an A/A comparison.
 	aa string
+	// fortio, when set, is the fortio binary run beside the suite.
+	fortio string
 }
 
 func (f *loadFlags) register(fs *flag.FlagSet, compare bool) {
@@ -105,6 +107,7 @@ func (f *loadFlags) register(fs *flag.FlagSet, compare bool) {
 	fs.StringVar(&f.memProfile, "memprofile", "", "write an allocation profile of this process to the file when the runs end")
 	if compare {
 		fs.IntVar(&f.pairs, "pairs", 3, "rounds of runs: the target and each baseline once per round, back to back")
+		fs.StringVar(&f.fortio, "fortio", "", "http target: after each run of the suite, run this fortio binary against the same Envoy at the same rate, connections and duration, and compare the two generators")
 		fs.StringVar(&f.aa, "aa", "", "an A/A comparison: run this server (partroute or noop) against a second instance of itself, to measure what difference is noise")
 		fs.Float64Var(&f.rateFrac, "rate-fraction", 0, "open loop: the rate as this fraction of the no-op server's saturation throughput, measured first (closed loop, -saturation-c workers); overrides -rate")
 		fs.DurationVar(&f.satDuration, "saturation-d", 5*time.Second, "measured duration of the saturation run that -rate-fraction uses")
@@ -350,7 +353,13 @@ func loadtestCompare(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	byArm, err := loadtest.Alternate(ctx, st.arms, f.pairs, o)
+	var byArm [][]*loadtest.Result
+	var fortio [][]*loadtest.Result
+	if f.fortio != "" {
+		byArm, fortio, err = alternateWithFortio(ctx, f, o, st)
+	} else {
+		byArm, err = loadtest.Alternate(ctx, st.arms, f.pairs, o)
+	}
 	if perr := stopProfiles(); err == nil {
 		err = perr
 	}
@@ -369,6 +378,9 @@ func loadtestCompare(ctx context.Context, args []string, stdout, stderr io.Write
 		title = fmt.Sprintf("partroute loadtest compare -aa %s: %s, %s, %d pairs", f.aa, f.target, describeLoad(f, o), f.pairs)
 		cs = aaComparisons(byArm)
 		name = "compare-aa-" + f.aa + "-" + f.target + "-" + f.mode
+	}
+	if fortio != nil {
+		cs = append(cs, fortioComparisons(servers, byArm, fortio)...)
 	}
 	rep := newReport(title, runs, cs)
 	if f.target == "http" {
@@ -420,6 +432,82 @@ func comparisons(f *loadFlags, o loadtest.Options, servers []string, byArm [][]*
 	cpu(pr, noop, loadtest.EnvoyCPU, 0)
 	cpu(noop, nf, loadtest.EnvoyCPU, 0)
 	cpu(floor, noop, loadtest.EnvoyCPU, 0)
+	return cs
+}
+
+// alternateWithFortio runs the arms as loadtest.Alternate does, and after each run of the
+// suite a run of fortio against the same Envoy listener, at the same rate (or as fast as it
+// goes in a closed loop), connections and duration. fortio's runs are returned as results of
+// their own, named "fortio " and the arm's name, holding fortio's throughput and percentiles.
+func alternateWithFortio(ctx context.Context, f *loadFlags, o loadtest.Options, st *loadStack) (suite, fortio [][]*loadtest.Result, err error) {
+	if f.target != "http" {
+		return nil, nil, errors.New("-fortio runs against Envoy: it needs -target http")
+	}
+	run := loadtest.FortioRun{Bin: f.fortio, Rate: o.Rate, Connections: o.Concurrency, Duration: o.Duration, H2: f.proto == loadtest.H2C}
+	if o.Mode == loadtest.Closed {
+		run.Rate = 0
+	}
+	suite = make([][]*loadtest.Result, len(st.arms))
+	fortio = make([][]*loadtest.Result, len(st.arms))
+	for k := range f.pairs {
+		for i, arm := range st.arms {
+			ro := o
+			ro.Name = fmt.Sprintf("%s #%d", arm.Name, k+1)
+			res, err := loadtest.RunArm(ctx, arm, ro)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", ro.Name, err)
+			}
+			suite[i] = append(suite[i], res)
+			out := filepath.Join(st.work, fmt.Sprintf("fortio-%d-%d.json", i, k))
+			cmd := exec.CommandContext(ctx, run.Bin, run.Args(st.listens[i], out)...)
+			if msg, err := cmd.CombinedOutput(); err != nil {
+				return nil, nil, fmt.Errorf("fortio against %s: %w\n%s", arm.Name, err, msg)
+			}
+			file, err := os.Open(out)
+			if err != nil {
+				return nil, nil, err
+			}
+			fr, err := loadtest.ReadFortio(file)
+			file.Close()
+			if err != nil {
+				return nil, nil, err
+			}
+			fortio[i] = append(fortio[i], fortioAsResult(fr, "fortio "+arm.Name, k))
+		}
+	}
+	return suite, fortio, nil
+}
+
+// fortioAsResult is a fortio run as a result of the suite: its throughput, requests and
+// percentiles, enough to compare.
+func fortioAsResult(fr loadtest.FortioResult, target string, round int) *loadtest.Result {
+	r := &loadtest.Result{Name: fmt.Sprintf("%s #%d", target, round+1), Target: target, Throughput: fr.ActualQPS,
+		Concurrency: fr.NumThreads, Requests: fr.DurationHistogram.Count, Seconds: float64(fr.ActualDuration) / 1e9}
+	for code, n := range fr.RetCodes {
+		if code != 200 {
+			r.Errors += n
+		}
+	}
+	r.Latency.P50, _ = fr.DurationHistogram.Percentile(50)
+	r.Latency.P90, _ = fr.DurationHistogram.Percentile(90)
+	r.Latency.P99, _ = fr.DurationHistogram.Percentile(99)
+	r.Latency.P999, _ = fr.DurationHistogram.Percentile(99.9)
+	r.Latency.Min = int64(fr.DurationHistogram.Min * 1e9)
+	r.Latency.Max = int64(fr.DurationHistogram.Max * 1e9)
+	return r
+}
+
+// fortioComparisons say whether fortio and the suite agree: fortio's latency over the suite's
+// for each arm, and partroute over the no-op server as fortio measures it.
+func fortioComparisons(servers []string, suite, fortio [][]*loadtest.Result) []loadtest.Comparison {
+	var cs []loadtest.Comparison
+	for i := range suite {
+		cs = append(cs, loadtest.Compare(fortio[i], suite[i], loadtest.P50, 0), loadtest.Compare(fortio[i], suite[i], loadtest.P99, 0))
+	}
+	pr, noop := slices.Index(servers, serverPartroute), slices.Index(servers, serverNoop)
+	if pr >= 0 && noop >= 0 {
+		cs = append(cs, loadtest.Compare(fortio[pr], fortio[noop], loadtest.P50, 0), loadtest.Compare(fortio[pr], fortio[noop], loadtest.P99, 0))
+	}
 	return cs
 }
 
@@ -489,7 +577,28 @@ func writeReports(rep *loadtest.Report, dir, name string, stdout io.Writer) erro
 			return err
 		}
 	}
-	fmt.Fprintf(stdout, "reports: %s.{txt,json,svg}\n", filepath.Join(dir, name))
+	// Each run is also written in fortio's JSON, one file a run, for the tools that read it.
+	fortioDir := filepath.Join(dir, name+"-fortio")
+	if err := os.MkdirAll(fortioDir, 0o755); err != nil { //nolint:gosec // world-readable, as above
+		return err
+	}
+	for _, res := range rep.Runs {
+		if res.Histogram() == nil {
+			continue // a run read back from JSON, or fortio's own
+		}
+		file, err := os.Create(filepath.Join(fortioDir, fileLabel(strings.NewReplacer(" ", "", "#", "-", "+", "-").Replace(res.Name))+".json"))
+		if err != nil {
+			return err
+		}
+		if err := loadtest.WriteFortio(file, loadtest.FortioOf(res, version)); err != nil {
+			file.Close()
+			return err
+		}
+		if err := file.Close(); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "reports: %s.{txt,json,svg}, each run in fortio's JSON in %s\n", filepath.Join(dir, name), fortioDir)
 	return nil
 }
 
@@ -565,7 +674,9 @@ type loadStack struct {
 	f       *loadFlags
 	work    string
 	status  io.Writer
-	arms    []loadtest.Arm
+	arms []loadtest.Arm
+	// listens are the Envoy listeners of the arms, for the http target.
+	listens []string
 	closers []func()
 }
 
@@ -657,6 +768,7 @@ func startLoadStack(ctx context.Context, f *loadFlags, servers []string, status 
 		}
 		st.onClose(func() { t.Close() })
 		st.arms = append(st.arms, loadtest.Arm{Name: "envoy+" + labels[i], Target: t, ServerCPU: cpu[i], EnvoyCPU: envoyCPU})
+		st.listens = append(st.listens, listen)
 	}
 	return st, nil
 }

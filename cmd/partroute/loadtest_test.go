@@ -70,6 +70,18 @@ func TestLoadtestCompareInProcess(t *testing.T) {
 			t.Error(err)
 		}
 	}
+	// Every run is also in fortio's format.
+	for _, run := range []string{"partroute-1", "noop-1", "floor-1"} {
+		ff, err := os.Open(filepath.Join(out, "compare-extproc-closed-fortio", run+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fr, err := loadtest.ReadFortio(ff)
+		ff.Close()
+		if err != nil || fr.DurationHistogram.Count == 0 {
+			t.Errorf("%s in fortio's format: %v", run, err)
+		}
+	}
 
 	// The report subcommand merges reports: the same one twice holds its runs twice.
 	stdout.Reset()
@@ -171,5 +183,22 @@ func TestLoadtestStackFailureIsReported(t *testing.T) {
 		"-c", "1", "-d", "100ms", "-warmup", "0s", "-quiet"}, &stdout, &stderr)
 	if code != 1 || !strings.Contains(stderr.String(), "absent-envoy") {
 		t.Errorf("exit %d\nstderr:\n%s", code, stderr.String())
+	}
+}
+
+// A fortio run becomes a result that compares with the suite's: its throughput, its
+// percentiles in nanoseconds, and every answer but a 200 counted as an error.
+func TestFortioAsResult(t *testing.T) {
+	fr := loadtest.FortioResult{ActualQPS: 999.5, NumThreads: 32, ActualDuration: 10e9, RetCodes: map[int]int64{200: 9990, 503: 4, -1: 1},
+		DurationHistogram: loadtest.FortioHistogram{Count: 9995, Min: 0.0002, Max: 0.01, Percentiles: []loadtest.FortioPercentile{{Percentile: 50, Value: 0.0011}, {Percentile: 99, Value: 0.0042}}}}
+	r := fortioAsResult(fr, "fortio envoy+noop", 2)
+	if r.Name != "fortio envoy+noop #3" || r.Throughput != 999.5 || r.Requests != 9995 || r.Errors != 5 || r.Latency.P50 != 1_100_000 || r.Latency.P99 != 4_200_000 || r.Seconds != 10 {
+		t.Errorf("%+v", r)
+	}
+	suite := [][]*loadtest.Result{{{Target: "envoy+partroute", Latency: loadtest.Latency{P50: 2e6, P99: 8e6}}}, {{Target: "envoy+noop", Latency: loadtest.Latency{P50: 1e6, P99: 4e6}}}}
+	fortio := [][]*loadtest.Result{{{Target: "fortio envoy+partroute", Latency: loadtest.Latency{P50: 1e6, P99: 4e6}}}, {{Target: "fortio envoy+noop", Latency: loadtest.Latency{P50: 5e5, P99: 2e6}}}}
+	cs := fortioComparisons([]string{serverPartroute, serverNoop}, suite, fortio)
+	if len(cs) != 6 || cs[0].Median != 0.5 || cs[4].Target != "fortio envoy+partroute" || cs[4].Baseline != "fortio envoy+noop" || cs[4].Median != 2 {
+		t.Errorf("comparisons %v", cs)
 	}
 }
