@@ -671,10 +671,10 @@ func loadtestNoop(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // loadStack is everything a load test started: servers, backends and Envoys, and the arm that
 // targets each server.
 type loadStack struct {
-	f       *loadFlags
-	work    string
-	status  io.Writer
-	arms []loadtest.Arm
+	f      *loadFlags
+	work   string
+	status io.Writer
+	arms   []loadtest.Arm
 	// listens are the Envoy listeners of the arms, for the http target.
 	listens []string
 	closers []func()
