@@ -289,10 +289,19 @@ func Parse(data []byte, path string) (*Config, error) {
 		c.Listen.Admin = DefaultAdminAddr
 	}
 	for _, l := range []struct{ field, addr string }{{"listen.extproc", c.Listen.ExtProc}, {"listen.xds", c.Listen.XDS}, {"listen.admin", c.Listen.Admin}} {
-		if l.addr != "" {
-			if err := checkHostPort(l.addr); err != nil {
+		if l.addr == "" {
+			continue
+		}
+		if _, ok := UnixSocketPath(l.addr); ok {
+			if l.field != "listen.extproc" {
+				errs.Add(l.field, at(l.field), "%q: a unix socket is for listen.extproc only, where a colocated Envoy calls partroute for every request", l.addr)
+			} else if err := checkUnixSocket(l.addr); err != nil {
 				errs.Add(l.field, at(l.field), "%v", err)
 			}
+			continue
+		}
+		if err := checkHostPort(l.addr); err != nil {
+			errs.Add(l.field, at(l.field), "%v", err)
 		}
 	}
 
@@ -727,6 +736,33 @@ func hasError(errs *Errors, path string) bool {
 		}
 	}
 	return false
+}
+
+// UnixSocketPrefix starts a listen address that is a unix domain socket: "unix:" and the
+// socket's absolute path, as gRPC names such targets.
+const UnixSocketPrefix = "unix:"
+
+// maxUnixSocketPath is the longest socket path Linux takes (sun_path holds 108 bytes, the last
+// a NUL).
+const maxUnixSocketPath = 107
+
+// UnixSocketPath returns the path of a listen address of a unix domain socket, and whether it
+// is one.
+func UnixSocketPath(addr string) (string, bool) {
+	return strings.CutPrefix(addr, UnixSocketPrefix)
+}
+
+func checkUnixSocket(addr string) error {
+	path, _ := UnixSocketPath(addr)
+	switch {
+	case !filepath.IsAbs(path):
+		return fmt.Errorf("%q: the socket path must be absolute (unix:/run/partroute/extproc.sock)", addr)
+	case len(path) > maxUnixSocketPath:
+		return fmt.Errorf("%q: the socket path is %d bytes, above the %d a unix socket takes", addr, len(path), maxUnixSocketPath)
+	case strings.ContainsRune(path, 0):
+		return fmt.Errorf("%q: the socket path holds a NUL byte", addr)
+	}
+	return nil
 }
 
 func checkHostPort(addr string) error {

@@ -342,3 +342,14 @@ func TestMaxBodyBytesAtTheLimit(t *testing.T) {
 		t.Errorf("maxBodyBytes %d, want %d", c.MaxBodyBytes, config.MaxBodyBytesLimit)
 	}
 }
+
+// listen.extproc may be a unix domain socket, named as gRPC names one.
+func TestListenOnAUnixSocket(t *testing.T) {
+	c := mustParse(t, "listen: {extproc: \"unix:/run/partroute/extproc.sock\"}\nnaming: {file: n.yaml}\n")
+	if path, ok := config.UnixSocketPath(c.Listen.ExtProc); !ok || path != "/run/partroute/extproc.sock" {
+		t.Errorf("listen.extproc %q: socket path %q, %v", c.Listen.ExtProc, path, ok)
+	}
+	if _, ok := config.UnixSocketPath("127.0.0.1:50051"); ok {
+		t.Error("a TCP address is taken for a socket path")
+	}
+}

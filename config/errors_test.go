@@ -161,6 +161,12 @@ func TestParseErrors(t *testing.T) {
 		// Listen addresses.
 		{"extproc not host:port", "naming: {file: n.yaml}\nlisten: {extproc: localhost} #a\n",
 			[]wantErr{{"listen.extproc", `"localhost" is not host:port`, "#a"}}},
+		{"extproc socket path relative", "naming: {file: n.yaml}\nlisten: {extproc: \"unix:run/extproc.sock\"} #a\n",
+			[]wantErr{{"listen.extproc", "the socket path must be absolute", "#a"}}},
+		{"extproc socket path too long", "naming: {file: n.yaml}\nlisten: {extproc: \"unix:/run/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock\"} #a\n",
+			[]wantErr{{"listen.extproc", "the socket path is 120 bytes, above the 107 a unix socket takes", "#a"}}},
+		{"admin on a unix socket", "naming: {file: n.yaml}\nlisten: {admin: \"unix:/run/admin.sock\"} #a\n",
+			[]wantErr{{"listen.admin", "a unix socket is for listen.extproc only", "#a"}}},
 		{"xds port out of range", "naming: {file: n.yaml}\nlisten:\n  xds: 127.0.0.1:70000 #a\n",
 			[]wantErr{{"listen.xds", `has port "70000", not a number from 0 to 65535`, "#a"}}},
 		{"admin port not a number", "naming: {file: n.yaml}\nlisten:\n  admin: 127.0.0.1:http #a\n",

@@ -283,6 +283,15 @@ func grpcAddresses(what, one string, list []string) ([]*corev3.Address, error) {
 	var addrs []*corev3.Address
 	seen := map[string]bool{}
 	for _, hostport := range list {
+		if path, ok := config.UnixSocketPath(hostport); ok {
+			// A colocated partroute on a unix domain socket: an Envoy pipe address.
+			if seen[hostport] {
+				return nil, fmt.Errorf("envoy bootstrap: %s address %q is listed twice", what, hostport)
+			}
+			seen[hostport] = true
+			addrs = append(addrs, &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: path}}})
+			continue
+		}
 		addr, err := socketAddress(hostport, "127.0.0.1")
 		if err != nil {
 			return nil, fmt.Errorf("envoy bootstrap: %s address: %w", what, err)

@@ -115,3 +115,18 @@ func TestReceivingNamespacesFollowSelection(t *testing.T) {
 		t.Errorf("without ordered selection: %v", got)
 	}
 }
+
+// A partroute on a unix domain socket is an Envoy pipe address in the ext_proc cluster, listed
+// once.
+func TestExtProcOnAUnixSocket(t *testing.T) {
+	addrs, err := grpcAddresses("ext_proc", "unix:/run/partroute/extproc.sock", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(addrs) != 1 || addrs[0].GetPipe().GetPath() != "/run/partroute/extproc.sock" || addrs[0].GetSocketAddress() != nil {
+		t.Errorf("addresses %v, want the pipe /run/partroute/extproc.sock", addrs)
+	}
+	if _, err := grpcAddresses("ext_proc", "", []string{"unix:/run/a.sock", "unix:/run/a.sock"}); err == nil {
+		t.Error("a socket listed twice is accepted")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +65,8 @@ type limitListener struct {
 
 	mu    sync.Mutex
 	conns map[string]*limitConn
+	// seq numbers the connections of a unix socket (see Accept).
+	seq atomic.Uint64
 }
 
 // limitConnections wraps l with the bound limit, counted under the listener label name. It wraps
@@ -92,7 +95,14 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			continue
 		}
 		l.open.Inc()
-		lc := &limitConn{Conn: c, l: l, addr: c.RemoteAddr().String()}
+		lc := &limitConn{Conn: c, l: l, remote: c.RemoteAddr()}
+		if lc.remote.Network() == "unix" {
+			// Every client of a unix socket has the same, empty, address: each connection is
+			// given one of its own, which gRPC then reports as the stream's peer, so that the
+			// connection of a stream can still be found.
+			lc.remote = &net.UnixAddr{Net: "unix", Name: "@" + strconv.FormatUint(l.seq.Add(1), 10)}
+		}
+		lc.addr = lc.remote.String()
 		l.mu.Lock()
 		l.conns[lc.addr] = lc
 		l.mu.Unlock()
@@ -114,12 +124,18 @@ func (l *limitListener) conn(addr net.Addr) *limitConn {
 // Close is called.
 type limitConn struct {
 	net.Conn
-	l    *limitListener
-	addr string
-	once sync.Once
+	l *limitListener
+	// remote is the connection's remote address, unique among the listener's connections,
+	// and addr its text.
+	remote net.Addr
+	addr   string
+	once   sync.Once
 	// resets counts the streams the client reset before sending them a message.
 	resets resetWindow
 }
+
+// RemoteAddr is the connection's address, unique among its listener's connections.
+func (c *limitConn) RemoteAddr() net.Addr { return c.remote }
 
 func (c *limitConn) Close() error {
 	err := c.Conn.Close()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -191,6 +192,37 @@ type ServingError struct{ Err error }
 func (e *ServingError) Error() string { return e.Err.Error() }
 func (e *ServingError) Unwrap() error { return e.Err }
 
+// unixSocketMode is the mode of partroute's unix domain socket: its owner and group may
+// connect, so a colocated Envoy in partroute's group can, and other local users cannot.
+const unixSocketMode = 0o660
+
+// listenOn opens a TCP listener on host:port, or a unix domain socket on "unix:/path". A socket
+// file left at the path by a partroute that did not stop cleanly is removed first; any other
+// file there is an error, never removed.
+func listenOn(addr string) (net.Listener, error) {
+	path, ok := config.UnixSocketPath(addr)
+	if !ok {
+		return net.Listen("tcp", addr)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing the stale socket: %w", err)
+		}
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, unixSocketMode); err != nil {
+		lis.Close()
+		return nil, err
+	}
+	return lis, nil
+}
+
 // listeners are the sockets Run serves on.
 type listeners struct {
 	extproc, admin, xds net.Listener
@@ -201,7 +233,7 @@ func listen(cfg *config.Config) (*listeners, error) {
 	var l listeners
 	var opened []net.Listener
 	open := func(field, addr string, into *net.Listener) error {
-		lis, err := net.Listen("tcp", addr)
+		lis, err := listenOn(addr)
 		if err != nil {
 			for _, o := range opened {
 				o.Close()
