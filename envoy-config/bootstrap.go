@@ -31,6 +31,7 @@ import (
 
 	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/contract"
+	"github.com/partroute/partroute/extproc"
 	"github.com/partroute/partroute/resolver"
 )
 
@@ -131,6 +132,12 @@ type Options struct {
 	// TLS with a client certificate); nil means plaintext. Its SDS files (SecretFiles) must
 	// be written before Envoy starts.
 	TLS *UpstreamTLS
+	// GoogleGRPC makes the ext_proc filter call partroute with Envoy's Google gRPC client
+	// (google_grpc, a channel of its own to the one ExtProcAddress) instead of Envoy's own
+	// client through the ext_proc cluster (envoy_grpc), to measure the two
+	// (docs/benchmarks.md). The channel has no health check, outlier detection or retry of
+	// the cluster's, and it does not support TLS here.
+	GoogleGRPC bool
 }
 
 // Retry is the retry policy of the service routes. Envoy does not call ext_proc again for a
@@ -156,6 +163,9 @@ func Bootstrap(cfg *config.Config, view *resolver.View, opts Options) (*bootstra
 		if err := opts.TLS.check(); err != nil {
 			return nil, err
 		}
+	}
+	if opts.GoogleGRPC && (opts.TLS != nil || len(opts.ExtProcAddresses) > 0) {
+		return nil, errors.New("envoy bootstrap: the Google gRPC client reaches one partroute instance in plaintext: not with TLS or several ext_proc addresses")
 	}
 	if opts.Retry != nil && opts.Retry.NumRetries < 1 {
 		return nil, fmt.Errorf("envoy bootstrap: a retry policy needs at least 1 retry, not %d", opts.Retry.NumRetries)
@@ -231,11 +241,13 @@ func Bootstrap(cfg *config.Config, view *resolver.View, opts Options) (*bootstra
 			Clusters: clusters,
 		},
 	}
+	runtime := map[string]*structpb.Value{}
 	if limit := regexProgramLimit(cfg); limit > 0 {
+		runtime["re2.max_program_size.error_level"] = structpb.NewNumberValue(float64(limit))
+	}
+	if len(runtime) > 0 {
 		b.LayeredRuntime = &bootstrapv3.LayeredRuntime{Layers: []*bootstrapv3.RuntimeLayer{
-			{Name: "static", LayerSpecifier: &bootstrapv3.RuntimeLayer_StaticLayer{StaticLayer: &structpb.Struct{Fields: map[string]*structpb.Value{
-				"re2.max_program_size.error_level": structpb.NewNumberValue(float64(limit)),
-			}}}},
+			{Name: "static", LayerSpecifier: &bootstrapv3.RuntimeLayer_StaticLayer{StaticLayer: &structpb.Struct{Fields: runtime}}},
 			// Envoy has an admin layer (/runtime_modify) only when the runtime lists one.
 			{Name: "admin", LayerSpecifier: &bootstrapv3.RuntimeLayer_AdminLayer_{AdminLayer: &bootstrapv3.RuntimeLayer_AdminLayer{}}},
 		}}
@@ -265,6 +277,25 @@ func regexProgramLimit(cfg *config.Config) int {
 		return 0
 	}
 	return 2*longest + 100
+}
+
+// googleTarget is the target URI of Envoy's Google gRPC client for an ext_proc address: a unix
+// socket as it is, and an unspecified host as loopback, as the ext_proc cluster has it.
+func googleTarget(addr string) string {
+	if _, ok := config.UnixSocketPath(addr); ok {
+		return addr
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr // Bootstrap has refused it already, through the ext_proc cluster's address
+	}
+	if ip := net.ParseIP(host); host == "" || ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if ip != nil && ip.To4() == nil {
+			host = "::1"
+		}
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // fromXDS reports whether the service clusters come from partroute's ADS server.
@@ -351,11 +382,17 @@ func connectionManager(cfg *config.Config, opts Options) (*hcmv3.HttpConnectionM
 	}
 	routes = append(routes, catchAllRoute())
 
+	grpcService := &corev3.GrpcService{
+		TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ExtProcCluster}},
+		RetryPolicy:     extProcRetryPolicy(),
+	}
+	if opts.GoogleGRPC {
+		grpcService = &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_GoogleGrpc_{GoogleGrpc: &corev3.GrpcService_GoogleGrpc{
+			TargetUri: googleTarget(opts.ExtProcAddress), StatPrefix: ExtProcCluster,
+		}}}
+	}
 	extProc := &extprocv3.ExternalProcessor{
-		GrpcService: &corev3.GrpcService{
-			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ExtProcCluster}},
-			RetryPolicy:     extProcRetryPolicy(),
-		},
+		GrpcService: grpcService,
 		// A request partroute could not route must fail rather than go on without partition
 		// criteria, or worse, with a client's own.
 		FailureModeAllow: false,
@@ -487,22 +524,32 @@ func serviceRoute(cfg *config.Config, svc *config.Service, opts Options) (*route
 // catchAllRoute answers requests that match no service. Envoy has nowhere to send them: the
 // bootstrap knows only partitioned services, and their clusters accept only requests carrying
 // partition criteria. Answering 404 here, with the error body partroute itself uses, keeps such
-// requests from ending in a bare "no route" or "no healthy upstream" from Envoy. partroute still
-// sees them first, so "unmatched: reject" gives its own 404 no_service; with passthrough this
-// route answers. Operators who front other traffic add their routes before this one.
+// requests from ending in a bare "no route" or "no healthy upstream" from Envoy, with partroute's
+// x-partroute-error too, so that a client sees the same answer as partroute's own no_service
+// under "unmatched: reject". partroute does not see these requests. Operators who front other
+// traffic add their routes before this one.
 func catchAllRoute() *routev3.Route {
-	const body = `{"error":{"code":"no_service","message":"no partroute service matches this request's authority and path"}}` + "\n"
+	e := &resolver.Error{Code: resolver.NoService, Message: "no partroute service matches this request's authority and path"}
 	return &routev3.Route{
 		Name:  "no_service",
 		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
-			Status: 404,
-			Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: body}},
+			Status: uint32(e.Code.Status()), //nolint:gosec // an HTTP status of the error table
+			Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: string(resolver.ErrorBody(e))}},
 		}},
 		ResponseHeadersToAdd: []*corev3.HeaderValueOption{{
 			Header:       &corev3.HeaderValue{Key: "content-type", Value: "application/json"},
 			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		}, {
+			Header:       &corev3.HeaderValue{Key: extproc.ErrorHeader, Value: e.Code.String()},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 		}},
+		// A request no service matches needs no decision: this route answers it whatever
+		// partroute would say, so the ext_proc hop is skipped and such traffic costs partroute
+		// nothing (docs/benchmarks.md has the difference).
+		TypedPerFilterConfig: map[string]*anypb.Any{
+			extProcFilterName: mustAny(&extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Disabled{Disabled: true}}),
+		},
 	}
 }
 

@@ -519,6 +519,9 @@ func TestBootstrapBodyKeyedRoutesBuffer(t *testing.T) {
 		buffered := 0
 		for _, r := range p.routes {
 			pf := r.GetTypedPerFilterConfig()
+			if r.GetName() == "no_service" {
+				continue // TestCatchAllSkipsExtProc
+			}
 			if r.GetName() != "orders" {
 				if len(pf) != 0 || r.GetRequestBodyBufferLimit() != nil {
 					t.Errorf("route %s has per-filter config %v and body limit %v; only body-keyed routes should", r.GetName(), pf, r.GetRequestBodyBufferLimit())

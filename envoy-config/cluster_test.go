@@ -2,10 +2,12 @@ package envoyconfig
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	overridehostv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/override_host/v3"
 	subsetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/subset/v3"
 
@@ -128,5 +130,48 @@ func TestExtProcOnAUnixSocket(t *testing.T) {
 	}
 	if _, err := grpcAddresses("ext_proc", "", []string{"unix:/run/a.sock", "unix:/run/a.sock"}); err == nil {
 		t.Error("a socket listed twice is accepted")
+	}
+}
+
+// With the Google gRPC client, the ext_proc filter calls partroute's address itself, an
+// unspecified host as loopback and a unix socket as it is, and one instance only.
+func TestExtProcHopOptions(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.0.0.1:50051": "10.0.0.1:50051", ":50051": "127.0.0.1:50051", "[::]:50051": "[::1]:50051",
+		"unix:/run/partroute/extproc.sock": "unix:/run/partroute/extproc.sock",
+	} {
+		if got := googleTarget(in); got != want {
+			t.Errorf("googleTarget(%q) = %q, want %q", in, got, want)
+		}
+	}
+	cfg := &config.Config{Services: []*config.Service{}}
+	cfg.Cache.ResolveTimeout = 100 * time.Millisecond
+	cfg.Listen.ExtProc = "127.0.0.1:50051"
+	b, err := Bootstrap(cfg, nil, Options{XDSAddress: "127.0.0.1:18000", GoogleGRPC: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := unpack(t, b).extProc.GetGrpcService().GetGoogleGrpc(); g.GetTargetUri() != "127.0.0.1:50051" || g.GetStatPrefix() == "" {
+		t.Errorf("the filter's Google gRPC service %v, want partroute's address", g)
+	}
+	if _, err := Bootstrap(cfg, nil, Options{XDSAddress: "127.0.0.1:18000", GoogleGRPC: true, ExtProcAddresses: []string{"127.0.0.1:1", "127.0.0.1:2"}}); err == nil {
+		t.Error("the Google gRPC client is accepted with several instances")
+	}
+}
+
+// The catch-all route answers with partroute's own no_service, and skips the ext_proc hop.
+func TestCatchAllSkipsExtProc(t *testing.T) {
+	r := catchAllRoute()
+	var per extprocv3.ExtProcPerRoute
+	if err := r.GetTypedPerFilterConfig()[extProcFilterName].UnmarshalTo(&per); err != nil || !per.GetDisabled() {
+		t.Errorf("catch-all per-filter config %v (%v): want ext_proc disabled", r.GetTypedPerFilterConfig(), err)
+	}
+	headers := map[string]string{}
+	for _, h := range r.GetResponseHeadersToAdd() {
+		headers[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+	}
+	if headers["x-partroute-error"] != "no_service" || r.GetDirectResponse().GetStatus() != 404 ||
+		!strings.Contains(r.GetDirectResponse().GetBody().GetInlineString(), `"code":"no_service"`) {
+		t.Errorf("catch-all answers %d %q with %v", r.GetDirectResponse().GetStatus(), r.GetDirectResponse().GetBody().GetInlineString(), headers)
 	}
 }

@@ -423,6 +423,13 @@ func generatedRuns(t *testing.T) []envoyRun {
 			envoyconfig.Options{Retry: &envoyconfig.Retry{NumRetries: 2}, ResponseHeaders: true}, true, 1, true))
 	}
 
+	// Envoy's Google gRPC client changes the filter's gRPC service only: each mode once.
+	for _, in := range all {
+		runs = append(runs,
+			generatedRun(in.name+"/static,google-grpc", in.cfg, in.view, envoyconfig.Options{GoogleGRPC: true}, false, 1, false),
+			generatedRun(in.name+"/xds,google-grpc", in.cfg, in.view, envoyconfig.Options{GoogleGRPC: true}, true, 1, false))
+	}
+
 	// Several partroute instances change only partroute's own clusters, which no other option
 	// touches: each mode once, with two instances behind the ext_proc cluster (and ADS).
 	for _, in := range all {
