@@ -53,7 +53,8 @@ FUZZ_TARGETS := \
 	./resolver:FuzzNamingParse \
 	./keying:FuzzPathTemplateMatch \
 	./resolver/servicefabric:FuzzParseAddress \
-	./resolver/servicefabric:FuzzDecodeResolution
+	./resolver/servicefabric:FuzzDecodeResolution \
+	./readyourwrites:FuzzVerify
 
 .PHONY: all build image test e2e bench loadtest fuzz lint demo ci deps envoy etcd podman helm egctl clean
 
