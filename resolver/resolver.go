@@ -9,6 +9,7 @@ import (
 
 	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/keying"
+	"github.com/partroute/partroute/readyourwrites"
 )
 
 // Naming answers which replicas serve a partition. A View answers from memory; pull sources
@@ -83,10 +84,17 @@ type Decision struct {
 	// it was decided with a state not yet published to Envoy (Err is nil). The caller passes
 	// the decision to Await, which returns the one to answer with.
 	Wait time.Duration
+	// Token is the read-your-writes token of a routed write to a service with
+	// replicas.readYourWrites, for the answer to give the client; empty otherwise.
+	Token string
+	// TokenOutcome is readyourwrites.Minted with Token, the outcome of verifying the token a
+	// read of such a service carried, or readyourwrites.None.
+	TokenOutcome readyourwrites.Outcome
 }
 
 // Resolve decides where req goes. It never panics on input: every failure is a Decision with
-// Err set. It does not allocate on the success path.
+// Err set. It does not allocate on the success path, but for the token of a read-your-writes
+// write.
 func (r *Resolver) Resolve(ctx context.Context, req *keying.Request) Decision {
 	return r.resolve(ctx, r.state.Load(), req)
 }
@@ -139,7 +147,14 @@ func (r *Resolver) resolve(ctx context.Context, st *State, req *keying.Request) 
 	if v, ok := keying.Get(req.Headers, st.Config.Headers.Consistency); ok && strings.EqualFold(v, "strong") {
 		strong = true
 	}
-	role, ok := ChooseRole(p, svc.Reads, svc.IsRead(req.Method), strong)
+	isRead := svc.IsRead(req.Method)
+	if svc.ReadYourWrites > 0 && isRead && !strong {
+		// A read that carries a valid token of a recent write to this partition needs the
+		// primary, as a strong read does; any other token leaves it to the read policy.
+		d.TokenOutcome = verifyToken(req, &st.Config.ReadYourWrites, svc, p)
+		strong = d.TokenOutcome == readyourwrites.Accepted
+	}
+	role, ok := ChooseRole(p, svc.Reads, isRead, strong)
 	d.Role = role
 	if !ok {
 		which := role.String() + " replica"
@@ -151,6 +166,11 @@ func (r *Resolver) resolve(ctx context.Context, st *State, req *keying.Request) 
 			d.Wait = svc.FailoverWait
 		}
 		return d
+	}
+	if svc.ReadYourWrites > 0 && !isRead {
+		if d.Token = mintToken(&st.Config.ReadYourWrites, svc, p); d.Token != "" {
+			d.TokenOutcome = readyourwrites.Minted
+		}
 	}
 	// A write decided with a state Envoy may not have the endpoints of yet could reach a
 	// replica that is no longer the primary; where the service waits out failovers, it waits
