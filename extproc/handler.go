@@ -21,6 +21,7 @@ import (
 	"github.com/partroute/partroute/contract"
 	"github.com/partroute/partroute/internal/loglimit"
 	"github.com/partroute/partroute/keying"
+	"github.com/partroute/partroute/readyourwrites"
 	"github.com/partroute/partroute/resolver"
 )
 
@@ -234,6 +235,9 @@ func (h *Handler) respond(d resolver.Decision, start time.Time, body bool, sc *s
 		resp = sc.response(d, body)
 		parts := h.parts.get(d)
 		resp.DynamicMetadata = parts.metadata
+		if d.Token != "" {
+			resp.DynamicMetadata = withToken(parts.metadata, d)
+		}
 		sc.setHeaders(d, parts)
 	}
 	h.metrics.decision.Observe(time.Since(start).Seconds())
@@ -244,6 +248,9 @@ func (h *Handler) respond(d resolver.Decision, start time.Time, body bool, sc *s
 			code = d.Err.Code
 		}
 		h.metrics.countRequest(d.Service.Name, code)
+		if d.TokenOutcome != readyourwrites.None {
+			h.metrics.countToken(d.Service.Name, d.TokenOutcome)
+		}
 	case d.Err != nil:
 		h.metrics.countRequest(unmatchedService, d.Err.Code)
 	default:
@@ -369,6 +376,50 @@ func lbMetadata(d resolver.Decision) *structpb.Struct {
 	return &structpb.Struct{Fields: map[string]*structpb.Value{
 		contract.LBNamespace: structpb.NewStructValue(contract.LBFields(d.Partition.ID, role)),
 	}}
+}
+
+// withToken is the dynamic metadata of a routed write that minted a read-your-writes token:
+// the envoy.lb criteria of lb, and in a namespace of its own what the route's
+// response_headers_to_add give the client: the whole Set-Cookie value and the bare token, for
+// the carriers configured. Only such writes pay for it, in four allocations: the messages,
+// the two maps and the cookie's text, of which the token is a part.
+func withToken(lb *structpb.Struct, d resolver.Decision) *structpb.Struct {
+	r := &d.Config.ReadYourWrites
+	m := new(tokenMetadata)
+	fields := make(map[string]*structpb.Value, 2)
+	token := d.Token
+	if r.Cookie != "" {
+		// The text is built on the stack when it fits, which a token of a usual partition id
+		// does, and copied once into the string.
+		var buf [256]byte
+		cookie := string(readyourwrites.SetCookie(buf[:0], r.Cookie, d.Token, d.Service.ReadYourWrites, r.CookieSecure))
+		token = cookie[len(r.Cookie)+1 : len(r.Cookie)+1+len(d.Token)]
+		m.cookieKind.StringValue = cookie
+		m.cookie.Kind = &m.cookieKind
+		fields[contract.RYWKeyCookie] = &m.cookie
+	}
+	if r.Header != "" {
+		m.tokenKind.StringValue = token
+		m.token.Kind = &m.tokenKind
+		fields[contract.RYWKeyToken] = &m.token
+	}
+	m.ns.Fields = fields
+	m.nsKind.StructValue = &m.ns
+	m.nsValue.Kind = &m.nsKind
+	m.top.Fields = map[string]*structpb.Value{
+		contract.LBNamespace:  lb.Fields[contract.LBNamespace],
+		contract.RYWNamespace: &m.nsValue,
+	}
+	return &m.top
+}
+
+// tokenMetadata is every message of withToken's metadata, allocated at once.
+type tokenMetadata struct {
+	top, ns               structpb.Struct
+	nsValue               structpb.Value
+	nsKind                structpb.Value_StructValue
+	cookie, token         structpb.Value
+	cookieKind, tokenKind structpb.Value_StringValue
 }
 
 // rejection answers the request itself with the status and JSON body of the error table.
