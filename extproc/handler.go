@@ -381,8 +381,8 @@ func lbMetadata(d resolver.Decision) *structpb.Struct {
 // withToken is the dynamic metadata of a routed write that minted a read-your-writes token:
 // the envoy.lb criteria of lb, and in a namespace of its own what the route's
 // response_headers_to_add give the client: the whole Set-Cookie value and the bare token, for
-// the carriers configured. Only such writes pay for it, in four allocations: the messages,
-// the two maps and the cookie's text, of which the token is a part.
+// the carriers configured. Only such writes pay for it: the messages in one allocation, the
+// two maps, and the cookie's text, of which the token is a part.
 func withToken(lb *structpb.Struct, d resolver.Decision) *structpb.Struct {
 	r := &d.Config.ReadYourWrites
 	m := new(tokenMetadata)
