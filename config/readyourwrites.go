@@ -114,8 +114,17 @@ func parseReadYourWrites(f *readYourWritesFile, path string, headers map[string]
 	if err != nil {
 		var kerrs *Errors
 		if errors.As(err, &kerrs) {
+			// Each problem is named as a compiler names one: file:line: field: message; the
+			// line of the error itself is that of keysFile in partroute.yaml.
 			for _, fe := range kerrs.List {
-				errs.Add(p+".keysFile", at(p+".keysFile"), "%s: %s", r.KeysFile, fe.Error())
+				where := r.KeysFile
+				if fe.Line > 0 {
+					where += ":" + strconv.Itoa(fe.Line)
+				}
+				if fe.Path != "" {
+					where += ": " + fe.Path
+				}
+				errs.Add(p+".keysFile", at(p+".keysFile"), "%s: %s", where, fe.Message)
 			}
 		} else {
 			errs.Add(p+".keysFile", at(p+".keysFile"), "%v", err)
