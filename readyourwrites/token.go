@@ -96,23 +96,36 @@ type Claims struct {
 // key, or "" when the service and partition are too long for a token of MaxTokenLen.
 func (r *Keyring) Mint(service, partition string, expiry time.Time) string {
 	k := r.signing
+	n := expiryLen + uvarintLen(len(service)) + len(service) + len(partition)
+	if len(prefix)+len(k.id)+1+b64.EncodedLen(n)+1+macText > MaxTokenLen {
+		return ""
+	}
+	// Within MaxTokenLen, every part fits the state's buffers: nothing grows them.
 	st := k.get()
 	defer k.put(st)
-	payload := binary.BigEndian.AppendUint64(st.payload[:0], uint64(expiry.UnixMilli())) //nolint:gosec // a time before 1970 wraps, and is read back the same
+	payload := st.payload[:0]
+	payload = binary.BigEndian.AppendUint64(payload, uint64(expiry.UnixMilli()))
 	payload = binary.AppendUvarint(payload, uint64(len(service)))
 	payload = append(payload, service...)
 	payload = append(payload, partition...)
-	text := append(st.text[:0], prefix...)
+	text := st.text[:0]
+	text = append(text, prefix...)
 	text = append(text, k.id...)
 	text = append(text, '.')
 	text = b64.AppendEncode(text, payload)
 	sum := st.sign(text)
 	text = append(text, '.')
 	text = b64.AppendEncode(text, sum)
-	if len(text) > MaxTokenLen {
-		return ""
-	}
 	return string(text)
+}
+
+// uvarintLen is the length of n as a uvarint.
+func uvarintLen(n int) int {
+	l := 1
+	for ; n >= 0x80; n >>= 7 {
+		l++
+	}
+	return l
 }
 
 // Verify tells what token is worth for a read of partition of service at now: Accepted when
@@ -189,10 +202,13 @@ func (st *macState) claims() (rawClaims, bool) {
 	p := st.payload[:n]
 	c := rawClaims{expiry: int64(binary.BigEndian.Uint64(p))} //nolint:gosec // read back as it was written
 	l, m := binary.Uvarint(p[expiryLen:])
-	if m <= 0 || l > uint64(len(p)-expiryLen-m) {
+	if m <= 0 {
 		return rawClaims{}, false
 	}
 	p = p[expiryLen+m:]
+	if l > uint64(len(p)) {
+		return rawClaims{}, false
+	}
 	c.service, c.partition = p[:l], p[l:]
 	return c, true
 }
