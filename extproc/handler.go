@@ -235,8 +235,12 @@ func (h *Handler) respond(d resolver.Decision, start time.Time, body bool, sc *s
 		resp = sc.response(d, body)
 		parts := h.parts.get(d)
 		resp.DynamicMetadata = parts.metadata
-		if d.Token != "" {
-			resp.DynamicMetadata = withToken(parts.metadata, d)
+		if d.TokenOutcome == readyourwrites.Minted {
+			if token := d.Token(); token != "" {
+				resp.DynamicMetadata = withToken(parts.metadata, d, token)
+			} else {
+				d.TokenOutcome = readyourwrites.None
+			}
 		}
 		sc.setHeaders(d, parts)
 	}
@@ -383,17 +387,17 @@ func lbMetadata(d resolver.Decision) *structpb.Struct {
 // response_headers_to_add give the client: the whole Set-Cookie value and the bare token, for
 // the carriers configured. Only such writes pay for it: the messages in one allocation, the
 // two maps, and the cookie's text, of which the token is a part.
-func withToken(lb *structpb.Struct, d resolver.Decision) *structpb.Struct {
+func withToken(lb *structpb.Struct, d resolver.Decision, minted string) *structpb.Struct {
 	r := &d.Config.ReadYourWrites
 	m := new(tokenMetadata)
 	fields := make(map[string]*structpb.Value, 2)
-	token := d.Token
+	token := minted
 	if r.Cookie != "" {
 		// The text is built on the stack when it fits, which a token of a usual partition id
 		// does, and copied once into the string.
 		var buf [256]byte
-		cookie := string(readyourwrites.SetCookie(buf[:0], r.Cookie, d.Token, d.Service.ReadYourWrites, r.CookieSecure))
-		token = cookie[len(r.Cookie)+1 : len(r.Cookie)+1+len(d.Token)]
+		cookie := string(readyourwrites.SetCookie(buf[:0], r.Cookie, minted, d.Service.ReadYourWrites, r.CookieSecure))
+		token = cookie[len(r.Cookie)+1 : len(r.Cookie)+1+len(minted)]
 		m.cookieKind.StringValue = cookie
 		m.cookie.Kind = &m.cookieKind
 		fields[contract.RYWKeyCookie] = &m.cookie

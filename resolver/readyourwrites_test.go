@@ -84,18 +84,18 @@ func newRYWFixture(t testing.TB) *rywFixture {
 	return &rywFixture{cfg: cfg, r: resolver.New(&resolver.State{Config: cfg, Naming: view}), keys: ring}
 }
 
-// A write mints a token of its service and partition, expiring a window from now; a read, a
-// write to a service without the window, and a rejected write mint none.
+// A write's decision mints a token of its service and partition, expiring a window from now; a
+// read, a write to a service without the window, and a rejected write mint none.
 func TestResolveMintsTokenOnWrite(t *testing.T) {
 	f := newRYWFixture(t)
 	ctx := context.Background()
 	before := time.Now()
 	d := f.r.Resolve(ctx, request("PUT", "h", "/api/users/7"))
 	after := time.Now()
-	if d.Err != nil || d.Role != resolver.RolePrimary || d.TokenOutcome != readyourwrites.Minted || d.Token == "" {
+	if d.Err != nil || d.Role != resolver.RolePrimary || d.TokenOutcome != readyourwrites.Minted || d.Token() == "" {
 		t.Fatalf("write: %+v", d)
 	}
-	c, err := f.keys.Inspect(d.Token)
+	c, err := f.keys.Inspect(d.Token())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,8 +114,8 @@ func TestResolveMintsTokenOnWrite(t *testing.T) {
 		{"a write to a service without the window", request("PUT", "h", "/api/orders/7")},
 		{"a write to a partition without a primary", request("PUT", "h", "/api/strict")},
 	} {
-		if d := f.r.Resolve(ctx, c.req); d.Token != "" || (d.TokenOutcome != readyourwrites.None && d.TokenOutcome != readyourwrites.Accepted) {
-			t.Errorf("%s: token %q, outcome %v", c.name, d.Token, d.TokenOutcome)
+		if d := f.r.Resolve(ctx, c.req); d.Token() != "" || (d.TokenOutcome != readyourwrites.None && d.TokenOutcome != readyourwrites.Accepted) {
+			t.Errorf("%s: token %q, outcome %v", c.name, d.Token(), d.TokenOutcome)
 		}
 	}
 }
@@ -126,10 +126,10 @@ func TestResolveReadWithToken(t *testing.T) {
 	f := newRYWFixture(t)
 	ctx := context.Background()
 	write := f.r.Resolve(ctx, request("POST", "h", "/api/users/7"))
-	if write.Token == "" {
+	valid := write.Token()
+	if valid == "" {
 		t.Fatalf("the write minted no token: %+v", write)
 	}
-	valid := write.Token
 	soon := time.Now().Add(time.Minute)
 	tampered := []byte(valid)
 	tampered[len(tampered)-3] ^= 1

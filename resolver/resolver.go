@@ -74,6 +74,12 @@ type Decision struct {
 	// NeedBody is set when the service keys on the body and the request carried none yet: the
 	// caller must come back with the body.
 	NeedBody bool
+	// TokenOutcome is what read-your-writes made of the request, for a service with
+	// replicas.readYourWrites: readyourwrites.Minted for a routed write, whose answer gives
+	// the client the token of Token; the outcome of verifying the token a read carried;
+	// otherwise readyourwrites.None. It sits in the padding after NeedBody, so that the
+	// feature adds nothing to the size of a decision, which is copied along every request.
+	TokenOutcome readyourwrites.Outcome
 	// Err is set when the request is rejected.
 	Err *Error
 	// Upstream reports the upstream's answer to a routed request to the naming source that
@@ -84,17 +90,10 @@ type Decision struct {
 	// it was decided with a state not yet published to Envoy (Err is nil). The caller passes
 	// the decision to Await, which returns the one to answer with.
 	Wait time.Duration
-	// Token is the read-your-writes token of a routed write to a service with
-	// replicas.readYourWrites, for the answer to give the client; empty otherwise.
-	Token string
-	// TokenOutcome is readyourwrites.Minted with Token, the outcome of verifying the token a
-	// read of such a service carried, or readyourwrites.None.
-	TokenOutcome readyourwrites.Outcome
 }
 
 // Resolve decides where req goes. It never panics on input: every failure is a Decision with
-// Err set. It does not allocate on the success path, but for the token of a read-your-writes
-// write.
+// Err set. It does not allocate on the success path.
 func (r *Resolver) Resolve(ctx context.Context, req *keying.Request) Decision {
 	return r.resolve(ctx, r.state.Load(), req)
 }
@@ -148,15 +147,16 @@ func (r *Resolver) resolve(ctx context.Context, st *State, req *keying.Request) 
 		strong = true
 	}
 	isRead := svc.IsRead(req.Method)
-	if svc.ReadYourWrites > 0 && isRead && !strong {
-		// A read that carries a valid token of a recent write to this partition needs the
-		// primary, as a strong read does; any other token leaves it to the read policy.
-		d.TokenOutcome = verifyToken(req, &st.Config.ReadYourWrites, svc, p)
-		strong = d.TokenOutcome == readyourwrites.Accepted
+	if svc.ReadYourWrites > 0 {
+		// One test of the window on the way of every request: the rest is out of line.
+		d.TokenOutcome, strong = readYourWrites(req, &st.Config.ReadYourWrites, svc, p, isRead, strong)
 	}
 	role, ok := ChooseRole(p, svc.Reads, isRead, strong)
 	d.Role = role
 	if !ok {
+		if d.TokenOutcome == readyourwrites.Minted {
+			d.TokenOutcome = readyourwrites.None // a rejected write gives no token
+		}
 		which := role.String() + " replica"
 		if role == RoleAny {
 			which = "replica"
@@ -166,11 +166,6 @@ func (r *Resolver) resolve(ctx context.Context, st *State, req *keying.Request) 
 			d.Wait = svc.FailoverWait
 		}
 		return d
-	}
-	if svc.ReadYourWrites > 0 && !isRead {
-		if d.Token = mintToken(&st.Config.ReadYourWrites, svc, p); d.Token != "" {
-			d.TokenOutcome = readyourwrites.Minted
-		}
 	}
 	// A write decided with a state Envoy may not have the endpoints of yet could reach a
 	// replica that is no longer the primary; where the service waits out failovers, it waits
