@@ -58,7 +58,8 @@ FUZZ_TARGETS := \
 	./resolver:FuzzNamingParse \
 	./keying:FuzzPathTemplateMatch \
 	./resolver/servicefabric:FuzzParseAddress \
-	./resolver/servicefabric:FuzzDecodeResolution
+	./resolver/servicefabric:FuzzDecodeResolution \
+	./readyourwrites:FuzzVerify
 
 .PHONY: all build image test e2e bench loadtest loadtest-fortio fuzz lint demo ci deps envoy etcd podman helm egctl fortio clean
 
@@ -164,7 +165,7 @@ $(GOLANGCI_LINT):
 # NORACE_TESTS are the allocation and memory tests: they skip themselves under the race
 # detector, which allocates and multiplies memory, so test runs them once more without it and
 # CI always runs them.
-NORACE_TESTS := ^(TestHitDoesNotAllocate|TestMillionPartitionsFitInMemory|TestPartitionHitDoesNotAllocate)$$
+NORACE_TESTS := ^(TestHitDoesNotAllocate|TestMillionPartitionsFitInMemory|TestPartitionHitDoesNotAllocate|TestVerifyDoesNotAllocate|TestResolveReadWithTokenDoesNotAllocate)$$
 
 # E2E_PKGS are the packages with tests that run a real Envoy or etcd: `make e2e` runs them
 # (their other tests too), `make test` every other package. e2e's tests run partroute with
@@ -181,7 +182,7 @@ UNIT_PKGS    = $(filter-out $(patsubst ./%,$(MODULE)/%,$(E2E_PKGS)),$(shell $(GO
 test:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 	$(GO) test -race -count=1 -tags "$(TAGS)" ./extproc ./loadtest
-	$(GO) test -count=1 -run '$(NORACE_TESTS)' ./cache ./loadtest ./resolver/servicefabric
+	$(GO) test -count=1 -run '$(NORACE_TESTS)' ./cache ./loadtest ./resolver/servicefabric ./readyourwrites ./resolver
 
 # e2e runs the tests against a real Envoy and etcd, and with podman, helm and egctl, installing
 # them first when missing.

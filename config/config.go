@@ -94,6 +94,8 @@ type Config struct {
 	MaxBodyBytes int
 	// Limits bound what a client can make partroute hold.
 	Limits Limits
+	// ReadYourWrites holds the keys and carriers of read-your-writes tokens.
+	ReadYourWrites ReadYourWrites
 	// Services in configuration order.
 	Services []*Service
 	// byPrecedence holds the services most specific match first.
@@ -159,6 +161,9 @@ type Service struct {
 	FailoverWait time.Duration
 	// Selection is how Envoy picks among the replicas partroute allows (replicas.selection).
 	Selection Selection
+	// ReadYourWrites is how long after a write its client's reads of the same partition go to
+	// the primary; 0 (the default) is off.
+	ReadYourWrites time.Duration
 	// Upstream is how Envoy talks to the replicas.
 	Upstream Upstream
 	// Fabric maps the service to Service Fabric, for the servicefabric naming source.
@@ -231,6 +236,8 @@ type file struct {
 	MaxBodyBytes *int          `yaml:"maxBodyBytes"`
 	Limits       limitsFile    `yaml:"limits"`
 	Services     []serviceFile `yaml:"services"`
+	// ReadYourWrites is a pointer so that an empty section is told from none.
+	ReadYourWrites *readYourWritesFile `yaml:"readYourWrites"`
 }
 
 type serviceFile struct {
@@ -252,10 +259,11 @@ type serviceFile struct {
 		Hash      string       `yaml:"hash"`
 	} `yaml:"key"`
 	Replicas struct {
-		Reads        string         `yaml:"reads"`
-		ReadMethods  []string       `yaml:"readMethods"`
-		FailoverWait *time.Duration `yaml:"failoverWait"`
-		Selection    string         `yaml:"selection"`
+		Reads          string         `yaml:"reads"`
+		ReadMethods    []string       `yaml:"readMethods"`
+		FailoverWait   *time.Duration `yaml:"failoverWait"`
+		ReadYourWrites *time.Duration `yaml:"readYourWrites"`
+		Selection      string         `yaml:"selection"`
 	} `yaml:"replicas"`
 	Upstream upstreamFile `yaml:"upstream"`
 	Fabric   fabricFile   `yaml:"fabric"`
@@ -356,6 +364,8 @@ func Parse(data []byte, path string) (*Config, error) {
 		seenHeader[*h.dst] = h.field
 	}
 
+	c.ReadYourWrites = parseReadYourWrites(f.ReadYourWrites, path, seenHeader, errs, at)
+
 	switch f.Unmatched {
 	case "", "passthrough":
 		c.Unmatched = PassThrough
@@ -398,6 +408,12 @@ func Parse(data []byte, path string) (*Config, error) {
 				p := "services[" + strconv.Itoa(s.Index) + "].fabric.name"
 				errs.Add(p, at("services["+strconv.Itoa(s.Index)+"]"), "the servicefabric naming source needs each service's Service Fabric name, such as fabric:/app/%s", s.Name)
 			}
+		}
+	}
+	for _, s := range c.Services {
+		if s.ReadYourWrites > 0 && f.ReadYourWrites == nil {
+			p := "services[" + strconv.Itoa(s.Index) + "].replicas.readYourWrites"
+			errs.Add(p, at(p), "needs the readYourWrites section and its keysFile, the keys that sign and verify the tokens")
 		}
 	}
 	for _, s := range c.Services {
@@ -588,6 +604,7 @@ func parseService(f *serviceFile, index int, p string, errs *Errors, at func(str
 	default:
 		errs.Add(rf+".selection", at(rf+".selection"), "%q is not subset or ordered", f.Replicas.Selection)
 	}
+	s.ReadYourWrites = parseReadYourWritesWindow(f.Replicas.ReadYourWrites, s.Reads, rf, errs, at)
 	s.Upstream = parseUpstream(&f.Upstream, p, errs, at)
 	s.Fabric = parseFabric(&f.Fabric, p, errs, at)
 	if len(errs.List) > before {

@@ -78,3 +78,23 @@ func MaxMessageTimeout(longestWait, messageTimeout time.Duration) time.Duration 
 	}
 	return max(HeldMessageTimeout(longestWait), messageTimeout)
 }
+
+// RYWNamespace is the dynamic metadata namespace of read-your-writes: partroute sets it on
+// the answer to a write that minted a token, and the service's route adds the token to the
+// response from it. It is not envoy.lb, whose every key the subset load balancer would take as
+// one more match criterion. The ext_proc filter must list it among its receiving namespaces.
+const RYWNamespace = "partroute.ryw"
+
+// The keys of the RYWNamespace metadata.
+const (
+	// RYWKeyCookie holds the whole value of the Set-Cookie header that gives the client the
+	// token.
+	RYWKeyCookie = "cookie"
+	// RYWKeyToken holds the token alone, for the header that carries it.
+	RYWKeyToken = "token"
+)
+
+// RYWHeaderValue is the header value, in Envoy's formatter syntax, that a route's
+// response_headers_to_add fills from the RYWNamespace metadata key. When the key is absent (a
+// read, or a write to a service without read-your-writes) Envoy adds no header.
+func RYWHeaderValue(key string) string { return "%DYNAMIC_METADATA(" + RYWNamespace + ":" + key + ")%" }

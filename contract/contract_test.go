@@ -72,3 +72,19 @@ func TestMaxMessageTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestRYWValues pins the read-your-writes metadata as deployed routes spell it: a route built
+// by an older generator reads these names.
+func TestRYWValues(t *testing.T) {
+	if RYWNamespace == LBNamespace {
+		t.Fatal("RYWNamespace is envoy.lb: every key there becomes a subset match criterion")
+	}
+	for _, c := range []struct{ key, want string }{
+		{RYWKeyCookie, "%DYNAMIC_METADATA(partroute.ryw:cookie)%"},
+		{RYWKeyToken, "%DYNAMIC_METADATA(partroute.ryw:token)%"},
+	} {
+		if got := RYWHeaderValue(c.key); got != c.want {
+			t.Errorf("RYWHeaderValue(%q) = %q, want %q", c.key, got, c.want)
+		}
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,8 +85,9 @@ func (p *partrouteProcess) Stop() {
 
 // runEnvoy writes the bootstrap of cfg and view with opts into dir, runs a real Envoy on it
 // until the test ends, and waits until Envoy is ready with every host of the named clusters
-// healthy. A missing Envoy fails the test: end-to-end tests never skip.
-func runEnvoy(t *testing.T, dir string, cfg *config.Config, view *resolver.View, opts envoyconfig.Options, clusters ...string) {
+// healthy. A missing Envoy fails the test: end-to-end tests never skip. It returns Envoy's
+// log, which a test may judge with checkEnvoyLog.
+func runEnvoy(t *testing.T, dir string, cfg *config.Config, view *resolver.View, opts envoyconfig.Options, clusters ...string) *testkit.LogBuffer {
 	t.Helper()
 	bin, err := envoyconfig.FindEnvoy()
 	if err != nil {
@@ -115,6 +118,24 @@ func runEnvoy(t *testing.T, dir string, cfg *config.Config, view *resolver.View,
 	defer cancel()
 	if err := envoy.WaitReady(ctx, clusters...); err != nil {
 		t.Fatal(err)
+	}
+	return envoyLog
+}
+
+// allowedEnvoyLog lists the warning, error and critical lines Envoy may log while it runs in
+// an end-to-end test, each with why it is expected (testkit.UnexpectedEnvoyLogLines).
+var allowedEnvoyLog = []testkit.EnvoyLogAllowance{
+	{Line: regexp.MustCompile(`^\[main\] There is no configured limit to the number of allowed active downstream connections\. `),
+		Why: "Envoy says this of every bootstrap without an overload manager, which the generator leaves to the operator (docs/envoy.md)"},
+}
+
+// checkEnvoyLog fails the test on any line of Envoy's log so far at warning level or above
+// that allowedEnvoyLog does not allow: Envoy reports a configuration it accepts but does not
+// apply as written only there.
+func checkEnvoyLog(t *testing.T, log *testkit.LogBuffer) {
+	t.Helper()
+	if bad := testkit.UnexpectedEnvoyLogLines(log.String(), allowedEnvoyLog); len(bad) > 0 {
+		t.Errorf("Envoy logged %d line(s) that allowedEnvoyLog does not allow:\n  %s", len(bad), strings.Join(bad, "\n  "))
 	}
 }
 

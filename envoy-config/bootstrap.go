@@ -431,6 +431,22 @@ func connectionManager(cfg *config.Config, opts Options) (*hcmv3.HttpConnectionM
 	}, nil
 }
 
+// receivingNamespaces are the metadata namespaces partroute writes for cfg, which Envoy takes
+// into the request only when they are listed: envoy.lb always, the host list when a service
+// orders its replicas, and the read-your-writes namespace when a service mints tokens.
+func receivingNamespaces(cfg *config.Config) []string {
+	ns := []string{contract.LBNamespace}
+	if cfg.OrdersReplicas() {
+		ns = append(ns, contract.HostsNamespace)
+	}
+	for _, svc := range cfg.Services {
+		if svc.ReadYourWrites > 0 {
+			return append(ns, contract.RYWNamespace)
+		}
+	}
+	return ns
+}
+
 // maxMessageTimeout is the ext_proc filter's max_message_timeout: room for the longest
 // failover wait of cfg and its answer, or nil when no service holds requests.
 func maxMessageTimeout(cfg *config.Config, opts Options) *durationpb.Duration {
@@ -503,9 +519,10 @@ func serviceRoute(cfg *config.Config, svc *config.Service, opts Options) (*route
 		}
 	}
 	r := &routev3.Route{
-		Name:   svc.Name,
-		Match:  match,
-		Action: &routev3.Route_Route{Route: action},
+		Name:                 svc.Name,
+		Match:                match,
+		Action:               &routev3.Route_Route{Route: action},
+		ResponseHeadersToAdd: readYourWritesHeaders(cfg, svc),
 	}
 	if svc.Keyer.NeedsBody() {
 		// The key may be in the JSON body, so this route buffers it for partroute, up to the
@@ -519,6 +536,32 @@ func serviceRoute(cfg *config.Config, svc *config.Service, opts Options) (*route
 		r.RequestBodyBufferLimit = wrapperspb.UInt64(uint64(cfg.MaxBodyBytes)) //nolint:gosec // config checks that maxBodyBytes is at least 1
 	}
 	return r, nil
+}
+
+// readYourWritesHeaders are the response headers of a service with read-your-writes on: the
+// token partroute minted for a write, from its partroute.ryw metadata, as a Set-Cookie and in
+// the token header, as configured. A response to a request that minted none (a read) has no
+// such metadata, and Envoy then adds no header. The cookie is appended, so that the replica's
+// own Set-Cookie headers stay as they are; the token header is partroute's, and replaces any
+// of that name.
+func readYourWritesHeaders(cfg *config.Config, svc *config.Service) []*corev3.HeaderValueOption {
+	if svc.ReadYourWrites <= 0 {
+		return nil
+	}
+	var out []*corev3.HeaderValueOption
+	if r := cfg.ReadYourWrites; r.Cookie != "" {
+		out = append(out, &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: "set-cookie", Value: contract.RYWHeaderValue(contract.RYWKeyCookie)},
+			AppendAction: corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD,
+		})
+	}
+	if r := cfg.ReadYourWrites; r.Header != "" {
+		out = append(out, &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: r.Header, Value: contract.RYWHeaderValue(contract.RYWKeyToken)},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		})
+	}
+	return out
 }
 
 // catchAllRoute answers requests that match no service. Envoy has nowhere to send them: the
@@ -796,15 +839,6 @@ func policyOf(name string, m proto.Message) *clusterv3.LoadBalancingPolicy {
 	return &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{{
 		TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: name, TypedConfig: mustAny(m)},
 	}}}
-}
-
-// receivingNamespaces are the namespaces of partroute's dynamic metadata that Envoy takes
-// into the request: envoy.lb always, the host list when a service orders its replicas.
-func receivingNamespaces(cfg *config.Config) []string {
-	if cfg.OrdersReplicas() {
-		return []string{contract.LBNamespace, contract.HostsNamespace}
-	}
-	return []string{contract.LBNamespace}
 }
 
 // subsetSelectors are the subset load balancer's selectors of contract.SubsetSelectors.

@@ -1,6 +1,7 @@
 package envoyconfig
 
 import (
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -31,6 +32,7 @@ const featureConfig = `
 listen: {extproc: "0.0.0.0:50151"}
 naming: {file: naming.yaml}
 maxBodyBytes: 4096
+readYourWrites: {keysFile: ryw-keys.yaml, header: x-partroute-ryw}
 services:
   - name: orders
     match: {pathPrefix: /api/orders}
@@ -50,7 +52,7 @@ services:
     match: {pathPrefix: /static/}
     partitioning: {scheme: named, names: [a, b]}
     key: {sources: [{query: p}], transform: name}
-    replicas: {selection: ordered}
+    replicas: {reads: secondary, readYourWrites: 2s, selection: ordered}
   - name: everything
     partitioning: {scheme: singleton}
 `
@@ -83,9 +85,23 @@ func loadFeatures(t *testing.T) (*config.Config, *resolver.View) {
 	return parseConfigAndView(t, featureConfig, featureNaming)
 }
 
+// featureKeys is the read-your-writes keys file featureConfig names, which writeFeatureKeys
+// writes next to it.
+const featureKeys = "signingKey: test\nkeys:\n  - {id: test, secret: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=}\n"
+
+// writeFeatureKeys writes featureKeys into dir, where a configuration parsed with its path in
+// dir finds it.
+func writeFeatureKeys(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "ryw-keys.yaml"), []byte(featureKeys), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func parseConfigAndView(t *testing.T, cfgYAML, namingYAML string) (*config.Config, *resolver.View) {
 	t.Helper()
 	dir := t.TempDir()
+	writeFeatureKeys(t, dir)
 	cfg, err := config.Parse([]byte(cfgYAML), filepath.Join(dir, "partroute.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -414,6 +430,53 @@ func TestBootstrapExtProcFilter(t *testing.T) {
 	}
 }
 
+// A service with read-your-writes gets the token back to its client from partroute's
+// partroute.ryw metadata: its route appends a Set-Cookie (leaving the replica's own) and sets
+// the token header, and the ext_proc filter accepts the namespace. Other routes, and a
+// configuration without the feature, are as they were.
+func TestBootstrapReadYourWrites(t *testing.T) {
+	cfg, view := example.Load(t)
+	p := unpack(t, mustBootstrap(t, cfg, view, Options{}))
+	if got := p.extProc.GetMetadataOptions().GetReceivingNamespaces().GetUntyped(); !slices.Equal(got, []string{"envoy.lb"}) {
+		t.Errorf("without read-your-writes: receiving namespaces %v, want [envoy.lb]", got)
+	}
+	for _, r := range p.routes {
+		if len(r.GetResponseHeadersToAdd()) != 0 && r.GetName() != "no_service" {
+			t.Errorf("without read-your-writes: route %s adds response headers %v", r.GetName(), r.GetResponseHeadersToAdd())
+		}
+	}
+
+	cfg, view = loadFeatures(t)
+	for _, opts := range []Options{{}, {XDSAddress: "127.0.0.1:18000"}} {
+		p = unpack(t, mustBootstrap(t, cfg, view, opts))
+		if got := p.extProc.GetMetadataOptions().GetReceivingNamespaces().GetUntyped(); !slices.Equal(got, []string{"envoy.lb", "partroute.hosts", "partroute.ryw"}) {
+			t.Errorf("receiving namespaces %v, want [envoy.lb partroute.hosts partroute.ryw] (the feature configuration orders a service too)", got)
+		}
+		for _, r := range p.routes {
+			got := r.GetResponseHeadersToAdd()
+			switch r.GetName() {
+			case "static":
+				if len(got) != 2 {
+					t.Fatalf("route static adds %v, want the cookie and the token header", got)
+				}
+				if h := got[0]; h.GetHeader().GetKey() != "set-cookie" || h.GetHeader().GetValue() != "%DYNAMIC_METADATA(partroute.ryw:cookie)%" ||
+					h.GetAppendAction() != corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD || h.GetKeepEmptyValue() {
+					t.Errorf("route static's cookie: %v", h)
+				}
+				if h := got[1]; h.GetHeader().GetKey() != "x-partroute-ryw" || h.GetHeader().GetValue() != "%DYNAMIC_METADATA(partroute.ryw:token)%" ||
+					h.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD || h.GetKeepEmptyValue() {
+					t.Errorf("route static's token header: %v", h)
+				}
+			case "no_service":
+			default:
+				if len(got) != 0 {
+					t.Errorf("route %s, without read-your-writes, adds response headers %v", r.GetName(), got)
+				}
+			}
+		}
+	}
+}
+
 // A configuration that holds writes for a failover gets a max_message_timeout with room for
 // its longest wait and the answer after it, so that Envoy takes partroute's
 // override_message_timeout; one that holds none leaves the field unset.
@@ -423,6 +486,7 @@ func TestBootstrapMaxMessageTimeout(t *testing.T) {
 		t.Errorf("max_message_timeout %v without a failover wait, want unset", got.AsDuration())
 	}
 	dir := t.TempDir()
+	writeFeatureKeys(t, dir)
 	cfg, err := config.Parse([]byte(featureConfig), filepath.Join(dir, "partroute.yaml"))
 	if err != nil {
 		t.Fatal(err)

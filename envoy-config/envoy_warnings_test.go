@@ -376,6 +376,7 @@ func generatedRuns(t *testing.T) []envoyRun {
 	all := []input{{"example", example, exampleView}}
 	parse := func(name, cfgYAML, namingYAML string) input {
 		dir := t.TempDir()
+		envoyconfig.WriteFeatureKeys(t, dir)
 		cfg, err := config.Parse([]byte(cfgYAML), filepath.Join(dir, "partroute.yaml"))
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)

@@ -6,3 +6,6 @@ const (
 	FeatureConfig = featureConfig
 	FeatureNaming = featureNaming
 )
+
+// WriteFeatureKeys writes the read-your-writes keys file FeatureConfig names into dir.
+var WriteFeatureKeys = writeFeatureKeys

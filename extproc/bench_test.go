@@ -10,6 +10,8 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/partroute/partroute/contract"
 )
 
 // noopHandler is the floor the real handler is measured against: it answers every
@@ -218,6 +220,47 @@ func BenchmarkHandlerSelection(b *testing.B) {
 				"- {address: 127.0.0.1:8085, role: secondary}\n          - {address: 127.0.0.1:8089, role: secondary}")
 			f := newFixtureWith(b, cfg, view)
 			benchFakeStream(b, f.handler, benchHeaders("GET", "users.example.com", "/api/users", "x-user-id", "12"), isRouted)
+		})
+	}
+}
+
+// BenchmarkHandlerReadYourWrites measures what read-your-writes costs the handler: a write
+// that mints a token and a read that carries one (verified, to the primary), against the same
+// requests with the feature off (the example configuration, where the token header is only
+// one more header), and a read without a token with it on.
+func BenchmarkHandlerReadYourWrites(b *testing.B) {
+	_, ring := newRYWFixture(b)
+	token := ring.Mint("users", "users-1", time.Now().Add(time.Hour))
+	write := benchHeaders("PUT", "users.example.com", "/api/users", "x-user-id", "17")
+	read := benchHeaders("GET", "users.example.com", "/api/users", "x-user-id", "17", "x-ryw", token)
+	plainRead := benchHeaders("GET", "users.example.com", "/api/users", "x-user-id", "17")
+	minted := func(r *extprocv3.ProcessingResponse) bool { return isRouted(r) && rywMetadata(r) != nil }
+	toPrimary := func(r *extprocv3.ProcessingResponse) bool {
+		return isRouted(r) && rywMetadata(r) == nil && r.GetDynamicMetadata().GetFields()[contract.LBNamespace].GetStructValue().GetFields()[contract.KeyRole].GetStringValue() == "primary"
+	}
+	toAny := func(r *extprocv3.ProcessingResponse) bool {
+		return isRouted(r) && rywMetadata(r) == nil && r.GetDynamicMetadata().GetFields()[contract.LBNamespace].GetStructValue().GetFields()[contract.KeyRole] == nil
+	}
+	for _, c := range []struct {
+		name string
+		on   bool
+		msg  *extprocv3.ProcessingRequest
+		ok   func(*extprocv3.ProcessingResponse) bool
+	}{
+		{"off/write", false, write, func(r *extprocv3.ProcessingResponse) bool { return isRouted(r) && rywMetadata(r) == nil }},
+		{"on/write", true, write, minted},
+		{"off/read", false, read, toAny},
+		{"on/read-token", true, read, toPrimary},
+		{"on/read-no-token", true, plainRead, toAny},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			f := newFixture(b)
+			if c.on {
+				f, _ = newRYWFixture(b)
+			}
+			benchFakeStream(b, f.handler, c.msg, c.ok)
+			b.StopTimer()
+			reportDecisionTime(b, f.metrics)
 		})
 	}
 }

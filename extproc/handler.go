@@ -23,6 +23,7 @@ import (
 	"github.com/partroute/partroute/contract"
 	"github.com/partroute/partroute/internal/loglimit"
 	"github.com/partroute/partroute/keying"
+	"github.com/partroute/partroute/readyourwrites"
 	"github.com/partroute/partroute/resolver"
 )
 
@@ -241,6 +242,13 @@ func (h *Handler) respond(d resolver.Decision, start time.Time, body bool, sc *s
 		if d.Service.Selection == config.SelectOrdered {
 			resp.DynamicMetadata = h.withHostList(sc, d, parts)
 		}
+		if d.TokenOutcome == readyourwrites.Minted {
+			if token := d.Token(); token != "" {
+				resp.DynamicMetadata = withToken(resp.DynamicMetadata, d, token)
+			} else {
+				d.TokenOutcome = readyourwrites.None
+			}
+		}
 		sc.setHeaders(d, parts)
 	}
 	h.metrics.decision.Observe(time.Since(start).Seconds())
@@ -251,6 +259,9 @@ func (h *Handler) respond(d resolver.Decision, start time.Time, body bool, sc *s
 			code = d.Err.Code
 		}
 		h.metrics.countRequest(d.Service.Name, code)
+		if d.TokenOutcome != readyourwrites.None {
+			h.metrics.countToken(d.Service.Name, d.TokenOutcome)
+		}
 	case d.Err != nil:
 		h.metrics.countRequest(unmatchedService, d.Err.Code)
 	default:
@@ -430,6 +441,52 @@ func lbMetadata(d resolver.Decision) *structpb.Struct {
 	return &structpb.Struct{Fields: map[string]*structpb.Value{
 		contract.LBNamespace: structpb.NewStructValue(contract.LBFields(d.Partition.ID, role)),
 	}}
+}
+
+// withToken is the dynamic metadata of a routed write that minted a read-your-writes token:
+// the namespaces of base, and in a namespace of its own what the route's
+// response_headers_to_add give the client: the whole Set-Cookie value and the bare token, for
+// the carriers configured. Only such writes pay for it: the messages in one allocation, the
+// two maps, and the cookie's text, of which the token is a part.
+func withToken(base *structpb.Struct, d resolver.Decision, minted string) *structpb.Struct {
+	r := &d.Config.ReadYourWrites
+	m := new(tokenMetadata)
+	fields := make(map[string]*structpb.Value, 2)
+	token := minted
+	if r.Cookie != "" {
+		// The text is built on the stack when it fits, which a token of a usual partition id
+		// does, and copied once into the string.
+		var buf [256]byte
+		cookie := string(readyourwrites.SetCookie(buf[:0], r.Cookie, minted, d.Service.ReadYourWrites, r.CookieSecure))
+		token = cookie[len(r.Cookie)+1 : len(r.Cookie)+1+len(minted)]
+		m.cookieKind.StringValue = cookie
+		m.cookie.Kind = &m.cookieKind
+		fields[contract.RYWKeyCookie] = &m.cookie
+	}
+	if r.Header != "" {
+		m.tokenKind.StringValue = token
+		m.token.Kind = &m.tokenKind
+		fields[contract.RYWKeyToken] = &m.token
+	}
+	m.ns.Fields = fields
+	m.nsKind.StructValue = &m.ns
+	m.nsValue.Kind = &m.nsKind
+	// The namespaces of the answer (envoy.lb, and the host list of ordered selection) stay.
+	m.top.Fields = make(map[string]*structpb.Value, len(base.Fields)+1)
+	for k, v := range base.Fields {
+		m.top.Fields[k] = v
+	}
+	m.top.Fields[contract.RYWNamespace] = &m.nsValue
+	return &m.top
+}
+
+// tokenMetadata is every message of withToken's metadata, allocated at once.
+type tokenMetadata struct {
+	top, ns               structpb.Struct
+	nsValue               structpb.Value
+	nsKind                structpb.Value_StructValue
+	cookie, token         structpb.Value
+	cookieKind, tokenKind structpb.Value_StringValue
 }
 
 // rejection answers the request itself with the status and JSON body of the error table.

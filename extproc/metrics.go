@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/readyourwrites"
 	"github.com/partroute/partroute/resolver"
 )
 
@@ -29,6 +30,11 @@ type Metrics struct {
 	mu      sync.Mutex
 	cfg     *config.Config
 	retired map[string]bool
+
+	// tokens counts read-your-writes tokens; byToken caches its counters of each service
+	// with the window on, as byService does, from the first Init on.
+	tokens  *prometheus.CounterVec
+	byToken atomic.Pointer[map[string]*[readyourwrites.NumOutcomes]prometheus.Counter]
 }
 
 // unmatchedService is the service label of requests no service matched.
@@ -57,13 +63,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "partroute_extproc_streams_total",
 			Help: "ext_proc streams opened.",
 		}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "partroute_readyourwrites_tokens_total",
+			Help: "Read-your-writes tokens, by service and outcome: minted for a write, or what a read's token was found to be (accepted, expired, foreign, forged, unknown_key, malformed).",
+		}, []string{"service", "outcome"}),
 	}
 	// The series of unmatched requests exist from the start: they need no configuration.
 	m.passthrough = m.requests.WithLabelValues(unmatchedService, passthroughCode)
 	initial := map[string]*[resolver.NumCodes]prometheus.Counter{unmatchedService: m.newCounters(unmatchedService)}
 	m.byService.Store(&initial)
 	if reg != nil {
-		reg.MustRegister(m.requests, m.decision, m.activeStreams, m.streams)
+		reg.MustRegister(m.requests, m.decision, m.activeStreams, m.streams, m.tokens)
 	}
 	return m
 }
@@ -120,6 +130,51 @@ func (m *Metrics) Init(cfg *config.Config) {
 	}
 	m.retired = retired
 	m.byService.Store(&next)
+	m.initTokens(cfg)
+}
+
+// initTokens creates the token series of every service of cfg with read-your-writes on, at
+// zero, and deletes those of the services that no longer have it. m.mu is held.
+func (m *Metrics) initTokens(cfg *config.Config) {
+	var old map[string]*[readyourwrites.NumOutcomes]prometheus.Counter
+	if p := m.byToken.Load(); p != nil {
+		old = *p
+	}
+	next := map[string]*[readyourwrites.NumOutcomes]prometheus.Counter{}
+	for _, svc := range cfg.Services {
+		if svc.ReadYourWrites <= 0 {
+			continue
+		}
+		if c, ok := old[svc.Name]; ok {
+			next[svc.Name] = c
+			continue
+		}
+		c := new([readyourwrites.NumOutcomes]prometheus.Counter)
+		for _, o := range readyourwrites.Outcomes() {
+			c[o] = m.tokens.WithLabelValues(svc.Name, o.String())
+		}
+		next[svc.Name] = c
+	}
+	for name := range old {
+		if _, kept := next[name]; !kept {
+			m.tokens.DeletePartialMatch(prometheus.Labels{"service": name})
+		}
+	}
+	m.byToken.Store(&next)
+}
+
+// countToken counts a read-your-writes token of service. Before the first Init it counts by
+// label; after it, only for the services the configuration served has with the window on, so
+// that a request decided just before a reload does not bring a deleted series back.
+func (m *Metrics) countToken(service string, o readyourwrites.Outcome) {
+	p := m.byToken.Load()
+	if p == nil {
+		m.tokens.WithLabelValues(service, o.String()).Inc()
+		return
+	}
+	if c, ok := (*p)[service]; ok && o < readyourwrites.NumOutcomes && c[o] != nil {
+		c[o].Inc()
+	}
 }
 
 // addService creates the counters of a service Init was not given: a handler whose metrics are

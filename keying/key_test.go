@@ -666,3 +666,20 @@ func TestFailureMessagesAreSafe(t *testing.T) {
 		})
 	}
 }
+
+func TestCookie(t *testing.T) {
+	h := keying.HeaderList{{"accept", "*/*"}, {"cookie", "a=1; ryw=\"v1.x\""}, {"cookie", "b=2; empty="}}
+	for _, c := range []struct {
+		name, want string
+		ok         bool
+	}{
+		{"a", "1", true}, {"ryw", "v1.x", true}, {"b", "2", true}, {"empty", "", false}, {"c", "", false}, {"accept", "", false},
+	} {
+		if got, ok := keying.Cookie(h, c.name); got != c.want || ok != c.ok {
+			t.Errorf("Cookie(%q) = %q, %v, want %q, %v", c.name, got, ok, c.want, c.ok)
+		}
+	}
+	if _, ok := keying.Cookie(nil, "a"); ok {
+		t.Error("Cookie of no headers found one")
+	}
+}

@@ -169,6 +169,13 @@ func queryParam(query, name string) (string, bool, string) {
 	return "", false, ""
 }
 
+// Cookie returns the value of the named cookie from the request's "cookie" headers, unquoted;
+// an empty value is none.
+func Cookie(h Headers, name string) (string, bool) {
+	v, ok, _ := cookieValue(h, name)
+	return v, ok
+}
+
 // cookieValue returns the named cookie from every "cookie" header; HTTP/2 clients may split
 // cookies over several headers.
 func cookieValue(h Headers, name string) (string, bool, string) {

@@ -1,10 +1,12 @@
 package loadtest
 
 import (
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // The load test's service: requests for ScenarioAuthority with a path under ScenarioPathPrefix,
@@ -29,6 +31,10 @@ type Scenario struct {
 	// ("selection: ordered"), to measure what a feature costs: partroute checks them as it
 	// checks any configuration.
 	ReplicaSettings string
+	// ReadYourWrites, when set, turns read-your-writes on for the service with this window,
+	// with a keys file of its own and the token in a header: writes mint tokens, and reads,
+	// which carry none, are checked for one.
+	ReadYourWrites time.Duration
 }
 
 // DefaultScenario is the scenario of the published numbers.
@@ -66,15 +72,31 @@ services:
       sources: [{path: "%s{id}"}, {header: x-user-id}]
       transform: hash
     replicas: {reads: secondary%s}
-`, extproc, admin, ScenarioService, strings.TrimSuffix(ScenarioPathPrefix, "/"), s.Partitions, ScenarioPathPrefix, s.replicaSettings())
+%s`, extproc, admin, ScenarioService, strings.TrimSuffix(ScenarioPathPrefix, "/"), s.Partitions, ScenarioPathPrefix, s.replicaSettings(), s.readYourWritesSection())
 }
 
-// replicaSettings are ReplicaSettings to append to the replicas block.
+// replicaSettings are ReplicaSettings, and the read-your-writes window, to append to the
+// replicas block.
 func (s Scenario) replicaSettings() string {
-	if strings.TrimSpace(s.ReplicaSettings) == "" {
+	var out string
+	if strings.TrimSpace(s.ReplicaSettings) != "" {
+		out = ", " + s.ReplicaSettings
+	}
+	if s.ReadYourWrites > 0 {
+		out += ", readYourWrites: " + s.ReadYourWrites.String()
+	}
+	return out
+}
+
+// scenarioKeysFile is the read-your-writes keys file WriteFiles writes beside the
+// configuration; its secret is fixed, as a load test's tokens protect nothing.
+const scenarioKeysFile = "ryw-keys.yaml"
+
+func (s Scenario) readYourWritesSection() string {
+	if s.ReadYourWrites <= 0 {
 		return ""
 	}
-	return ", " + s.ReplicaSettings
+	return "readYourWrites: {keysFile: " + scenarioKeysFile + ", cookie: \"\", header: x-partroute-ryw}\n"
 }
 
 // NamingYAML is the naming view of the scenario; addrs holds ReplicaCount addresses, replica r
@@ -124,6 +146,12 @@ func (s Scenario) WriteFiles(dir, extproc, admin string, addrs []string) (string
 	}
 	if err := os.WriteFile(filepath.Join(dir, "naming.yaml"), []byte(naming), 0o644); err != nil { //nolint:gosec // no secret, and the user may read it after a run
 		return "", err
+	}
+	if s.ReadYourWrites > 0 {
+		keys := "signingKey: loadtest\nkeys:\n  - {id: loadtest, secret: " + base64.StdEncoding.EncodeToString([]byte("partroute load test key, 32 bytes+")) + "}\n"
+		if err := os.WriteFile(filepath.Join(dir, scenarioKeysFile), []byte(keys), 0o600); err != nil {
+			return "", err
+		}
 	}
 	return cfgPath, nil
 }

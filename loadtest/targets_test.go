@@ -45,6 +45,11 @@ func TestScenarioMatchesTheScheme(t *testing.T) {
 	if svc := cfg.Service(ScenarioService); svc.Selection != config.SelectOrdered || svc.FailoverWait != 2*time.Second || svc.Reads != config.ReadSecondary {
 		t.Errorf("replica settings %q: selection %v, failover wait %v, reads %v", sc.ReplicaSettings, svc.Selection, svc.FailoverWait, svc.Reads)
 	}
+	sc = Scenario{Partitions: 2, Replicas: 3, ReadYourWrites: 2 * time.Second}
+	cfg, _ = loadScenario(t, sc, FakeReplicaAddrs(sc.ReplicaCount()))
+	if svc := cfg.Service(ScenarioService); svc.ReadYourWrites != 2*time.Second || cfg.ReadYourWrites.Header != "x-partroute-ryw" {
+		t.Errorf("read-your-writes scenario: window %v, header %q", svc.ReadYourWrites, cfg.ReadYourWrites.Header)
+	}
 	for _, bad := range []string{"selection: ordered}\nunmatched: reject\n#", "{a: b}"} {
 		if (Scenario{Partitions: 1, Replicas: 1, ReplicaSettings: bad}).Check() == nil {
 			t.Errorf("replica settings %q pass Check", bad)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/keying"
+	"github.com/partroute/partroute/readyourwrites"
 )
 
 // Naming answers which replicas serve a partition. A View answers from memory; pull sources
@@ -73,6 +74,12 @@ type Decision struct {
 	// NeedBody is set when the service keys on the body and the request carried none yet: the
 	// caller must come back with the body.
 	NeedBody bool
+	// TokenOutcome is what read-your-writes made of the request, for a service with
+	// replicas.readYourWrites: readyourwrites.Minted for a routed write, whose answer gives
+	// the client the token of Token; the outcome of verifying the token a read carried;
+	// otherwise readyourwrites.None. It sits in the padding after NeedBody, so that the
+	// feature adds nothing to the size of a decision, which is copied along every request.
+	TokenOutcome readyourwrites.Outcome
 	// Err is set when the request is rejected.
 	Err *Error
 	// Upstream reports the upstream's answer to a routed request to the naming source that
@@ -139,9 +146,17 @@ func (r *Resolver) resolve(ctx context.Context, st *State, req *keying.Request) 
 	if v, ok := keying.Get(req.Headers, st.Config.Headers.Consistency); ok && strings.EqualFold(v, "strong") {
 		strong = true
 	}
-	role, ok := ChooseRole(p, svc.Reads, svc.IsRead(req.Method), strong)
+	isRead := svc.IsRead(req.Method)
+	if svc.ReadYourWrites > 0 {
+		// One test of the window on the way of every request: the rest is out of line.
+		d.TokenOutcome, strong = readYourWrites(req, &st.Config.ReadYourWrites, svc, p, isRead, strong)
+	}
+	role, ok := ChooseRole(p, svc.Reads, isRead, strong)
 	d.Role = role
 	if !ok {
+		if d.TokenOutcome == readyourwrites.Minted {
+			d.TokenOutcome = readyourwrites.None // a rejected write gives no token
+		}
 		which := role.String() + " replica"
 		if role == RoleAny {
 			which = "replica"

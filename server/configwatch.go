@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -29,6 +30,13 @@ type configWatcher struct {
 	rejected, logged, invalid [32]byte
 	// parse is config.Parse; a test counts its calls.
 	parse func(data []byte, path string) (*config.Config, error)
+	// keys follows the read-your-writes keys file of the configuration served, nil when it
+	// has none, and keysSum is the sum of the content that configuration was loaded with.
+	// The keys are part of the configuration: a change of the file is a reload of both.
+	keys    *filewatch.File
+	keysSum [32]byte
+	// keysFailing is set while the keys file cannot be read, which is a change once.
+	keysFailing bool
 }
 
 func newConfigWatcher(path string, metrics *resolver.SourceMetrics, log *slog.Logger) *configWatcher {
@@ -41,7 +49,68 @@ func (w *configWatcher) load() (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return w.parse(data, w.file.Path())
+	cfg, err := w.parse(data, w.file.Path())
+	if err == nil {
+		w.follow(cfg)
+	}
+	return cfg, err
+}
+
+// follow makes the watcher follow the keys file of cfg, the configuration now served.
+func (w *configWatcher) follow(cfg *config.Config) {
+	r := &cfg.ReadYourWrites
+	switch {
+	case r.KeysFile == "":
+		w.keys = nil
+	case w.keys == nil || w.keys.Path() != r.KeysFile:
+		w.keys = filewatch.New(r.KeysFile)
+		w.keysFailing = false
+	}
+	w.keysSum = r.KeysSum
+}
+
+// keysMoved reports whether the keys file holds content other than the configuration served
+// was loaded with, or has become unreadable: the configuration is then read and checked again.
+// A file that stays unreadable is checked again only when forced, at the retries that follow
+// the rejection and at a SIGHUP.
+func (w *configWatcher) keysMoved(force bool) bool {
+	if w.keys == nil {
+		return false
+	}
+	_, changed, err := w.keys.Read(force)
+	if err != nil {
+		first := !w.keysFailing
+		w.keysFailing = true
+		return first || force
+	}
+	w.keysFailing = false
+	return changed && w.keys.Sum() != w.keysSum
+}
+
+// contentSum is what a configuration's validity depends on: its own bytes and, when it
+// follows one, its keys file's.
+func (w *configWatcher) contentSum() [32]byte {
+	sum := w.file.Sum()
+	if w.keys == nil {
+		return sum
+	}
+	keys := w.keys.Sum()
+	return sha256.Sum256(append(sum[:], keys[:]...))
+}
+
+// keysFileError reports whether err is, or includes, a problem with the read-your-writes keys
+// file, which lies outside the configuration's bytes.
+func keysFileError(err error) bool {
+	errs, ok := errors.AsType[*config.Errors](err)
+	if !ok {
+		return false
+	}
+	for _, fe := range errs.List {
+		if fe.Path == "readYourWrites.keysFile" {
+			return true
+		}
+	}
+	return false
 }
 
 // watch polls the configuration every poll, and reads it at once on each value of reload (an
@@ -63,7 +132,9 @@ func (w *configWatcher) watch(ctx context.Context, poll time.Duration, reload <-
 			force = true
 			w.log.Info("reloading configuration and naming view on SIGHUP")
 		}
-		data, changed, err := w.file.Read(force)
+		// A rotation of the keys file is a change of the configuration, whose bytes are read
+		// again to be checked with the new keys.
+		data, changed, err := w.file.Read(force || w.keysMoved(force))
 		if err != nil {
 			w.report(err, []byte(err.Error()))
 			continue
@@ -71,17 +142,26 @@ func (w *configWatcher) watch(ctx context.Context, poll time.Duration, reload <-
 		if !changed {
 			continue
 		}
-		sum := w.file.Sum()
+		sum := w.contentSum()
 		if sum == w.invalid || sha256.Sum256(sum[:]) == w.rejected && !force {
-			// Bytes already rejected: parsing them again would cost as much and say nothing.
-			// Validation depends on the bytes alone, so content that failed it is never
-			// parsed again, even when a retry or a SIGHUP forces the read; content that was
-			// refused is offered again when forced, since its refusal may have passed.
+			// Content already rejected: parsing it again would cost as much and say nothing.
+			// Validation depends on the bytes of the configuration and of the keys file it
+			// follows, so content that failed it is never parsed again, even when a retry or a
+			// SIGHUP forces the read; content that was refused is offered again when forced,
+			// since its refusal may have passed.
 			continue
 		}
 		cfg, err := w.parse(data, w.file.Path())
 		if err != nil {
 			w.invalid = sum
+			if keysFileError(err) {
+				// A keys file the watcher does not follow yet (a new one, or one that cannot
+				// be read) may be fixed while the bytes stay as they are: the content is
+				// offered again, as a refused one is, and at a SIGHUP.
+				w.invalid = [32]byte{}
+				retryWait = min(max(2*retryWait, poll), maxRetryWait)
+				retryAt = time.Now().Add(retryWait)
+			}
 			w.report(err, sum[:])
 			continue
 		}
@@ -95,6 +175,7 @@ func (w *configWatcher) watch(ctx context.Context, poll time.Duration, reload <-
 		}
 		retryAt, retryWait = time.Time{}, 0
 		w.rejected, w.logged = [32]byte{}, [32]byte{}
+		w.follow(cfg)
 	}
 }
 

@@ -65,11 +65,13 @@ type loadFlags struct {
 	replicas    int
 	// replicaSettings are more fields of the scenario's replicas block (loadtest.Scenario).
 	replicaSettings string
-	servers         string
-	out             string
-	quiet           bool
-	cpuProfile      string
-	memProfile      string
+	// readYourWrites is the scenario's read-your-writes window (loadtest.Scenario).
+	readYourWrites time.Duration
+	servers        string
+	out            string
+	quiet          bool
+	cpuProfile     string
+	memProfile     string
 	// run only
 	addr   string
 	server string
@@ -100,6 +102,7 @@ func (f *loadFlags) register(fs *flag.FlagSet, compare bool) {
 	fs.IntVar(&f.conns, "conns", 1, "extproc target: HTTP/2 connections to the server (Envoy opens one per worker thread)")
 	fs.IntVar(&f.partitions, "partitions", loadtest.DefaultScenario().Partitions, "partitions of the load test's service")
 	fs.IntVar(&f.replicas, "replicas", loadtest.DefaultScenario().Replicas, "replicas per partition (one primary)")
+	fs.DurationVar(&f.readYourWrites, "read-your-writes", 0, "turn read-your-writes on for the scenario's service with this window (writes mint tokens), to measure its cost")
 	fs.StringVar(&f.replicaSettings, "replica-settings", "", `more fields of the service's replicas block, in YAML flow style ("selection: ordered"), to measure a feature`)
 	fs.StringVar(&f.servers, "servers", "process", "how servers partroute starts are run: process (each its own process, so its CPU is measured alone) or inprocess")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress lines")
@@ -154,7 +157,7 @@ func (f *loadFlags) options(stderr io.Writer) (loadtest.Options, error) {
 }
 
 func (f *loadFlags) scenario() loadtest.Scenario {
-	return loadtest.Scenario{Partitions: f.partitions, Replicas: f.replicas, ReplicaSettings: f.replicaSettings}
+	return loadtest.Scenario{Partitions: f.partitions, Replicas: f.replicas, ReplicaSettings: f.replicaSettings, ReadYourWrites: f.readYourWrites}
 }
 
 // runLoadtest is `partroute loadtest [run|compare|noop] [flags]`.

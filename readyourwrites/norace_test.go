@@ -1,0 +1,5 @@
+//go:build !race
+
+package readyourwrites
+
+const raceEnabled = false
