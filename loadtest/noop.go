@@ -13,6 +13,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/contract"
 )
 
@@ -75,10 +76,14 @@ type GRPCServer struct {
 	served chan error
 }
 
-// StartExtProcServer serves ep on addr (host:port on loopback; port 0 picks one) with the given
-// server options, reporting SERVING for every service.
+// StartExtProcServer serves ep on addr (host:port on loopback, port 0 picking one, or
+// unix:/path) with the given server options, reporting SERVING for every service.
 func StartExtProcServer(addr string, ep extprocv3.ExternalProcessorServer, opts ...grpc.ServerOption) (*GRPCServer, error) {
-	lis, err := net.Listen("tcp", addr)
+	network, address := "tcp", addr
+	if path, ok := config.UnixSocketPath(addr); ok {
+		network, address = "unix", path
+	}
+	lis, err := net.Listen(network, address)
 	if err != nil {
 		return nil, fmt.Errorf("ext_proc server: %w", err)
 	}

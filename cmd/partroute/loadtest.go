@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/contract"
 	envoyconfig "github.com/partroute/partroute/envoy-config"
 	"github.com/partroute/partroute/extproc"
@@ -67,11 +68,13 @@ type loadFlags struct {
 	replicaSettings string
 	// readYourWrites is the scenario's read-your-writes window (loadtest.Scenario).
 	readYourWrites time.Duration
-	servers        string
-	out            string
-	quiet          bool
-	cpuProfile     string
-	memProfile     string
+	// uds serves ext_proc on unix sockets; googleGRPC has Envoy use its Google gRPC client.
+	uds, googleGRPC bool
+	servers         string
+	out             string
+	quiet           bool
+	cpuProfile      string
+	memProfile      string
 	// run only
 	addr   string
 	server string
@@ -102,6 +105,8 @@ func (f *loadFlags) register(fs *flag.FlagSet, compare bool) {
 	fs.IntVar(&f.conns, "conns", 1, "extproc target: HTTP/2 connections to the server (Envoy opens one per worker thread)")
 	fs.IntVar(&f.partitions, "partitions", loadtest.DefaultScenario().Partitions, "partitions of the load test's service")
 	fs.IntVar(&f.replicas, "replicas", loadtest.DefaultScenario().Replicas, "replicas per partition (one primary)")
+	fs.BoolVar(&f.uds, "uds", false, "serve ext_proc (partroute and the baselines) on unix domain sockets, which Envoy reaches through pipe addresses")
+	fs.BoolVar(&f.googleGRPC, "google-grpc", false, "http target: Envoy calls ext_proc with its Google gRPC client instead of its own")
 	fs.DurationVar(&f.readYourWrites, "read-your-writes", 0, "turn read-your-writes on for the scenario's service with this window (writes mint tokens), to measure its cost")
 	fs.StringVar(&f.replicaSettings, "replica-settings", "", `more fields of the service's replicas block, in YAML flow style ("selection: ordered"), to measure a feature`)
 	fs.StringVar(&f.servers, "servers", "process", "how servers partroute starts are run: process (each its own process, so its CPU is measured alone) or inprocess")
@@ -803,6 +808,9 @@ func (s *loadStack) startExtProc(ctx context.Context, name, label string, replic
 		return "", nil, err
 	}
 	addr, admin := ports[0], ports[1]
+	if s.f.uds {
+		addr = config.UnixSocketPrefix + filepath.Join(s.work, fileLabel(label)+".sock")
+	}
 	switch name {
 	case serverPartroute:
 		dir := filepath.Join(s.work, fileLabel(label))
@@ -984,7 +992,7 @@ func (s *loadStack) runEnvoy(ctx context.Context, name, label, extproc string, r
 		return "", 0, err
 	}
 	boot, err := loadtest.EnvoyBootstrap(cfg, view, envoyconfig.Options{
-		ListenAddress: ports[0], AdminAddress: ports[1], ExtProcAddress: extproc, NoExtProc: name == serverNoFilter,
+		ListenAddress: ports[0], AdminAddress: ports[1], ExtProcAddress: extproc, NoExtProc: name == serverNoFilter, GoogleGRPC: s.f.googleGRPC,
 	})
 	if err != nil {
 		return "", 0, err
