@@ -77,12 +77,12 @@ func TestUnixConnectionsHaveAddressesOfTheirOwn(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
+		t.Cleanup(func() { c.Close() })
 		s, err := l.Accept()
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer s.Close()
+		t.Cleanup(func() { s.Close() })
 		conns = append(conns, s)
 	}
 	a, b := conns[0].RemoteAddr(), conns[1].RemoteAddr()

@@ -467,11 +467,11 @@ func alternateWithFortio(ctx context.Context, f *loadFlags, o loadtest.Options, 
 			}
 			suite[i] = append(suite[i], res)
 			out := filepath.Join(st.work, fmt.Sprintf("fortio-%d-%d.json", i, k))
-			cmd := exec.CommandContext(ctx, run.Bin, run.Args(st.listens[i], out)...)
+			cmd := exec.CommandContext(ctx, run.Bin, run.Args(st.listens[i], out)...) //nolint:gosec // the fortio binary the operator named with -fortio, on arguments built here
 			if msg, err := cmd.CombinedOutput(); err != nil {
 				return nil, nil, fmt.Errorf("fortio against %s: %w\n%s", arm.Name, err, msg)
 			}
-			file, err := os.Open(out)
+			file, err := os.Open(out) //nolint:gosec // a file of the run's own work directory
 			if err != nil {
 				return nil, nil, err
 			}
@@ -731,7 +731,7 @@ func startLoadStack(ctx context.Context, f *loadFlags, servers []string, status 
 	// Each server is known by its label, its name unless the same server runs twice (an A/A
 	// comparison), where the instances are name/A and name/B.
 	labels := armLabels(servers)
-	extproc := make([]string, len(servers))
+	extprocAddrs := make([]string, len(servers))
 	cpu := make([]func() (time.Duration, error), len(servers))
 	anyExtProc := ""
 	for i, name := range servers {
@@ -742,14 +742,14 @@ func startLoadStack(ctx context.Context, f *loadFlags, servers []string, status 
 		if err != nil {
 			return nil, fmt.Errorf("start %s: %w", labels[i], err)
 		}
-		extproc[i], cpu[i], anyExtProc = addr, cpuOf, addr
+		extprocAddrs[i], cpu[i], anyExtProc = addr, cpuOf, addr
 	}
 	if f.target == "extproc" {
 		for i, name := range servers {
-			if extproc[i] == "" {
+			if extprocAddrs[i] == "" {
 				return nil, fmt.Errorf("server %q has no ext_proc target", name)
 			}
-			t, err := loadtest.DialExtProc(extproc[i], f.conns)
+			t, err := loadtest.DialExtProc(extprocAddrs[i], f.conns)
 			if err != nil {
 				return nil, err
 			}
@@ -760,7 +760,7 @@ func startLoadStack(ctx context.Context, f *loadFlags, servers []string, status 
 		return st, nil
 	}
 	for i, name := range servers {
-		ep := extproc[i]
+		ep := extprocAddrs[i]
 		if name == serverNoFilter {
 			// The filter is left out, but the bootstrap still holds partroute's ext_proc cluster,
 			// whose health check needs a server to answer: any of the ones running.
@@ -793,7 +793,7 @@ func armLabels(servers []string) []string {
 	for i, s := range servers {
 		labels[i] = s
 		if count[s] > 1 {
-			labels[i] = s + "/" + string(rune('A'+seen[s]))
+			labels[i] = s + "/" + string(byte('A'+seen[s]%26))
 			seen[s]++
 		}
 	}
@@ -958,8 +958,8 @@ func (s *loadStack) startChild(name string, args ...string) (int, <-chan error, 
 
 // startEnvoy runs an Envoy for the named server (ext_proc at extproc; no filter for nofilter)
 // in front of the replicas and returns its listener and the reading of its CPU time.
-func (s *loadStack) startEnvoy(ctx context.Context, name, label, extproc string, replicas []string) (string, func() (time.Duration, error), error) {
-	listen, pid, err := s.runEnvoy(ctx, name, label, extproc, replicas)
+func (s *loadStack) startEnvoy(ctx context.Context, name, label, extprocAddr string, replicas []string) (string, func() (time.Duration, error), error) {
+	listen, pid, err := s.runEnvoy(ctx, name, label, extprocAddr, replicas)
 	if err != nil {
 		return "", nil, err
 	}
@@ -970,7 +970,7 @@ func (s *loadStack) startEnvoy(ctx context.Context, name, label, extproc string,
 func fileLabel(label string) string { return strings.ReplaceAll(label, "/", "-") }
 
 // runEnvoy is startEnvoy, returning Envoy's process id.
-func (s *loadStack) runEnvoy(ctx context.Context, name, label, extproc string, replicas []string) (string, int, error) {
+func (s *loadStack) runEnvoy(ctx context.Context, name, label, extprocAddr string, replicas []string) (string, int, error) {
 	bin, err := envoyconfig.FindEnvoy()
 	if err != nil {
 		return "", 0, err
@@ -992,7 +992,7 @@ func (s *loadStack) runEnvoy(ctx context.Context, name, label, extproc string, r
 		return "", 0, err
 	}
 	boot, err := loadtest.EnvoyBootstrap(cfg, view, envoyconfig.Options{
-		ListenAddress: ports[0], AdminAddress: ports[1], ExtProcAddress: extproc, NoExtProc: name == serverNoFilter, GoogleGRPC: s.f.googleGRPC,
+		ListenAddress: ports[0], AdminAddress: ports[1], ExtProcAddress: extprocAddr, NoExtProc: name == serverNoFilter, GoogleGRPC: s.f.googleGRPC,
 	})
 	if err != nil {
 		return "", 0, err
