@@ -85,6 +85,13 @@ func startFailoverStack(t *testing.T, retry *envoyconfig.Retry, withEtcd bool) *
 	return startFailoverStackWith(t, failoverConfig, retry, withEtcd)
 }
 
+// startFailoverStackWithReplicas is startFailoverStack with the orders service's replicas
+// block set to replicas (YAML flow style), to run the stack with a replica-choice feature.
+func startFailoverStackWithReplicas(t *testing.T, replicas string, retry *envoyconfig.Retry) *failoverStack {
+	t.Helper()
+	return startFailoverStackWith(t, failoverConfig+"    replicas: "+replicas+"\n", retry, false)
+}
+
 // startFailoverStackWith is startFailoverStack with a configuration of its own, a template
 // with the arguments of failoverConfig.
 func startFailoverStackWith(t *testing.T, failoverConfig string, retry *envoyconfig.Retry, withEtcd bool) *failoverStack {

@@ -14,25 +14,11 @@ import (
 	"github.com/partroute/partroute/internal/testkit"
 )
 
-// failoverWaitConfig is failoverConfig with the orders service holding writes for a failover
-// for %[5]s.
-const failoverWaitConfig = `
-listen: {extproc: "%[1]s", admin: "%[2]s", xds: "%[3]s"}
-naming: %[4]s
-services:
-  - name: orders
-    match: {pathPrefix: /api/orders}
-    partitioning: {scheme: uniformInt64, lowKey: 0, highKey: 99, count: 2}
-    key: {sources: [{path: "/api/orders/{id}"}], transform: int64}
-    replicas: {failoverWait: %[5]s}
-`
-
 // startFailoverWaitStack is the failover stack (file naming source, xDS to a real Envoy) with
 // writes held for up to wait.
 func startFailoverWaitStack(t *testing.T, wait string) *failoverStack {
 	t.Helper()
-	// The template's fifth argument is fixed here; the stack fills in the other four.
-	return startFailoverStackWith(t, strings.ReplaceAll(failoverWaitConfig, "%[5]s", wait), nil, false)
+	return startFailoverStackWithReplicas(t, "{failoverWait: "+wait+"}", nil)
 }
 
 // removePrimary writes partition 0 without a primary, b and c its secondaries, and returns

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,18 +12,6 @@ import (
 	"github.com/partroute/partroute/internal/testkit"
 	"github.com/partroute/partroute/loadtest"
 )
-
-// orderedConfig is failoverConfig with replicas.selection: ordered and the read policy READS.
-const orderedConfig = `
-listen: {extproc: "%[1]s", admin: "%[2]s", xds: "%[3]s"}
-naming: %[4]s
-services:
-  - name: orders
-    match: {pathPrefix: /api/orders}
-    partitioning: {scheme: uniformInt64, lowKey: 0, highKey: 99, count: 2}
-    key: {sources: [{path: "/api/orders/{id}"}], transform: int64}
-    replicas: {reads: READS, selection: ordered}
-`
 
 // orderedRetry lets a read walk the whole list of partition 0: two secondaries, then the
 // primary.
@@ -34,7 +21,7 @@ var orderedRetry = &envoyconfig.Retry{NumRetries: 2}
 // the primary of partition 1) with ordered selection and reads under the given policy.
 func startOrderedStack(t *testing.T, reads string) *failoverStack {
 	t.Helper()
-	return startFailoverStackWith(t, strings.Replace(orderedConfig, "READS", reads, 1), orderedRetry, false)
+	return startFailoverStackWithReplicas(t, "{reads: "+reads+", selection: ordered}", orderedRetry)
 }
 
 // read sends a GET for key through Envoy and returns its status and the backend that answered.

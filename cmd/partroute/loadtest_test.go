@@ -48,15 +48,7 @@ func TestLoadtestCompareInProcess(t *testing.T) {
 	if !strings.Contains(stderr.String(), "req/s") {
 		t.Errorf("no progress lines on stderr:\n%s", stderr.String())
 	}
-	f, err := os.Open(filepath.Join(out, "compare-extproc-closed.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	rep, err := loadtest.ReadJSON(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep := readReport(t, filepath.Join(out, "compare-extproc-closed.json"))
 	if len(rep.Runs) != 3 || len(rep.Comparisons) == 0 || rep.Machine.CPUs == 0 {
 		t.Fatalf("report %+v", rep)
 	}
@@ -89,15 +81,7 @@ func TestLoadtestCompareInProcess(t *testing.T) {
 	if code := run([]string{"loadtest", "report", "-out", out, "-name", "merged", "-title", "both", jsonPath, jsonPath}, &stdout, &stderr); code != 0 {
 		t.Fatalf("report: exit %d\n%s", code, stderr.String())
 	}
-	mf, err := os.Open(filepath.Join(out, "merged.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mf.Close()
-	merged, err := loadtest.ReadJSON(mf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	merged := readReport(t, filepath.Join(out, "merged.json"))
 	if merged.Title != "both" || len(merged.Runs) != 6 || len(merged.Comparisons) != 2*len(rep.Comparisons) {
 		t.Errorf("merged report: %q, %d runs, %d comparisons", merged.Title, len(merged.Runs), len(merged.Comparisons))
 	}
@@ -112,15 +96,7 @@ func TestLoadtestCompareAA(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
-	f, err := os.Open(filepath.Join(out, "compare-aa-noop-extproc-closed.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	rep, err := loadtest.ReadJSON(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep := readReport(t, filepath.Join(out, "compare-aa-noop-extproc-closed.json"))
 	var names []string
 	for _, r := range rep.Runs {
 		names = append(names, r.Target)
@@ -201,4 +177,19 @@ func TestFortioAsResult(t *testing.T) {
 	if len(cs) != 6 || cs[0].Median != 0.5 || cs[4].Target != "fortio envoy+partroute" || cs[4].Baseline != "fortio envoy+noop" || cs[4].Median != 2 {
 		t.Errorf("comparisons %v", cs)
 	}
+}
+
+// readReport reads the JSON report of a load test at path.
+func readReport(t *testing.T, path string) *loadtest.Report {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rep, err := loadtest.ReadJSON(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
 }
