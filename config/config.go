@@ -133,6 +133,60 @@ type Headers struct {
 	Partition, Role, Key string
 	// Consistency is the request header by which a client asks for a strong (primary) read.
 	Consistency string
+	// SetBy says who sets the partition, role and key headers on the upstream request: the
+	// shape of partroute's answer to Envoy.
+	SetBy SetBy
+}
+
+// SetBy says who sets partroute's headers on the upstream request, which is the shape of
+// partroute's answer (docs/envoy.md has the measured cost of each). In every shape the
+// client's own copies of the headers are removed, so that a client never chooses its
+// partition or role.
+type SetBy uint8
+
+// The shapes of partroute's answer.
+const (
+	// SetByExtProc has partroute send the headers in its ext_proc answer, as a header
+	// mutation that also removes the client's copies, beside the envoy.lb metadata.
+	SetByExtProc SetBy = iota + 1
+	// SetByEnvoy has partroute send metadata only (envoy.lb, and the headers' values in
+	// contract.RequestNamespace); the generated routes remove the client's copies and set the
+	// headers from that metadata.
+	SetByEnvoy
+	// SetByNone has partroute send the envoy.lb metadata only; the generated routes remove the
+	// client's copies, and the upstream request carries no partroute header.
+	SetByNone
+)
+
+// DefaultSetBy is the shape of a configuration that names none.
+const DefaultSetBy = SetByExtProc
+
+// String is the shape's name in the configuration.
+func (s SetBy) String() string {
+	switch s {
+	case SetByExtProc:
+		return "extproc"
+	case SetByEnvoy:
+		return "envoy"
+	case SetByNone:
+		return "none"
+	}
+	return "SetBy(" + strconv.Itoa(int(s)) + ")"
+}
+
+// parseSetBy reads headers.setBy; empty is the default.
+func parseSetBy(v string) (SetBy, bool) {
+	switch v {
+	case "":
+		return DefaultSetBy, true
+	case "extproc":
+		return SetByExtProc, true
+	case "envoy":
+		return SetByEnvoy, true
+	case "none":
+		return SetByNone, true
+	}
+	return 0, false
 }
 
 // Unmatched says what happens to a request that no service matches.
@@ -231,6 +285,7 @@ type file struct {
 		Role        string `yaml:"role"`
 		Key         string `yaml:"key"`
 		Consistency string `yaml:"consistency"`
+		SetBy       string `yaml:"setBy"`
 	} `yaml:"headers"`
 	Unmatched    string        `yaml:"unmatched"`
 	MaxBodyBytes *int          `yaml:"maxBodyBytes"`
@@ -362,6 +417,12 @@ func Parse(data []byte, path string) (*Config, error) {
 			errs.Add(h.field, at(h.field), "%q is already the name of %s", *h.dst, other)
 		}
 		seenHeader[*h.dst] = h.field
+	}
+
+	if setBy, ok := parseSetBy(f.Headers.SetBy); ok {
+		c.Headers.SetBy = setBy
+	} else {
+		errs.Add("headers.setBy", at("headers.setBy"), "%q is not extproc, envoy or none", f.Headers.SetBy)
 	}
 
 	c.ReadYourWrites = parseReadYourWrites(f.ReadYourWrites, path, seenHeader, errs, at)
@@ -631,7 +692,7 @@ func (c *Config) LongestFailoverWait() time.Duration {
 
 // DefaultHeaders are the header names of a configuration that sets none.
 func DefaultHeaders() Headers {
-	return Headers{Partition: "x-partition-id", Role: "x-partition-role", Key: "x-partition-key", Consistency: "x-partroute-consistency"}
+	return Headers{Partition: "x-partition-id", Role: "x-partition-role", Key: "x-partition-key", Consistency: "x-partroute-consistency", SetBy: DefaultSetBy}
 }
 
 // OrdersReplicas reports whether a service has replicas.selection: ordered, whose answers

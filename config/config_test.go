@@ -131,7 +131,7 @@ services:
 		{"listen.admin", config.DefaultAdminAddr, "127.0.0.1:9901"},
 		{"naming", c.Naming, config.Naming{Source: "file", File: "/etc/partroute/naming.yaml"}},
 		{"cache", c.Cache, config.Cache{Size: 100000, TTL: 30 * time.Second, StaleIfError: 5 * time.Minute, ResolveTimeout: 100 * time.Millisecond}},
-		{"headers", c.Headers, config.Headers{Partition: "x-partition-id", Role: "x-partition-role", Key: "x-partition-key", Consistency: "x-partroute-consistency"}},
+		{"headers", c.Headers, config.Headers{Partition: "x-partition-id", Role: "x-partition-role", Key: "x-partition-key", Consistency: "x-partroute-consistency", SetBy: config.DefaultSetBy}},
 		{"unmatched", c.Unmatched, config.PassThrough},
 		{"maxBodyBytes", c.MaxBodyBytes, 1 << 20},
 		{"reads", c.Services[0].Reads, config.ReadPrimary},
@@ -195,7 +195,7 @@ func TestSettings(t *testing.T) {
 listen: {extproc: ":50052", xds: 127.0.0.1:18000, admin: "[::1]:9902"}
 naming: {source: file, file: /var/lib/partroute/naming.yaml}
 cache: {size: 10, ttl: 1m, staleIfError: 0s, resolveTimeout: 199ms}
-headers: {partition: X-Part, role: x-role, key: x-key, consistency: X-Consistency}
+headers: {partition: X-Part, role: x-role, key: x-key, consistency: X-Consistency, setBy: envoy}
 unmatched: reject
 maxBodyBytes: 4096
 services:
@@ -221,7 +221,7 @@ services:
 		{"listen", c.Listen, config.Listen{ExtProc: ":50052", XDS: "127.0.0.1:18000", Admin: "[::1]:9902"}},
 		{"naming", c.Naming, config.Naming{Source: "file", File: "/var/lib/partroute/naming.yaml"}},
 		{"cache", c.Cache, config.Cache{Size: 10, TTL: time.Minute, StaleIfError: 0, ResolveTimeout: 199 * time.Millisecond}},
-		{"headers", c.Headers, config.Headers{Partition: "x-part", Role: "x-role", Key: "x-key", Consistency: "x-consistency"}},
+		{"headers", c.Headers, config.Headers{Partition: "x-part", Role: "x-role", Key: "x-key", Consistency: "x-consistency", SetBy: config.SetByEnvoy}},
 		{"unmatched", c.Unmatched, config.Reject},
 		{"maxBodyBytes", c.MaxBodyBytes, 4096},
 		{"named reads", named.Reads, config.ReadSecondary},

@@ -228,6 +228,9 @@ func TestParseErrors(t *testing.T) {
 		{"header equal to a default", "naming: {file: n.yaml}\nheaders:\n  consistency: x-partition-id #a\n",
 			[]wantErr{{"headers.consistency", `"x-partition-id" is already the name of headers.partition`, "#a"}}},
 
+		{"unknown setBy", "naming: {file: n.yaml}\nheaders:\n  setBy: route #a\n",
+			[]wantErr{{"headers.setBy", `"route" is not extproc, envoy or none`, "#a"}}},
+
 		// Top-level choices.
 		{"unknown unmatched", "naming: {file: n.yaml}\nunmatched: drop #a\n",
 			[]wantErr{{"unmatched", `"drop" is not passthrough or reject`, "#a"}}},

@@ -94,6 +94,27 @@ const (
 	RYWKeyToken = "token"
 )
 
+// RequestNamespace is the dynamic metadata namespace in which partroute gives Envoy the values
+// of its headers when Envoy sets them (headers.setBy: envoy): the partition, the role and the
+// key, which the generated routes' request_headers_to_add read. Like RYWNamespace it is not
+// envoy.lb, whose every key would be one more subset criterion.
+const RequestNamespace = "partroute.request"
+
+// The keys of the RequestNamespace metadata. KeyPartition and KeyRole are envoy.lb's names too.
+const (
+	RequestKeyPartition = KeyPartition
+	RequestKeyRole      = KeyRole
+	// RequestKeyKey holds the key in its canonical text; a singleton service has none.
+	RequestKeyKey = "key"
+)
+
+// RequestHeaderValue is the header value, in Envoy's formatter syntax, that a route's
+// request_headers_to_add fills from the RequestNamespace metadata key. When the key is absent
+// Envoy adds no header, which is why the routes remove the client's copies first.
+func RequestHeaderValue(key string) string {
+	return "%DYNAMIC_METADATA(" + RequestNamespace + ":" + key + ")%"
+}
+
 // RYWHeaderValue is the header value, in Envoy's formatter syntax, that a route's
 // response_headers_to_add fills from the RYWNamespace metadata key. When the key is absent (a
 // read, or a write to a service without read-your-writes) Envoy adds no header.
