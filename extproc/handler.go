@@ -71,6 +71,18 @@ type stream struct {
 	// srv is the stream itself, for the message that extends Envoy's timeout before a held
 	// request's answer.
 	srv extprocv3.ExternalProcessor_ProcessServer
+	// spare is the scratch the stream was allocated in, for its first decision: a stream of
+	// one request then costs one allocation.
+	spare *scratch
+}
+
+// scratch returns a scratch for one decision's request and response, which it must not share.
+func (st *stream) scratch() *scratch {
+	if sc := st.spare; sc != nil {
+		st.spare = nil
+		return sc
+	}
+	return new(scratch)
 }
 
 // Process handles one stream: one HTTP request. Envoy ends a stream by half-closing it or by
@@ -80,7 +92,9 @@ func (h *Handler) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 	h.metrics.activeStreams.Inc()
 	defer h.metrics.activeStreams.Dec()
 	ctx := srv.Context()
-	st := stream{srv: srv}
+	first := new(scratch)
+	st := &first.st
+	st.srv, st.spare = srv, first
 	for {
 		req, err := srv.Recv()
 		if err != nil {
@@ -89,7 +103,7 @@ func (h *Handler) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 			}
 			return err
 		}
-		resp := h.handle(ctx, req, &st)
+		resp := h.handle(ctx, req, st)
 		if resp == nil {
 			continue
 		}
@@ -131,7 +145,7 @@ func (h *Handler) handle(ctx context.Context, req *extprocv3.ProcessingRequest, 
 
 func (h *Handler) requestHeaders(ctx context.Context, m *extprocv3.HttpHeaders, st *stream) *extprocv3.ProcessingResponse {
 	start := time.Now()
-	sc := new(scratch)
+	sc := st.scratch()
 	req := &sc.req
 	buildRequest(req, m.GetHeaders())
 	if m.GetEndOfStream() {
@@ -205,7 +219,7 @@ func (h *Handler) requestBody(ctx context.Context, m *extprocv3.HttpBody, st *st
 	if st.pending == nil {
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}
 	}
-	sc := new(scratch)
+	sc := st.scratch()
 	req := &sc.req
 	buildRequest(req, st.pending.GetHeaders())
 	st.pending = nil
@@ -258,9 +272,11 @@ func (h *Handler) respond(d resolver.Decision, start time.Time, body bool, sc *s
 
 // scratch is everything one request needs on the heap, in one allocation: the keying request,
 // which escapes into the Decider interface, the response, and the buffers its encoded answer is
-// written in. A scratch is never reused: gRPC may read a message after Send returns (stats
-// handlers do), so each response owns its memory.
+// written in; the first scratch of a stream holds the stream's state too. A scratch is never
+// reused: gRPC may read a message after Send returns (stats handlers do), so each response owns
+// its memory.
 type scratch struct {
+	st     stream
 	req    keying.Request
 	resp   extprocv3.ProcessingResponse
 	rh     extprocv3.ProcessingResponse_RequestHeaders
