@@ -279,40 +279,20 @@ type scratch struct {
 	st     stream
 	req    keying.Request
 	resp   extprocv3.ProcessingResponse
-	rh     extprocv3.ProcessingResponse_RequestHeaders
-	rb     extprocv3.ProcessingResponse_RequestBody
-	hr     extprocv3.HeadersResponse
-	br     extprocv3.BodyResponse
-	common extprocv3.CommonResponse
-	hm     extprocv3.HeaderMutation
-	remove [3]string
 	// keyBuf holds the key's text: 20 bytes fit every int64 in decimal.
 	keyBuf [20]byte
 	// hostBuf holds the host list of replicas.selection: ordered, three IPv4 replicas and more.
 	hostBuf [96]byte
 	// answerBuf holds the encoded answer: partroute's shape with the default header names and
-	// a partition id of a few dozen bytes fits.
-	answerBuf [320]byte
+	// a partition id of a couple of dozen bytes fits; a longer one grows out of it.
+	answerBuf [256]byte
 }
 
 // response returns the scratch's response to request headers (or to the request body) with a
 // header mutation that removes partroute's headers, so that a client can never choose its own
 // partition or role.
 func (sc *scratch) response(d resolver.Decision, body bool) *extprocv3.ProcessingResponse {
-	names := &d.Config.Headers
-	sc.remove = [3]string{names.Partition, names.Role, names.Key}
-	sc.hm.RemoveHeaders = sc.remove[:]
-	sc.common.HeaderMutation = &sc.hm
-	if body {
-		sc.br.Response = &sc.common
-		sc.rb.RequestBody = &sc.br
-		sc.resp.Response = &sc.rb
-	} else {
-		sc.hr.Response = &sc.common
-		sc.rh.RequestHeaders = &sc.hr
-		sc.resp.Response = &sc.rh
-	}
-	return &sc.resp
+	return encodedResponse(&sc.resp, appendRemoval(sc.answerBuf[:0], &d.Config.Headers, body))
 }
 
 // routed is the answer that routes a request: its partition and role in the envoy.lb metadata,
