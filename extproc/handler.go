@@ -276,9 +276,9 @@ func (h *Handler) respond(d resolver.Decision, start time.Time, body bool, sc *s
 // reused: gRPC may read a message after Send returns (stats handlers do), so each response owns
 // its memory.
 type scratch struct {
-	st     stream
-	req    keying.Request
-	resp   extprocv3.ProcessingResponse
+	st   stream
+	req  keying.Request
+	resp extprocv3.ProcessingResponse
 	// keyBuf holds the key's text: 20 bytes fit every int64 in decimal.
 	keyBuf [20]byte
 	// hostBuf holds the host list of replicas.selection: ordered, three IPv4 replicas and more.
