@@ -281,8 +281,6 @@ type scratch struct {
 	resp extprocv3.ProcessingResponse
 	// keyBuf holds the key's text: 20 bytes fit every int64 in decimal.
 	keyBuf [20]byte
-	// hostBuf holds the host list of replicas.selection: ordered, three IPv4 replicas and more.
-	hostBuf [96]byte
 	// answerBuf holds the encoded answer: partroute's shape with the default header names and
 	// a partition id of a couple of dozen bytes fits; a longer one grows out of it.
 	answerBuf [256]byte
@@ -325,7 +323,9 @@ func (h *Handler) routed(d resolver.Decision, body bool, sc *scratch) *extprocv3
 // built once per list (hostsCache), so that ordered selection allocates nothing more per
 // request than the subset mode.
 func (h *Handler) hostList(sc *scratch, d resolver.Decision) []byte {
-	list := resolver.AppendHostList(sc.hostBuf[:0], d.Partition, d.Role, rand.Uint32()) //nolint:gosec // spreads reads; nothing depends on it being unpredictable
+	// The list is written where the answer will be: it is done with, found in the cache or
+	// copied into it, before the answer is written.
+	list := resolver.AppendHostList(sc.answerBuf[:0], d.Partition, d.Role, rand.Uint32()) //nolint:gosec // spreads reads; nothing depends on it being unpredictable
 	if len(list) == 0 {
 		return nil
 	}
