@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/contract"
@@ -236,20 +235,7 @@ func (h *Handler) respond(d resolver.Decision, start time.Time, body bool, sc *s
 		// chose: an upstream that trusts them must be able to.
 		resp = sc.response(d, body)
 	default:
-		resp = sc.response(d, body)
-		parts := h.parts.get(d)
-		resp.DynamicMetadata = parts.metadata
-		if d.Service.Selection == config.SelectOrdered {
-			resp.DynamicMetadata = h.withHostList(sc, d, parts)
-		}
-		if d.TokenOutcome == readyourwrites.Minted {
-			if token := d.Token(); token != "" {
-				resp.DynamicMetadata = withToken(resp.DynamicMetadata, d, token)
-			} else {
-				d.TokenOutcome = readyourwrites.None
-			}
-		}
-		sc.setHeaders(d, parts)
+		resp = h.routed(d, body, sc)
 	}
 	h.metrics.decision.Observe(time.Since(start).Seconds())
 	switch {
@@ -271,11 +257,9 @@ func (h *Handler) respond(d resolver.Decision, start time.Time, body bool, sc *s
 }
 
 // scratch is everything one request needs on the heap, in one allocation: the keying request,
-// which escapes into the Decider interface, and every message of a routed or passed-through
-// response that changes from request to request. A response is otherwise ten small objects;
-// allocating them together is what keeps the handler's cost per request near the no-op
-// server's (docs/benchmarks.md). A scratch is never reused: gRPC may read a message after Send
-// returns (stats handlers do), so each response owns its memory.
+// which escapes into the Decider interface, the response, and the buffers its encoded answer is
+// written in. A scratch is never reused: gRPC may read a message after Send returns (stats
+// handlers do), so each response owns its memory.
 type scratch struct {
 	req    keying.Request
 	resp   extprocv3.ProcessingResponse
@@ -286,13 +270,13 @@ type scratch struct {
 	common extprocv3.CommonResponse
 	hm     extprocv3.HeaderMutation
 	remove [3]string
-	set    [3]*corev3.HeaderValueOption
-	key    corev3.HeaderValueOption
-	keyHV  corev3.HeaderValue
-	// keyBuf holds the key header's value: 20 bytes fit every int64 in decimal.
+	// keyBuf holds the key's text: 20 bytes fit every int64 in decimal.
 	keyBuf [20]byte
 	// hostBuf holds the host list of replicas.selection: ordered, three IPv4 replicas and more.
 	hostBuf [96]byte
+	// answerBuf holds the encoded answer: partroute's shape with the default header names and
+	// a partition id of a few dozen bytes fits.
+	answerBuf [320]byte
 }
 
 // response returns the scratch's response to request headers (or to the request body) with a
@@ -315,83 +299,81 @@ func (sc *scratch) response(d resolver.Decision, body bool) *extprocv3.Processin
 	return &sc.resp
 }
 
-// setHeaders sets partroute's headers from the decision, after the removal. Values go in
-// raw_value only: Envoy rejects a header that sets both.
-func (sc *scratch) setHeaders(d resolver.Decision, parts *routeParts) {
-	set := append(sc.set[:0], parts.partition, parts.roleHdr)
+// routed is the answer that routes a request: its partition and role in the envoy.lb metadata,
+// and partroute's headers as headers.setBy has them sent, encoded from the parts cached for
+// the partition and role with the key, the host list and the read-your-writes token added.
+func (h *Handler) routed(d resolver.Decision, body bool, sc *scratch) *extprocv3.ProcessingResponse {
+	a := answer{parts: &h.parts.get(d).answer, body: body}
 	if kind := d.Service.Scheme().Kind(); kind != keying.Singleton {
-		sc.keyHV = corev3.HeaderValue{Key: d.Config.Headers.Key, RawValue: d.Key.AppendText(sc.keyBuf[:0], kind)}
-		sc.key.Header = &sc.keyHV
-		sc.key.AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
-		set = append(set, &sc.key)
+		a.key = d.Key.AppendText(sc.keyBuf[:0], kind)
+		a.keyHeader = d.Config.Headers.Key
 	}
-	sc.hm.SetHeaders = set
+	if d.Service.Selection == config.SelectOrdered {
+		a.hosts = h.hostList(sc, d)
+	}
+	if d.TokenOutcome == readyourwrites.Minted {
+		if token := d.Token(); token != "" {
+			a.ryw = tokenNamespace(d, token)
+		} else {
+			d.TokenOutcome = readyourwrites.None
+		}
+	}
+	return encodedResponse(&sc.resp, a.appendTo(sc.answerBuf[:0]))
 }
 
-// withHostList returns the dynamic metadata of a request of a service with
-// replicas.selection: ordered: the route's envoy.lb criteria, which the subset load balancer
-// falls back to, and the ordered host list that Envoy's override_host policy walks first. The
-// list starts at a random secondary, so that reads spread over them as round robin would
-// spread them. A partition with no replica to list gets the criteria alone. The list is
-// written into the scratch, and the metadata holding it is built once per list and criteria
-// (hostsCache), so that ordered selection allocates nothing more per request than the subset
-// mode.
-func (h *Handler) withHostList(sc *scratch, d resolver.Decision, parts *routeParts) *structpb.Struct {
+// hostList returns the encoded partroute.hosts namespace of a request of a service with
+// replicas.selection: ordered: the ordered host list that Envoy's override_host policy walks
+// before it falls back to the subset of the envoy.lb criteria. The list starts at a random
+// secondary, so that reads spread over them as round robin would spread them. A partition with
+// no replica to list gets none. The list is written into the scratch, and its encoding is
+// built once per list (hostsCache), so that ordered selection allocates nothing more per
+// request than the subset mode.
+func (h *Handler) hostList(sc *scratch, d resolver.Decision) []byte {
 	list := resolver.AppendHostList(sc.hostBuf[:0], d.Partition, d.Role, rand.Uint32()) //nolint:gosec // spreads reads; nothing depends on it being unpredictable
 	if len(list) == 0 {
-		return parts.metadata
+		return nil
 	}
-	return h.hosts.get(list, parts)
+	return h.hosts.get(list)
 }
 
 // hostsSlots is the size of the host list cache: a few lists (one per secondary a read may
 // start at, one for writes) for each partition of the hot set.
 const hostsSlots = 4096
 
-// hostsCache is a direct-mapped cache, without locks, of the dynamic metadata of ordered
-// selection, by host list and envoy.lb criteria, as partsCache is of routeParts: a slot holds
-// the last metadata that mapped to it, and a collision rebuilds it. An entry is found by the
-// list's text and by the criteria's identity, so that a list of a changed naming view, or the
-// same list with other criteria, is never served from it.
+// hostsCache is a direct-mapped cache, without locks, of the encoded partroute.hosts namespace
+// of ordered selection, by host list, as partsCache is of routeParts: a slot holds the last
+// list that mapped to it, and a collision rebuilds it. An entry is found by the list's text,
+// so that a list of a changed naming view is never served from it.
 type hostsCache struct {
 	seed  maphash.Seed
 	slots [hostsSlots]atomic.Pointer[hostsEntry]
 }
 
 type hostsEntry struct {
-	list     string
-	criteria *structpb.Value
-	metadata *structpb.Struct
+	list    string
+	encoded []byte
 }
 
-func (c *hostsCache) get(list []byte, parts *routeParts) *structpb.Struct {
-	criteria := parts.metadata.Fields[contract.LBNamespace]
+func (c *hostsCache) get(list []byte) []byte {
 	slot := &c.slots[maphash.Bytes(c.seed, list)%hostsSlots]
-	if e := slot.Load(); e != nil && e.criteria == criteria && e.list == string(list) {
-		return e.metadata
+	if e := slot.Load(); e != nil && e.list == string(list) {
+		return e.encoded
 	}
-	e := &hostsEntry{list: string(list), criteria: criteria}
-	hosts := &structpb.Struct{Fields: map[string]*structpb.Value{contract.KeyHosts: structpb.NewStringValue(e.list)}}
-	e.metadata = &structpb.Struct{Fields: map[string]*structpb.Value{
-		contract.LBNamespace:    criteria,
-		contract.HostsNamespace: structpb.NewStructValue(hosts),
-	}}
+	e := &hostsEntry{list: string(list)}
+	e.encoded = appendNamespace(nil, contract.HostsNamespace, [2]string{contract.KeyHosts}, [2][]byte{list})
 	slot.Store(e)
-	return e.metadata
+	return e.encoded
 }
 
-// routeParts are the parts of a routed response that depend only on the partition, the role and
-// the configured header names: the envoy.lb metadata and the partition and role headers. They
-// are built once and shared by every response that routes there. Nothing modifies them after
-// they are built, and marshalling only reads a message, so any number of streams may send them
-// at once.
+// routeParts are the parts of a routed answer that depend only on the partition, the role and
+// the configuration's headers block, encoded. They are built once and shared by every answer
+// that routes there, and nothing modifies them after they are built, so any number of streams
+// may read them at once.
 type routeParts struct {
-	id        string
-	role      resolver.Role
-	names     config.Headers
-	metadata  *structpb.Struct
-	partition *corev3.HeaderValueOption
-	roleHdr   *corev3.HeaderValueOption
+	id     string
+	role   resolver.Role
+	names  config.Headers
+	answer answerParts
 }
 
 // partsSlots is the size of the parts cache: enough for the hot partitions of any deployment,
@@ -400,7 +382,7 @@ const partsSlots = 4096
 
 // partsCache is a direct-mapped cache of routeParts, without locks: a slot holds the parts of
 // the last (partition, role) that mapped to it, and a collision rebuilds them. Entries are found
-// by value (partition id, role, header names), not by pointer, so that a cached entry never
+// by value (partition id, role, headers block), not by pointer, so that a cached entry never
 // keeps a replaced naming view or configuration alive, and a reload needs no invalidation.
 type partsCache struct {
 	slots [partsSlots]atomic.Pointer[routeParts]
@@ -412,14 +394,7 @@ func (c *partsCache) get(d resolver.Decision) *routeParts {
 	if p := slot.Load(); p != nil && p.id == d.Partition.ID && p.role == d.Role && p.names == d.Config.Headers {
 		return p
 	}
-	p := &routeParts{
-		id:        d.Partition.ID,
-		role:      d.Role,
-		names:     d.Config.Headers,
-		metadata:  lbMetadata(d),
-		partition: setHeader(d.Config.Headers.Partition, []byte(d.Partition.ID)),
-		roleHdr:   setHeader(d.Config.Headers.Role, []byte(d.Role.String())),
-	}
+	p := &routeParts{id: d.Partition.ID, role: d.Role, names: d.Config.Headers, answer: newAnswerParts(d)}
 	slot.Store(p)
 	return p
 }
@@ -431,62 +406,25 @@ func setHeader(name string, value []byte) *corev3.HeaderValueOption {
 	}
 }
 
-// lbMetadata is the request's envoy.lb criteria, role left out for "any" so that the
-// [partition] subset selector applies.
-func lbMetadata(d resolver.Decision) *structpb.Struct {
-	role := ""
-	if d.Role != resolver.RoleAny {
-		role = d.Role.String()
-	}
-	return &structpb.Struct{Fields: map[string]*structpb.Value{
-		contract.LBNamespace: structpb.NewStructValue(contract.LBFields(d.Partition.ID, role)),
-	}}
-}
-
-// withToken is the dynamic metadata of a routed write that minted a read-your-writes token:
-// the namespaces of base, and in a namespace of its own what the route's
-// response_headers_to_add give the client: the whole Set-Cookie value and the bare token, for
-// the carriers configured. Only such writes pay for it: the messages in one allocation, the
-// two maps, and the cookie's text, of which the token is a part.
-func withToken(base *structpb.Struct, d resolver.Decision, minted string) *structpb.Struct {
+// tokenNamespace is the encoded partroute.ryw namespace of a routed write that minted a
+// read-your-writes token: what the route's response_headers_to_add give the client, the whole
+// Set-Cookie value and the bare token, for the carriers configured. Only such writes pay for it.
+func tokenNamespace(d resolver.Decision, minted string) []byte {
 	r := &d.Config.ReadYourWrites
-	m := new(tokenMetadata)
-	fields := make(map[string]*structpb.Value, 2)
-	token := minted
+	var values [2][]byte
+	token := []byte(minted)
 	if r.Cookie != "" {
-		// The text is built on the stack when it fits, which a token of a usual partition id
-		// does, and copied once into the string.
+		// The cookie's text is built on the stack when it fits, which a token of a usual
+		// partition id does; the token is a part of it.
 		var buf [256]byte
-		cookie := string(readyourwrites.SetCookie(buf[:0], r.Cookie, minted, d.Service.ReadYourWrites, r.CookieSecure))
+		cookie := readyourwrites.SetCookie(buf[:0], r.Cookie, minted, d.Service.ReadYourWrites, r.CookieSecure)
+		values[0] = cookie
 		token = cookie[len(r.Cookie)+1 : len(r.Cookie)+1+len(minted)]
-		m.cookieKind.StringValue = cookie
-		m.cookie.Kind = &m.cookieKind
-		fields[contract.RYWKeyCookie] = &m.cookie
 	}
 	if r.Header != "" {
-		m.tokenKind.StringValue = token
-		m.token.Kind = &m.tokenKind
-		fields[contract.RYWKeyToken] = &m.token
+		values[1] = token
 	}
-	m.ns.Fields = fields
-	m.nsKind.StructValue = &m.ns
-	m.nsValue.Kind = &m.nsKind
-	// The namespaces of the answer (envoy.lb, and the host list of ordered selection) stay.
-	m.top.Fields = make(map[string]*structpb.Value, len(base.Fields)+1)
-	for k, v := range base.Fields {
-		m.top.Fields[k] = v
-	}
-	m.top.Fields[contract.RYWNamespace] = &m.nsValue
-	return &m.top
-}
-
-// tokenMetadata is every message of withToken's metadata, allocated at once.
-type tokenMetadata struct {
-	top, ns               structpb.Struct
-	nsValue               structpb.Value
-	nsKind                structpb.Value_StructValue
-	cookie, token         structpb.Value
-	cookieKind, tokenKind structpb.Value_StringValue
+	return appendNamespace(make([]byte, 0, 64+len(values[0])+len(values[1])), contract.RYWNamespace, [2]string{contract.RYWKeyCookie, contract.RYWKeyToken}, values)
 }
 
 // rejection answers the request itself with the status and JSON body of the error table.

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/partroute/partroute/config"
+	"github.com/partroute/partroute/contract"
 	"github.com/partroute/partroute/internal/testkit"
 	"github.com/partroute/partroute/keying"
 	"github.com/partroute/partroute/resolver"
@@ -562,5 +563,62 @@ func TestNamingCauseIsLoggedNotSent(t *testing.T) {
 	}
 	if !strings.Contains(log, "level=WARN") {
 		t.Errorf("the cause is not a warning:\n%s", log)
+	}
+}
+
+// TestAnswerShapes checks the answers of each headers.setBy: with envoy and none, a routed
+// answer is metadata alone (partroute.request holding the headers' values for envoy, and no
+// key for a singleton service even when the client sent one), while an unmatched request that
+// passes through still has the client's partroute headers removed.
+func TestAnswerShapes(t *testing.T) {
+	for _, setBy := range []config.SetBy{config.SetByExtProc, config.SetByEnvoy, config.SetByNone} {
+		t.Run(setBy.String(), func(t *testing.T) {
+			cfg := loadExampleConfig(t)
+			cfg.Headers.SetBy = setBy
+			f := newFixtureWith(t, cfg, loadExampleView(t, cfg))
+			spoofed := []string{"x-partition-id", "users-3", "x-partition-role", "secondary", "x-partition-key", "30"}
+			for _, c := range []struct {
+				name string
+				msg  *extprocv3.ProcessingRequest
+				want routed
+			}{
+				{"write", requestHeaders("PUT", "a.example.com", "/api/users/12", spoofed...), routed{partition: "users-1", role: "primary", key: "12"}},
+				{"read of any replica", requestHeaders("GET", "a.example.com", "/api/users/30", spoofed...), routed{partition: "users-3", roleHeader: "any", key: "30"}},
+				{"singleton", requestHeaders("GET", "api.test", "/api/settings/theme", spoofed...), routed{partition: "settings", role: "primary"}},
+			} {
+				resp := f.decide(t, c.msg)
+				if setBy == config.SetByExtProc {
+					checkRouted(t, resp, false, c.want)
+					continue
+				}
+				if resp.GetRequestHeaders() == nil || resp.GetRequestHeaders().GetResponse() != nil {
+					t.Errorf("%s: answer %v, want request headers without a mutation", c.name, resp)
+				}
+				md := resp.GetDynamicMetadata().GetFields()
+				lb := md[contract.LBNamespace].GetStructValue().GetFields()
+				if lb[contract.KeyPartition].GetStringValue() != c.want.partition || lb[contract.KeyRole].GetStringValue() != c.want.role {
+					t.Errorf("%s: envoy.lb %v, want %s %q", c.name, lb, c.want.partition, c.want.role)
+				}
+				req, ok := md[contract.RequestNamespace]
+				if setBy == config.SetByNone {
+					if ok || len(md) != 1 {
+						t.Errorf("%s: metadata %v, want envoy.lb alone", c.name, md)
+					}
+					continue
+				}
+				role := c.want.role + c.want.roleHeader
+				got := req.GetStructValue().GetFields()
+				key, hasKey := got[contract.RequestKeyKey]
+				if got[contract.RequestKeyPartition].GetStringValue() != c.want.partition || got[contract.RequestKeyRole].GetStringValue() != role ||
+					hasKey != (c.want.key != "") || key.GetStringValue() != c.want.key {
+					t.Errorf("%s: %s %v, want partition %s role %s key %q", c.name, contract.RequestNamespace, got, c.want.partition, role, c.want.key)
+				}
+			}
+			// Whatever the shape, a request that passes through loses the client's headers.
+			resp := f.decide(t, requestHeaders("GET", "x.example.org", "/elsewhere", spoofed...))
+			if got := resp.GetRequestHeaders().GetResponse().GetHeaderMutation().GetRemoveHeaders(); len(got) != 3 {
+				t.Errorf("passed through with removals %v, want the three partroute headers", got)
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package extproc
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -129,6 +130,10 @@ type fakeStream struct {
 	recv    chan *extprocv3.ProcessingRequest
 	sendErr error
 	out     []*extprocv3.ProcessingResponse
+	// raw keeps the responses as the handler sent them; otherwise an encoded answer is decoded
+	// into the message Envoy reads, and a failure to decode it is kept in badAnswer.
+	raw       bool
+	badAnswer error
 }
 
 var _ extprocv3.ExternalProcessor_ProcessServer = (*fakeStream)(nil)
@@ -163,8 +168,35 @@ func (s *fakeStream) Send(m *extprocv3.ProcessingResponse) error {
 	if s.sendErr != nil {
 		return s.sendErr
 	}
+	if !s.raw {
+		decoded, err := decodeAnswer(m)
+		if err != nil && s.badAnswer == nil {
+			s.badAnswer = err
+		}
+		m = decoded
+	}
 	s.out = append(s.out, m)
 	return nil
+}
+
+// decodeAnswer returns the message an encoded answer holds in its unknown fields, as Envoy
+// reads it; any other response as it is.
+func decodeAnswer(m *extprocv3.ProcessingResponse) (*extprocv3.ProcessingResponse, error) {
+	if len(m.ProtoReflect().GetUnknown()) == 0 {
+		return m, nil
+	}
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return m, err
+	}
+	out := new(extprocv3.ProcessingResponse)
+	if err := (proto.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(b, out); err != nil {
+		return m, err
+	}
+	if len(out.ProtoReflect().GetUnknown()) != 0 {
+		return out, fmt.Errorf("the answer holds fields Envoy does not know: %x", out.ProtoReflect().GetUnknown())
+	}
+	return out, nil
 }
 
 // reset makes the stream ready to replay its queued messages without allocating.
@@ -193,6 +225,9 @@ func (f *fixture) process(tb testing.TB, msgs ...*extprocv3.ProcessingRequest) [
 	s := newFakeStream(msgs...)
 	if err := f.handler.Process(s); err != nil {
 		tb.Fatalf("Process: %v", err)
+	}
+	if s.badAnswer != nil {
+		tb.Fatalf("Process: %v", s.badAnswer)
 	}
 	return s.out
 }

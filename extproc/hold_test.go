@@ -33,7 +33,11 @@ func (s *sendStream) next(t *testing.T) *extprocv3.ProcessingResponse {
 	t.Helper()
 	select {
 	case m := <-s.sent:
-		return m
+		decoded, err := decodeAnswer(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return decoded
 	case <-time.After(10 * time.Second):
 		t.Fatal("no response from the handler")
 		return nil

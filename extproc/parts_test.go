@@ -15,9 +15,11 @@ import (
 // always those of the decision at hand: when two partitions share a slot, when a reload gives a
 // partition another id at the same index, and when the header names change.
 func TestPartsCacheCollisionsAndReloads(t *testing.T) {
-	names := config.Headers{Partition: "x-partition-id", Role: "x-partition-role", Key: "x-partition-key"}
+	names := config.DefaultHeaders()
 	renamed := names
 	renamed.Partition = "x-shard"
+	metadataOnly := names
+	metadataOnly.SetBy = config.SetByEnvoy
 	svc := &config.Service{Name: "users"}
 	decision := func(id string, index int, role resolver.Role, h config.Headers) resolver.Decision {
 		return resolver.Decision{Config: &config.Config{Headers: h}, Service: svc, Partition: &resolver.Partition{ID: id, Index: index}, Role: role}
@@ -33,14 +35,12 @@ func TestPartsCacheCollisionsAndReloads(t *testing.T) {
 			// A reload that renamed partition 0.
 			decision("users/zero", 0, resolver.RolePrimary, names),
 			decision("users/0", 0, resolver.RolePrimary, renamed),
+			// A reload that changed the answer's shape.
+			decision("users/0", 0, resolver.RolePrimary, metadataOnly),
 		} {
-			p := c.get(d)
-			if !proto.Equal(p.metadata, lbMetadata(d)) {
-				t.Errorf("%s %v: metadata %v", d.Partition.ID, d.Role, p.metadata)
-			}
-			if !proto.Equal(p.partition, setHeader(d.Config.Headers.Partition, []byte(d.Partition.ID))) ||
-				!proto.Equal(p.roleHdr, setHeader(d.Config.Headers.Role, []byte(d.Role.String()))) {
-				t.Errorf("%s %v %v: headers %v %v", d.Partition.ID, d.Role, d.Config.Headers, p.partition, p.roleHdr)
+			a := answer{parts: &c.get(d).answer, key: []byte("5"), keyHeader: d.Config.Headers.Key}
+			if got, want := decodeEncoded(t, a.appendTo(nil)), wantAnswer(d, &a, "", nil); !proto.Equal(got, want) {
+				t.Errorf("%s %v %v: answer %v, want %v", d.Partition.ID, d.Role, d.Config.Headers, got, want)
 			}
 		}
 	}
@@ -99,6 +99,7 @@ func TestHandlerAllocations(t *testing.T) {
 		if err := srv.Process(s); err != nil || len(s.out) != 1 || !ok(s.out[0]) {
 			t.Fatalf("unexpected answer %v, %v", s.out, err)
 		}
+		s.raw = true
 		return testing.AllocsPerRun(500, func() {
 			s.reset()
 			if err := srv.Process(s); err != nil {
