@@ -203,6 +203,32 @@ func appendHeaderOption(b []byte, name string, value []byte) []byte {
 	return protowire.AppendVarint(b, uint64(corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD))
 }
 
+// appendRemoval appends the answer that only removes the client's copies of partroute's
+// headers, to the request headers or to the request body.
+func appendRemoval(b []byte, names *config.Headers, body bool) []byte {
+	removed := [3]string{names.Partition, names.Role, names.Key}
+	mutation := 0
+	for _, name := range removed {
+		mutation += protowire.SizeTag(fieldRemoveHeaders) + protowire.SizeBytes(len(name))
+	}
+	common := protowire.SizeTag(fieldHeaderMutation) + protowire.SizeBytes(mutation)
+	kind := fieldRequestHeaders
+	if body {
+		kind = fieldRequestBody
+	}
+	b = protowire.AppendTag(b, kind, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(protowire.SizeTag(fieldCommonResponse)+protowire.SizeBytes(common)))
+	b = protowire.AppendTag(b, fieldCommonResponse, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(common))
+	b = protowire.AppendTag(b, fieldHeaderMutation, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(mutation))
+	for _, name := range removed {
+		b = protowire.AppendTag(b, fieldRemoveHeaders, protowire.BytesType)
+		b = protowire.AppendString(b, name)
+	}
+	return b
+}
+
 // stringValueSize is the size of a Value holding a string of n bytes.
 func stringValueSize(n int) int { return protowire.SizeTag(fieldStringValue) + protowire.SizeBytes(n) }
 

@@ -5,6 +5,7 @@ import (
 	// gRPC's proto codec registers itself when its package is loaded; Codec falls back to it.
 	_ "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // vtMarshaler is the marshalling code that go-control-plane generates with vtprotobuf. Its
@@ -41,6 +42,12 @@ func (c Codec) Marshal(v any) (mem.BufferSlice, error) {
 		return c.proto.Marshal(v)
 	}
 	size := m.SizeVT()
+	if encoded := unknownFields(v); len(encoded) == size && size > 0 {
+		// A message whose whole encoding is its unknown fields is an answer the handler wrote
+		// in its wire form (answer.go): its bytes go out as they are. They belong to that one
+		// response, which nothing modifies once sent, so they are not copied.
+		return mem.BufferSlice{mem.SliceBuffer(encoded)}, nil
+	}
 	if mem.IsBelowBufferPoolingThreshold(size) {
 		buf := make([]byte, size)
 		if _, err := m.MarshalToSizedBufferVTStrict(buf); err != nil {
@@ -55,6 +62,14 @@ func (c Codec) Marshal(v any) (mem.BufferSlice, error) {
 		return nil, err
 	}
 	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
+}
+
+// unknownFields returns the unknown fields of v, a protobuf message.
+func unknownFields(v any) []byte {
+	if m, ok := v.(interface{ ProtoReflect() protoreflect.Message }); ok {
+		return m.ProtoReflect().GetUnknown()
+	}
+	return nil
 }
 
 // Unmarshal is gRPC's own.

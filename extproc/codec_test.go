@@ -42,8 +42,26 @@ func TestCodecMarshalsLikeProto(t *testing.T) {
 		}
 		data.Free()
 	}
+	// An answer the handler sent in its wire form goes out as those bytes, read as the answer.
+	raw := newFakeStream(benchHeaders("PUT", "users.example.com", "/api/users", "x-user-id", "17"))
+	raw.raw = true
+	if err := f.handler.Process(raw); err != nil || len(raw.out) != 1 {
+		t.Fatalf("unexpected answer %v, %v", raw.out, err)
+	}
+	want, err := decodeAnswer(raw.out[0])
+	if err != nil || want.GetDynamicMetadata() == nil {
+		t.Fatalf("encoded answer %v: %v", want, err)
+	}
+	data, err := codec.Marshal(raw.out[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back extprocv3.ProcessingResponse
+	if err := proto.Unmarshal(data.Materialize(), &back); err != nil || !proto.Equal(&back, want) {
+		t.Errorf("encoded answer through the codec: %v, %v; want %v", &back, err, want)
+	}
 	// A message without generated code, as the health service sends, goes through gRPC's codec.
-	data, err := codec.Marshal(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING})
+	data, err = codec.Marshal(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING})
 	if err != nil {
 		t.Fatal(err)
 	}

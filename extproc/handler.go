@@ -71,6 +71,18 @@ type stream struct {
 	// srv is the stream itself, for the message that extends Envoy's timeout before a held
 	// request's answer.
 	srv extprocv3.ExternalProcessor_ProcessServer
+	// spare is the scratch the stream was allocated in, for its first decision: a stream of
+	// one request then costs one allocation.
+	spare *scratch
+}
+
+// scratch returns a scratch for one decision's request and response, which it must not share.
+func (st *stream) scratch() *scratch {
+	if sc := st.spare; sc != nil {
+		st.spare = nil
+		return sc
+	}
+	return new(scratch)
 }
 
 // Process handles one stream: one HTTP request. Envoy ends a stream by half-closing it or by
@@ -80,7 +92,9 @@ func (h *Handler) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 	h.metrics.activeStreams.Inc()
 	defer h.metrics.activeStreams.Dec()
 	ctx := srv.Context()
-	st := stream{srv: srv}
+	first := new(scratch)
+	st := &first.st
+	st.srv, st.spare = srv, first
 	for {
 		req, err := srv.Recv()
 		if err != nil {
@@ -89,7 +103,7 @@ func (h *Handler) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 			}
 			return err
 		}
-		resp := h.handle(ctx, req, &st)
+		resp := h.handle(ctx, req, st)
 		if resp == nil {
 			continue
 		}
@@ -131,7 +145,7 @@ func (h *Handler) handle(ctx context.Context, req *extprocv3.ProcessingRequest, 
 
 func (h *Handler) requestHeaders(ctx context.Context, m *extprocv3.HttpHeaders, st *stream) *extprocv3.ProcessingResponse {
 	start := time.Now()
-	sc := new(scratch)
+	sc := st.scratch()
 	req := &sc.req
 	buildRequest(req, m.GetHeaders())
 	if m.GetEndOfStream() {
@@ -205,7 +219,7 @@ func (h *Handler) requestBody(ctx context.Context, m *extprocv3.HttpBody, st *st
 	if st.pending == nil {
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}
 	}
-	sc := new(scratch)
+	sc := st.scratch()
 	req := &sc.req
 	buildRequest(req, st.pending.GetHeaders())
 	st.pending = nil
@@ -258,45 +272,27 @@ func (h *Handler) respond(d resolver.Decision, start time.Time, body bool, sc *s
 
 // scratch is everything one request needs on the heap, in one allocation: the keying request,
 // which escapes into the Decider interface, the response, and the buffers its encoded answer is
-// written in. A scratch is never reused: gRPC may read a message after Send returns (stats
-// handlers do), so each response owns its memory.
+// written in; the first scratch of a stream holds the stream's state too. A scratch is never
+// reused: gRPC may read a message after Send returns (stats handlers do), so each response owns
+// its memory.
 type scratch struct {
-	req    keying.Request
-	resp   extprocv3.ProcessingResponse
-	rh     extprocv3.ProcessingResponse_RequestHeaders
-	rb     extprocv3.ProcessingResponse_RequestBody
-	hr     extprocv3.HeadersResponse
-	br     extprocv3.BodyResponse
-	common extprocv3.CommonResponse
-	hm     extprocv3.HeaderMutation
-	remove [3]string
+	st   stream
+	req  keying.Request
+	resp extprocv3.ProcessingResponse
 	// keyBuf holds the key's text: 20 bytes fit every int64 in decimal.
 	keyBuf [20]byte
 	// hostBuf holds the host list of replicas.selection: ordered, three IPv4 replicas and more.
 	hostBuf [96]byte
 	// answerBuf holds the encoded answer: partroute's shape with the default header names and
-	// a partition id of a few dozen bytes fits.
-	answerBuf [320]byte
+	// a partition id of a couple of dozen bytes fits; a longer one grows out of it.
+	answerBuf [256]byte
 }
 
 // response returns the scratch's response to request headers (or to the request body) with a
 // header mutation that removes partroute's headers, so that a client can never choose its own
 // partition or role.
 func (sc *scratch) response(d resolver.Decision, body bool) *extprocv3.ProcessingResponse {
-	names := &d.Config.Headers
-	sc.remove = [3]string{names.Partition, names.Role, names.Key}
-	sc.hm.RemoveHeaders = sc.remove[:]
-	sc.common.HeaderMutation = &sc.hm
-	if body {
-		sc.br.Response = &sc.common
-		sc.rb.RequestBody = &sc.br
-		sc.resp.Response = &sc.rb
-	} else {
-		sc.hr.Response = &sc.common
-		sc.rh.RequestHeaders = &sc.hr
-		sc.resp.Response = &sc.rh
-	}
-	return &sc.resp
+	return encodedResponse(&sc.resp, appendRemoval(sc.answerBuf[:0], &d.Config.Headers, body))
 }
 
 // routed is the answer that routes a request: its partition and role in the envoy.lb metadata,
