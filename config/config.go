@@ -174,6 +174,25 @@ func (s SetBy) String() string {
 	return "SetBy(" + strconv.Itoa(int(s)) + ")"
 }
 
+// OrDefault is s, or DefaultSetBy for the zero SetBy of a Headers built in code rather than
+// parsed, so that readers of the shape agree with the loader on what an unset one means.
+func (s SetBy) OrDefault() SetBy {
+	if s == 0 {
+		return DefaultSetBy
+	}
+	return s
+}
+
+// ParseSetBy reads a shape by its name in the configuration (extproc, envoy or none; empty
+// is DefaultSetBy), for the flags that choose one, as partroute loadtest's -set-by does.
+func ParseSetBy(v string) (SetBy, error) {
+	s, ok := parseSetBy(v)
+	if !ok {
+		return 0, fmt.Errorf("%q is not extproc, envoy or none", v)
+	}
+	return s, nil
+}
+
 // parseSetBy reads headers.setBy; empty is the default.
 func parseSetBy(v string) (SetBy, bool) {
 	switch v {

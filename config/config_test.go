@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -332,6 +333,29 @@ func TestReadPolicyString(t *testing.T) {
 		if got := p.String(); got != want {
 			t.Errorf("ReadPolicy(%d).String() = %q, want %q", p, got, want)
 		}
+	}
+}
+
+// ParseSetBy reads each shape by the name String gives it, and the empty name as the
+// default, as the loader does; OrDefault reads the zero shape as the default and keeps others.
+func TestParseSetBy(t *testing.T) {
+	for _, s := range []config.SetBy{config.SetByExtProc, config.SetByEnvoy, config.SetByNone} {
+		got, err := config.ParseSetBy(s.String())
+		if err != nil || got != s {
+			t.Errorf("ParseSetBy(%q) = %v, %v; want %v", s.String(), got, err, s)
+		}
+		if s.OrDefault() != s {
+			t.Errorf("%v.OrDefault() = %v", s, s.OrDefault())
+		}
+	}
+	if got, err := config.ParseSetBy(""); err != nil || got != config.DefaultSetBy {
+		t.Errorf("ParseSetBy(\"\") = %v, %v; want the default %v", got, err, config.DefaultSetBy)
+	}
+	if _, err := config.ParseSetBy("route"); err == nil || !strings.Contains(err.Error(), `"route" is not extproc, envoy or none`) {
+		t.Errorf("ParseSetBy(\"route\"): %v", err)
+	}
+	if got := config.SetBy(0).OrDefault(); got != config.DefaultSetBy {
+		t.Errorf("SetBy(0).OrDefault() = %v, want %v", got, config.DefaultSetBy)
 	}
 }
 

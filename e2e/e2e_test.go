@@ -34,11 +34,12 @@ type stack struct {
 }
 
 // e2eConfig is the test configuration. %[1]s is partroute's ext_proc address, %[2]s its
-// admin address and %[3]s the unmatched policy.
+// admin address, %[3]s the unmatched policy and %[4]s headers.setBy.
 const e2eConfig = `
 listen: {extproc: "%[1]s", admin: "%[2]s"}
 naming: {source: file, file: naming.yaml}
 unmatched: %[3]s
+headers: {setBy: %[4]s}
 maxBodyBytes: 256
 services:
   - name: orders
@@ -71,8 +72,8 @@ services:
 // startStack writes the configuration and a naming view with one backend per replica and
 // brings everything up. Three partitions of three replicas per int64 service; in carts'
 // last partition both secondaries are unhealthy, and profiles' last partition has no healthy
-// replica at all.
-func startStack(t *testing.T, unmatched string) *stack {
+// replica at all. setBy is the shape of partroute's answer, and so of Envoy's routes.
+func startStack(t *testing.T, unmatched string, setBy config.SetBy) *stack {
 	t.Helper()
 	dir := t.TempDir()
 	ports := testkit.FreePorts(t, 4+5*9+3)
@@ -101,7 +102,7 @@ func startStack(t *testing.T, unmatched string) *stack {
 	fmt.Fprintf(&naming, "  settings:\n    partitions:\n      - {replicas: [{address: %q, role: primary}]}\n", take())
 
 	cfgPath := filepath.Join(dir, "partroute.yaml")
-	write(t, cfgPath, fmt.Sprintf(e2eConfig, extprocAddr, adminAddr, unmatched))
+	write(t, cfgPath, fmt.Sprintf(e2eConfig, extprocAddr, adminAddr, unmatched, setBy))
 	write(t, filepath.Join(dir, "naming.yaml"), naming.String())
 	cfg, view, err := resolver.LoadConfigAndView(cfgPath, "")
 	if err != nil {
@@ -183,7 +184,7 @@ func (s *stack) replicas(svc string, i int, role resolver.Role) []string {
 func (s *stack) primary(svc string, i int) string { return s.replicas(svc, i, resolver.RolePrimary)[0] }
 
 func TestEndToEndThroughEnvoy(t *testing.T) {
-	s := startStack(t, "reject")
+	s := startStack(t, "reject", config.DefaultSetBy)
 	orders := s.cfg.Service("orders").Scheme()
 
 	t.Run("writes land on the primary of the partition the maths gives", func(t *testing.T) {

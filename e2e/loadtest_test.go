@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -23,6 +26,44 @@ func TestLoadtestHTTPThroughEnvoy(t *testing.T) {
 		// The errors column is the fifth: none may fail.
 		if f := strings.Fields(lines[1]); len(f) < 5 || f[4] != "0" {
 			t.Errorf("%s: errors in\n%s", proto, r.stdout)
+		}
+	}
+}
+
+// TestLoadtestSetByThroughEnvoy runs `partroute loadtest compare -target http -set-by` in the
+// shapes that leave the headers to Envoy's routes, with each server in a process of its own:
+// partroute, and the decoding floor answering in the same shape (`partroute loadtest noop
+// -set-by`), route every request through Envoy configurations generated for that shape, and
+// no run of any arm fails.
+func TestLoadtestSetByThroughEnvoy(t *testing.T) {
+	for _, setBy := range []string{"envoy", "none"} {
+		out := t.TempDir()
+		r := cli(t, "loadtest", "compare", "-target", "http", "-set-by", setBy, "-servers", "process",
+			"-c", "4", "-d", "300ms", "-warmup", "100ms", "-pairs", "1", "-quiet", "-out", out)
+		if r.code != 0 {
+			t.Fatalf("%s: exit %d\nstdout:\n%s\nstderr:\n%s", setBy, r.code, r.stdout, r.stderr)
+		}
+		f, err := os.Open(filepath.Join(out, "compare-http-closed-h1.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := loadtest.ReadJSON(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, run := range rep.Runs {
+			names = append(names, run.Target)
+			if run.Errors != 0 || run.Requests == 0 {
+				t.Errorf("%s: run %s: %d requests, errors %v", setBy, run.Name, run.Requests, run.ErrorCodes)
+			}
+		}
+		if want := []string{"envoy+partroute", "envoy+noop", "envoy+nofilter", "envoy+floor"}; !slices.Equal(names, want) {
+			t.Errorf("%s: runs %v, want %v", setBy, names, want)
+		}
+		if !strings.Contains(rep.Title, "headers set by "+setBy) {
+			t.Errorf("%s: title %q does not name the shape", setBy, rep.Title)
 		}
 	}
 }

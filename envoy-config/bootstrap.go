@@ -167,6 +167,9 @@ func Bootstrap(cfg *config.Config, view *resolver.View, opts Options) (*bootstra
 	if opts.GoogleGRPC && (opts.TLS != nil || len(opts.ExtProcAddresses) > 0) {
 		return nil, errors.New("envoy bootstrap: the Google gRPC client reaches one partroute instance in plaintext: not with TLS or several ext_proc addresses")
 	}
+	if s := cfg.Headers.SetBy.OrDefault(); s != config.SetByExtProc && s != config.SetByEnvoy && s != config.SetByNone {
+		return nil, fmt.Errorf("envoy bootstrap: headers.setBy %v is not extproc, envoy or none", s)
+	}
 	if opts.Retry != nil && opts.Retry.NumRetries < 1 {
 		return nil, fmt.Errorf("envoy bootstrap: a retry policy needs at least 1 retry, not %d", opts.Retry.NumRetries)
 	}
@@ -433,7 +436,8 @@ func connectionManager(cfg *config.Config, opts Options) (*hcmv3.HttpConnectionM
 
 // receivingNamespaces are the metadata namespaces partroute writes for cfg, which Envoy takes
 // into the request only when they are listed: envoy.lb always, the host list when a service
-// orders its replicas, and the read-your-writes namespace when a service mints tokens.
+// orders its replicas, the read-your-writes namespace when a service mints tokens, and the
+// values of partroute's headers when Envoy sets them (headers.setBy envoy).
 func receivingNamespaces(cfg *config.Config) []string {
 	ns := []string{contract.LBNamespace}
 	if cfg.OrdersReplicas() {
@@ -441,8 +445,12 @@ func receivingNamespaces(cfg *config.Config) []string {
 	}
 	for _, svc := range cfg.Services {
 		if svc.ReadYourWrites > 0 {
-			return append(ns, contract.RYWNamespace)
+			ns = append(ns, contract.RYWNamespace)
+			break
 		}
+	}
+	if cfg.Headers.SetBy.OrDefault() == config.SetByEnvoy {
+		ns = append(ns, contract.RequestNamespace)
 	}
 	return ns
 }
@@ -524,6 +532,7 @@ func serviceRoute(cfg *config.Config, svc *config.Service, opts Options) (*route
 		Action:               &routev3.Route_Route{Route: action},
 		ResponseHeadersToAdd: readYourWritesHeaders(cfg, svc),
 	}
+	r.RequestHeadersToRemove, r.RequestHeadersToAdd = requestHeaders(cfg.Headers)
 	if svc.Keyer.NeedsBody() {
 		// The key may be in the JSON body, so this route buffers it for partroute, up to the
 		// configuration's maxBodyBytes: Envoy answers 413 to a larger body before partroute
@@ -536,6 +545,39 @@ func serviceRoute(cfg *config.Config, svc *config.Service, opts Options) (*route
 		r.RequestBodyBufferLimit = wrapperspb.UInt64(uint64(cfg.MaxBodyBytes)) //nolint:gosec // config checks that maxBodyBytes is at least 1
 	}
 	return r, nil
+}
+
+// requestHeaders are a service route's changes to the upstream request when partroute's answer
+// carries no header mutation (headers.setBy envoy or none). The router applies them after
+// ext_proc, removals before additions, so the client's copies of partroute's three headers go
+// whatever partroute answered. With envoy the route then sets each from partroute's
+// partroute.request metadata. Envoy skips an addition whose value comes out empty, so the
+// removal is what keeps a client's copy from surviving where the metadata has no value (the
+// key of a singleton service). With extproc partroute's mutation does both, and the route
+// changes nothing.
+func requestHeaders(h config.Headers) (remove []string, add []*corev3.HeaderValueOption) {
+	setBy := h.SetBy.OrDefault()
+	if setBy == config.SetByExtProc {
+		return nil, nil
+	}
+	headers := []struct{ name, key string }{
+		{h.Partition, contract.RequestKeyPartition},
+		{h.Role, contract.RequestKeyRole},
+		{h.Key, contract.RequestKeyKey},
+	}
+	for _, hd := range headers {
+		remove = append(remove, hd.name)
+	}
+	if setBy != config.SetByEnvoy {
+		return remove, nil
+	}
+	for _, hd := range headers {
+		add = append(add, &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: hd.name, Value: contract.RequestHeaderValue(hd.key)},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		})
+	}
+	return remove, add
 }
 
 // readYourWritesHeaders are the response headers of a service with read-your-writes on: the

@@ -1,6 +1,7 @@
 package envoyconfig
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -838,5 +839,86 @@ services: [{name: e, match: {authority: "`+long+`"}, partitioning: {scheme: sing
 	}
 	if !static || !admin {
 		t.Errorf("a %d-character authority regex: runtime %v, want a static layer raising the RE2 limit to at least %d and an admin layer", len(re), rt, len(re))
+	}
+}
+
+// The shape of partroute's answer decides what the service routes do to the upstream request.
+// With extproc, partroute's header mutation removes and sets the headers, and the routes leave
+// them alone. With envoy and none, partroute's answer carries no mutation: every service route
+// removes the client's copies of the three configured headers, and with envoy sets them from
+// the partroute.request metadata, which the ext_proc filter then accepts. The catch-all route
+// sends nothing upstream and changes nothing. Statically and over xDS alike, since the routes
+// stay in the bootstrap.
+func TestBootstrapSetBy(t *testing.T) {
+	const names = "headers: {partition: x-shard, role: x-shard-role, key: x-shard-key, setBy: %s}\n"
+	type headerAdd struct{ name, value string }
+	cases := []struct {
+		setBy      config.SetBy
+		remove     []string
+		add        []headerAdd
+		namespaces []string
+	}{
+		{config.SetByExtProc, nil, nil, []string{"envoy.lb", "partroute.hosts", "partroute.ryw"}},
+		{config.SetByEnvoy, []string{"x-shard", "x-shard-role", "x-shard-key"}, []headerAdd{
+			{"x-shard", "%DYNAMIC_METADATA(partroute.request:partition)%"},
+			{"x-shard-role", "%DYNAMIC_METADATA(partroute.request:role)%"},
+			{"x-shard-key", "%DYNAMIC_METADATA(partroute.request:key)%"},
+		}, []string{"envoy.lb", "partroute.hosts", "partroute.ryw", "partroute.request"}},
+		{config.SetByNone, []string{"x-shard", "x-shard-role", "x-shard-key"}, nil, []string{"envoy.lb", "partroute.hosts", "partroute.ryw"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.setBy.String(), func(t *testing.T) {
+			cfg, view := parseConfigAndView(t, fmt.Sprintf(names, tc.setBy)+featureConfig, featureNaming)
+			if cfg.Headers.SetBy != tc.setBy {
+				t.Fatalf("parsed setBy %v, want %v", cfg.Headers.SetBy, tc.setBy)
+			}
+			for _, opts := range []Options{{}, {XDSAddress: "127.0.0.1:18000"}, {Retry: &Retry{NumRetries: 2}, ResponseHeaders: true}} {
+				p := unpack(t, mustBootstrap(t, cfg, view, opts))
+				if got := p.extProc.GetMetadataOptions().GetReceivingNamespaces().GetUntyped(); !slices.Equal(got, tc.namespaces) {
+					t.Errorf("%+v: receiving namespaces %v, want %v", opts, got, tc.namespaces)
+				}
+				if len(p.routes) != len(cfg.Services)+1 {
+					t.Fatalf("%d routes, want one per service and the catch-all", len(p.routes))
+				}
+				for _, r := range p.routes {
+					remove, add := tc.remove, tc.add
+					if r.GetName() == "no_service" {
+						remove, add = nil, nil
+					}
+					if got := r.GetRequestHeadersToRemove(); !slices.Equal(got, remove) {
+						t.Errorf("%+v: route %s removes %v, want %v", opts, r.GetName(), got, remove)
+					}
+					var got []headerAdd
+					for _, h := range r.GetRequestHeadersToAdd() {
+						if h.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD || h.GetKeepEmptyValue() || len(h.GetHeader().GetRawValue()) != 0 {
+							t.Errorf("%+v: route %s adds %v: want it to overwrite, and to add nothing for an empty value", opts, r.GetName(), h)
+						}
+						got = append(got, headerAdd{h.GetHeader().GetKey(), h.GetHeader().GetValue()})
+					}
+					if !slices.Equal(got, add) {
+						t.Errorf("%+v: route %s adds %v, want %v", opts, r.GetName(), got, add)
+					}
+				}
+			}
+		})
+	}
+}
+
+// A shape the loader cannot give, in a configuration built in code, is refused by name; the
+// zero shape is the default's.
+func TestBootstrapSetByUnknown(t *testing.T) {
+	cfg, view := example.Load(t)
+	cfg.Headers.SetBy = 9
+	if _, err := Bootstrap(cfg, view, Options{}); err == nil || !strings.Contains(err.Error(), "headers.setBy SetBy(9) is not extproc, envoy or none") {
+		t.Errorf("Bootstrap with setBy 9: %v", err)
+	}
+	cfg.Headers.SetBy = 0
+	want := unpack(t, mustBootstrap(t, cfg, view, Options{})).routes
+	cfg.Headers.SetBy = config.DefaultSetBy
+	got := unpack(t, mustBootstrap(t, cfg, view, Options{})).routes
+	for i := range got {
+		if !slices.Equal(got[i].GetRequestHeadersToRemove(), want[i].GetRequestHeadersToRemove()) || len(got[i].GetRequestHeadersToAdd()) != len(want[i].GetRequestHeadersToAdd()) {
+			t.Errorf("route %s: the zero setBy's request headers differ from the default's", got[i].GetName())
+		}
 	}
 }

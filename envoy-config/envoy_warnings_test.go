@@ -356,9 +356,9 @@ func withFreePorts(t *testing.T, data []byte, admin, grpcAddr string) []byte {
 }
 
 // generatedRuns are the generator's bootstraps: every combination of its options over the
-// example and the feature configuration, statically and over xDS, and the configurations that
-// change what it writes (upstream HTTP/2 and health checks, host names long enough to need a
-// larger regex program).
+// example and the feature configuration, statically and over xDS, each shape of partroute's
+// answer (headers.setBy), and the configurations that change what it writes (upstream HTTP/2
+// and health checks, host names long enough to need a larger regex program).
 func generatedRuns(t *testing.T) []envoyRun {
 	example, err := config.Load(filepath.Join("examples", "partroute.yaml"))
 	if err != nil {
@@ -422,6 +422,24 @@ func generatedRuns(t *testing.T) []envoyRun {
 		}
 		runs = append(runs, generatedRun(in.name+"/xds,retry,response-headers,tls", in.cfg, in.view,
 			envoyconfig.Options{Retry: &envoyconfig.Retry{NumRetries: 2}, ResponseHeaders: true}, true, 1, true))
+	}
+
+	// The shape of partroute's answer (headers.setBy) changes the service routes' request
+	// headers and the filter's receiving namespaces alone: each shape other than the
+	// default's above, statically and over xDS, and once with retries and response headers.
+	for _, in := range all {
+		for _, setBy := range []config.SetBy{config.SetByExtProc, config.SetByEnvoy, config.SetByNone} {
+			if setBy == in.cfg.Headers.SetBy {
+				continue // the runs above
+			}
+			cfg := *in.cfg
+			cfg.Headers.SetBy = setBy
+			name := in.name + "/setBy-" + setBy.String()
+			runs = append(runs,
+				generatedRun(name+",static", &cfg, in.view, envoyconfig.Options{}, false, 1, false),
+				generatedRun(name+",xds", &cfg, in.view, envoyconfig.Options{}, true, 1, false),
+				generatedRun(name+",static,retry,response-headers", &cfg, in.view, envoyconfig.Options{Retry: &envoyconfig.Retry{NumRetries: 2}, ResponseHeaders: true}, false, 1, false))
+		}
 	}
 
 	// Envoy's Google gRPC client changes the filter's gRPC service only: each mode once.

@@ -65,6 +65,11 @@ type ServedRequest struct {
 	// Partition and Role are how partroute labelled the request (x-partition-id and
 	// x-partition-role): the partition it chose and the role it asked for.
 	Partition, Role string
+	// Headers holds every value of x-partition-id, x-partition-role and x-partition-key the
+	// request carried, under their canonical names, and none of a header it did not carry:
+	// Partition and Role read one value each, and cannot tell a header sent twice, or sent
+	// empty, from one sent once or not at all.
+	Headers http.Header
 	// At is when the backend served it.
 	At time.Time
 	// Times is how often the backend served a request of this id; more than 1 is a request
@@ -164,7 +169,7 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if id := r.Header.Get(RequestIDHeader); id != "" {
 		b.mu.Lock()
 		rec := b.requests[id]
-		b.requests[id] = ServedRequest{Method: r.Method, Partition: e.Partition, Role: e.Role, At: time.Now(), Times: rec.Times + 1}
+		b.requests[id] = ServedRequest{Method: r.Method, Partition: e.Partition, Role: e.Role, Headers: partitionHeaders(r.Header), At: time.Now(), Times: rec.Times + 1}
 		b.mu.Unlock()
 	}
 	w.Header().Set("content-type", "application/json")
@@ -175,6 +180,17 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		b.writes.Add(1)
 	}
 	_ = json.NewEncoder(w).Encode(e)
+}
+
+// partitionHeaders are the values of the partition, role and key headers in h.
+func partitionHeaders(h http.Header) http.Header {
+	out := http.Header{}
+	for _, name := range []string{"x-partition-id", "x-partition-role", "x-partition-key"} {
+		if v := h.Values(name); len(v) > 0 {
+			out[http.CanonicalHeaderKey(name)] = slices.Clone(v)
+		}
+	}
+	return out
 }
 
 // identify names the backend in the response headers h.

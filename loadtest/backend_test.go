@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -139,6 +140,39 @@ func TestBackendRecordsRequestsAndRefusesOtherPartitions(t *testing.T) {
 	}
 	if b.Misrouted() != 2 || b.Served() != 4 || b.Writes() != 2 {
 		t.Errorf("misrouted %d, served %d, writes %d; want 2, 4, 2", b.Misrouted(), b.Served(), b.Writes())
+	}
+}
+
+// A backend records every value of the partition, role and key headers a request carried, a
+// header sent twice or empty included, and nothing of one it did not carry.
+func TestBackendRecordsPartitionHeaders(t *testing.T) {
+	b, err := StartBackend("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for id, headers := range map[string]http.Header{
+		"twice": {"X-Partition-Key": {"5", "250"}, "X-Partition-Role": {""}, "X-Other": {"x"}},
+		"none":  {"X-Other": {"x"}},
+	} {
+		req, err := http.NewRequest(http.MethodGet, "http://"+b.Addr+"/api/orders/1", http.NoBody)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header = headers.Clone()
+		req.Header.Set(RequestIDHeader, id)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	got := b.Requests()
+	if h := got["twice"].Headers; len(h) != 2 || !slices.Equal(h["X-Partition-Key"], []string{"5", "250"}) || !slices.Equal(h["X-Partition-Role"], []string{""}) {
+		t.Errorf("recorded headers %v, want the key's two values and the role's empty one alone", h)
+	}
+	if h := got["none"].Headers; len(h) != 0 {
+		t.Errorf("recorded headers %v of a request without any", h)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/partroute/partroute/config"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -23,18 +24,29 @@ func TestAnswerReadsWhatItChecks(t *testing.T) {
 		}}},
 		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{"envoy.lb": structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{"partition": structpb.NewStringValue("users/0:9")}})}},
 	}
+	// A passthrough removes the client's headers by mutation, with no metadata, in every shape.
+	passthrough := &extprocv3.ProcessingResponse{
+		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{
+			HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{"x-partition-id", "x-partition-role", "x-partition-key"}},
+		}}},
+	}
 	cases := []struct {
 		name string
 		msg  *extprocv3.ProcessingResponse
 		want answer
-		err  string // checkAnswer's code with expectRouted
+		// err is checkAnswer's code with expectRouted under headers.setBy extproc, and
+		// errMetadataOnly under envoy and none, whose routed answers have no mutation.
+		err, errMetadataOnly string
 	}{
-		{"routed", routed, answer{kind: fieldRequestHeaders, mutation: true, metadata: true}, ""},
-		{"empty headers response", NoopResponse(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{}}), answer{kind: fieldRequestHeaders}, "unrouted"},
+		{"routed", routed, answer{kind: fieldRequestHeaders, mutation: true, metadata: true}, "", ""},
+		{"routed, metadata and Envoy's headers", FloorAnswer("users-0", "0", config.SetByEnvoy), answer{kind: fieldRequestHeaders, metadata: true}, "unrouted", ""},
+		{"routed, metadata alone", FloorAnswer("users-0", "0", config.SetByNone), answer{kind: fieldRequestHeaders, metadata: true}, "unrouted", ""},
+		{"passthrough", passthrough, answer{kind: fieldRequestHeaders, mutation: true}, "unrouted", "unrouted"},
+		{"empty headers response", NoopResponse(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{}}), answer{kind: fieldRequestHeaders}, "unrouted", "unrouted"},
 		{"immediate", &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
 			Status: &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable}, Body: []byte(`{"error":{}}`), Details: "x",
-		}}}, answer{kind: fieldImmediateResponse, status: 503}, "immediate_503"},
-		{"body response", NoopResponse(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{}}), answer{kind: 3}, "wrong_kind"},
+		}}}, answer{kind: fieldImmediateResponse, status: 503}, "immediate_503", "immediate_503"},
+		{"body response", NoopResponse(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{}}), answer{kind: 3}, "wrong_kind", "wrong_kind"},
 	}
 	codec := newAnswerCodec()
 	for _, c := range cases {
@@ -52,9 +64,14 @@ func TestAnswerReadsWhatItChecks(t *testing.T) {
 			if got != c.want {
 				t.Errorf("answer %+v, want %+v", got, c.want)
 			}
-			err = checkAnswer(&got, true)
-			if code := codeOf(err); code != c.err {
-				t.Errorf("checkAnswer: %v, want code %q", err, c.err)
+			for setBy, want := range map[config.SetBy]string{config.SetByExtProc: c.err, config.SetByEnvoy: c.errMetadataOnly, config.SetByNone: c.errMetadataOnly} {
+				err = checkAnswer(&got, true, setBy)
+				if code := codeOf(err); code != want {
+					t.Errorf("checkAnswer under setBy %v: %v, want code %q", setBy, err, want)
+				}
+				if err := checkAnswer(&got, false, setBy); got.kind == fieldRequestHeaders && err != nil {
+					t.Errorf("checkAnswer under setBy %v, not expecting a routed answer: %v", setBy, err)
+				}
 			}
 		})
 	}

@@ -10,6 +10,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/partroute/partroute/config"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -26,10 +27,13 @@ type ExtProcTarget struct {
 	// service they match; the key follows the prefix.
 	Authority  string
 	PathPrefix string
-	// ExpectRouted, when set, counts any answer without a header mutation and dynamic metadata
-	// as an error ("unrouted"): a partroute that passed the requests through would otherwise
-	// look fast.
+	// ExpectRouted, when set, counts any answer that does not route as an error ("unrouted"):
+	// a partroute that passed the requests through would otherwise look fast. What routes
+	// depends on SetBy (checkAnswer).
 	ExpectRouted bool
+	// SetBy is the headers.setBy of the server's configuration, the shape of the answers
+	// ExpectRouted expects; the zero SetBy is the default's.
+	SetBy config.SetBy
 }
 
 // DialExtProc connects to the ext_proc server at addr over conns HTTP/2 connections (Envoy
@@ -73,7 +77,7 @@ func (t *ExtProcTarget) Close() error {
 // NewWorker returns a worker with its own request message, reused from request to request.
 func (t *ExtProcTarget) NewWorker() (Worker, error) {
 	i := t.next.Add(1) - 1
-	w := &extProcWorker{client: t.clients[int(i)%len(t.clients)], expectRouted: t.ExpectRouted, prefix: t.PathPrefix,
+	w := &extProcWorker{client: t.clients[int(i)%len(t.clients)], expectRouted: t.ExpectRouted, setBy: t.SetBy.OrDefault(), prefix: t.PathPrefix,
 		get: []byte("GET"), put: []byte("PUT")}
 	w.msg, w.method, w.path, w.requestID = envoyHeaders(t.Authority)
 	return w, nil
@@ -111,6 +115,7 @@ func envoyHeaders(authority string) (msg *extprocv3.ProcessingRequest, method, p
 type extProcWorker struct {
 	client                  extprocv3.ExternalProcessorClient
 	expectRouted            bool
+	setBy                   config.SetBy
 	prefix                  string
 	msg                     *extprocv3.ProcessingRequest
 	method, path, requestID *corev3.HeaderValue
@@ -143,7 +148,7 @@ func (w *extProcWorker) Do(ctx context.Context, r *Request) error {
 	if err := stream.RecvMsg(&w.ans); err != nil {
 		return grpcError(err)
 	}
-	if err := checkAnswer(&w.ans, w.expectRouted); err != nil {
+	if err := checkAnswer(&w.ans, w.expectRouted, w.setBy); err != nil {
 		return err
 	}
 	if err := stream.CloseSend(); err != nil {
@@ -162,11 +167,19 @@ func (w *extProcWorker) Do(ctx context.Context, r *Request) error {
 }
 
 // checkAnswer accepts the answer to request_headers: a HeadersResponse, routed when that is
-// expected. An ImmediateResponse counts as an error under its HTTP status.
-func checkAnswer(a *answer, expectRouted bool) error {
+// expected. An ImmediateResponse counts as an error under its HTTP status. Whether an answer
+// routes depends on its shape, setBy: with extproc it sets the headers by mutation and carries
+// the metadata; with envoy and none it carries the metadata alone. The metadata is what tells
+// a routed answer from a passthrough in every shape, since a passthrough removes the client's
+// headers by mutation too.
+func checkAnswer(a *answer, expectRouted bool, setBy config.SetBy) error {
 	switch a.kind {
 	case fieldRequestHeaders:
-		if expectRouted && !(a.mutation && a.metadata) {
+		routed := a.metadata
+		if setBy.OrDefault() == config.SetByExtProc {
+			routed = a.mutation && a.metadata
+		}
+		if expectRouted && !routed {
 			return &RequestError{Code: "unrouted"}
 		}
 		return nil

@@ -21,19 +21,19 @@ import (
 // FloorProcessor is the decoding floor: the least any server that routes as partroute does
 // must pay. gRPC decodes each request message into a ProcessingRequest, as it does for
 // partroute, and the server answers request headers with bytes encoded once, at start, in the
-// shape of partroute's answer (the envoy.lb metadata, three header removals, three headers
-// set), so that it decides nothing and encodes nothing per request. partroute's server cost is
-// measured against it as well as against the no-op server. Its answer names one partition and
-// the primary whatever the request: through Envoy every request lands on that partition.
+// shape of partroute's answer under the scenario's headers.setBy (FloorAnswer), so that it
+// decides nothing and encodes nothing per request. partroute's server cost is measured against
+// it as well as against the no-op server. Its answer names one partition and the primary
+// whatever the request: through Envoy every request lands on that partition.
 type FloorProcessor struct {
 	extprocv3.UnimplementedExternalProcessorServer
 	answer preEncoded
 }
 
-// NewFloorProcessor returns the floor server, answering with partroute's shape for a write to
-// partition of key key, under the default header names.
-func NewFloorProcessor(partition, key string) (*FloorProcessor, error) {
-	b, err := proto.Marshal(FloorAnswer(partition, key))
+// NewFloorProcessor returns the floor server, answering in partroute's shape of setBy for a
+// write to partition of key key, under the default header names.
+func NewFloorProcessor(partition, key string, setBy config.SetBy) (*FloorProcessor, error) {
+	b, err := proto.Marshal(FloorAnswer(partition, key, setBy))
 	if err != nil {
 		return nil, err
 	}
@@ -41,25 +41,39 @@ func NewFloorProcessor(partition, key string) (*FloorProcessor, error) {
 }
 
 // FloorAnswer is the answer the floor server sends, decoded: what partroute answers a write to
-// partition of key key.
-func FloorAnswer(partition, key string) *extprocv3.ProcessingResponse {
+// partition of key key when its configuration has headers.setBy setBy (the zero SetBy is the
+// default's). Every shape carries the envoy.lb metadata. With extproc the answer also removes
+// the client's three headers and sets them, by header mutation; with envoy it has no mutation
+// and gives the headers' values in the partroute.request metadata for Envoy's routes to set;
+// with none it has the envoy.lb metadata alone.
+func FloorAnswer(partition, key string, setBy config.SetBy) *extprocv3.ProcessingResponse {
 	h := config.DefaultHeaders()
-	set := func(name, value string) *corev3.HeaderValueOption {
-		return &corev3.HeaderValueOption{
-			Header:       &corev3.HeaderValue{Key: name, RawValue: []byte(value)},
-			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	metadata := map[string]*structpb.Value{
+		contract.LBNamespace: structpb.NewStructValue(contract.LBFields(partition, "primary")),
+	}
+	headers := &extprocv3.HeadersResponse{}
+	switch setBy.OrDefault() {
+	case config.SetByExtProc:
+		set := func(name, value string) *corev3.HeaderValueOption {
+			return &corev3.HeaderValueOption{
+				Header:       &corev3.HeaderValue{Key: name, RawValue: []byte(value)},
+				AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+			}
 		}
+		headers.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
+			RemoveHeaders: []string{h.Partition, h.Role, h.Key},
+			SetHeaders:    []*corev3.HeaderValueOption{set(h.Partition, partition), set(h.Role, "primary"), set(h.Key, key)},
+		}}
+	case config.SetByEnvoy:
+		metadata[contract.RequestNamespace] = structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+			contract.RequestKeyPartition: structpb.NewStringValue(partition),
+			contract.RequestKeyRole:      structpb.NewStringValue("primary"),
+			contract.RequestKeyKey:       structpb.NewStringValue(key),
+		}})
 	}
 	return &extprocv3.ProcessingResponse{
-		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{
-			HeaderMutation: &extprocv3.HeaderMutation{
-				RemoveHeaders: []string{h.Partition, h.Role, h.Key},
-				SetHeaders:    []*corev3.HeaderValueOption{set(h.Partition, partition), set(h.Role, "primary"), set(h.Key, key)},
-			},
-		}}},
-		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			contract.LBNamespace: structpb.NewStructValue(contract.LBFields(partition, "primary")),
-		}},
+		Response:        &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: headers},
+		DynamicMetadata: &structpb.Struct{Fields: metadata},
 	}
 }
 

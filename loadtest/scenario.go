@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/partroute/partroute/config"
 )
 
 // The load test's service: requests for ScenarioAuthority with a path under ScenarioPathPrefix,
@@ -35,6 +37,10 @@ type Scenario struct {
 	// with a keys file of its own and the token in a header: writes mint tokens, and reads,
 	// which carry none, are checked for one.
 	ReadYourWrites time.Duration
+	// SetBy, when set, is the configuration's headers.setBy: the shape of partroute's answer,
+	// and so of the Envoy configuration generated from it. The zero SetBy leaves the field
+	// out, for partroute's default.
+	SetBy config.SetBy
 }
 
 // DefaultScenario is the scenario of the published numbers.
@@ -47,6 +53,11 @@ func (s Scenario) Check() error {
 	}
 	if s.Replicas < 1 || s.Replicas > 16 {
 		return fmt.Errorf("replicas %d is not between 1 and 16", s.Replicas)
+	}
+	if s.SetBy != 0 {
+		if _, err := config.ParseSetBy(s.SetBy.String()); err != nil {
+			return fmt.Errorf("headers.setBy %v is not extproc, envoy or none", s.SetBy)
+		}
 	}
 	if strings.ContainsAny(s.ReplicaSettings, "{}\n") {
 		return fmt.Errorf("replica settings %q: fields in YAML flow style, without braces or new lines", s.ReplicaSettings)
@@ -64,7 +75,7 @@ func (s Scenario) ConfigYAML(extproc, admin string) string {
 listen: {extproc: %q, admin: %q}
 naming: {source: file, file: naming.yaml}
 unmatched: passthrough
-services:
+%sservices:
   - name: %s
     match: {pathPrefix: %s}
     partitioning: {scheme: uniformInt64, lowKey: 0, highKey: 1048575, count: %d}
@@ -72,7 +83,7 @@ services:
       sources: [{path: "%s{id}"}, {header: x-user-id}]
       transform: hash
     replicas: {reads: secondary%s}
-%s`, extproc, admin, ScenarioService, strings.TrimSuffix(ScenarioPathPrefix, "/"), s.Partitions, ScenarioPathPrefix, s.replicaSettings(), s.readYourWritesSection())
+%s`, extproc, admin, s.headersSection(), ScenarioService, strings.TrimSuffix(ScenarioPathPrefix, "/"), s.Partitions, ScenarioPathPrefix, s.replicaSettings(), s.readYourWritesSection())
 }
 
 // replicaSettings are ReplicaSettings, and the read-your-writes window, to append to the
@@ -86,6 +97,15 @@ func (s Scenario) replicaSettings() string {
 		out += ", readYourWrites: " + s.ReadYourWrites.String()
 	}
 	return out
+}
+
+// headersSection is the headers block, which names the shape of partroute's answer when SetBy
+// is set.
+func (s Scenario) headersSection() string {
+	if s.SetBy == 0 {
+		return ""
+	}
+	return "headers: {setBy: " + s.SetBy.String() + "}\n"
 }
 
 // scenarioKeysFile is the read-your-writes keys file WriteFiles writes beside the

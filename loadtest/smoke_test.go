@@ -33,10 +33,16 @@ func loadScenario(t *testing.T, sc Scenario, replicas []string) (*config.Config,
 	return cfg, view
 }
 
-// startPartroute serves partroute's ext_proc handler for the scenario on a loopback port.
+// startPartroute serves partroute's ext_proc handler for the default scenario on a loopback
+// port.
 func startPartroute(t *testing.T, reg prometheus.Registerer) *GRPCServer {
 	t.Helper()
-	sc := DefaultScenario()
+	return startPartrouteFor(t, reg, DefaultScenario())
+}
+
+// startPartrouteFor serves partroute's ext_proc handler for sc on a loopback port.
+func startPartrouteFor(t *testing.T, reg prometheus.Registerer, sc Scenario) *GRPCServer {
+	t.Helper()
 	cfg, view := loadScenario(t, sc, FakeReplicaAddrs(sc.ReplicaCount()))
 	h := extproc.NewHandler(resolver.New(&resolver.State{Config: cfg, Naming: view}), extproc.NewMetrics(reg), slog.New(slog.DiscardHandler))
 	srv, err := StartExtProcServer("127.0.0.1:0", h)
@@ -83,6 +89,44 @@ func TestSmokeAgainstPartroute(t *testing.T) {
 		t.Errorf("partroute counted %v routed requests, the generator sent %d", ok, res.AllRequests)
 	}
 	t.Logf("%d requests, %.0f/s, p50 %s p99 %s", res.Requests, res.Throughput, FormatNS(float64(res.Latency.P50)), FormatNS(float64(res.Latency.P99)))
+}
+
+// In each shape of partroute's answer (headers.setBy), the generator counts partroute's
+// answers as routed when it expects that shape, and as unrouted when it expects the header
+// mutation that envoy and none leave out: the check would otherwise pass on anything.
+func TestSmokeEachShape(t *testing.T) {
+	for _, setBy := range []config.SetBy{config.SetByExtProc, config.SetByEnvoy, config.SetByNone} {
+		t.Run(setBy.String(), func(t *testing.T) {
+			sc := DefaultScenario()
+			sc.SetBy = setBy
+			reg := prometheus.NewRegistry()
+			srv := startPartrouteFor(t, reg, sc)
+			o := Options{Name: "smoke " + setBy.String(), Mode: Closed, Concurrency: 8, Duration: 10 * time.Second, Requests: 2000, Timeout: 5 * time.Second,
+				Keys: KeyOptions{Distribution: Uniform, Space: 1000}, WriteFraction: 0.2, Seed: 1}
+			target := dial(t, srv.Addr, true)
+			target.SetBy = setBy
+			res, err := Run(context.Background(), target, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Errors != 0 || res.Requests != 2000 {
+				t.Fatalf("%d requests, errors %v", res.Requests, res.ErrorCodes)
+			}
+			if setBy == config.SetByExtProc {
+				return
+			}
+			wrong := dial(t, srv.Addr, true)
+			wrong.SetBy = config.SetByExtProc
+			o.Requests = 100
+			res, err = Run(context.Background(), wrong, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.ErrorCodes["unrouted"] != res.Requests || res.Requests == 0 {
+				t.Errorf("expecting extproc's header mutation from partroute under setBy %v: errors %v of %d requests, want every one unrouted", setBy, res.ErrorCodes, res.Requests)
+			}
+		})
+	}
 }
 
 // countedOK is partroute's count of requests routed for the scenario's service.

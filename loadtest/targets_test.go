@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -96,6 +97,53 @@ func TestEnvoyBootstrapBaselines(t *testing.T) {
 		if !found {
 			t.Error("no cluster for the scenario's service")
 		}
+	}
+}
+
+// A scenario's SetBy becomes its configuration's headers.setBy (none set is partroute's
+// default), and the Envoy configuration of every arm follows it: with envoy and none the
+// service's route removes the client's copies of the three headers, with envoy it sets them
+// from partroute.request, and with extproc it leaves them to partroute's answer.
+func TestScenarioSetBy(t *testing.T) {
+	h := config.DefaultHeaders()
+	for _, setBy := range []config.SetBy{0, config.SetByExtProc, config.SetByEnvoy, config.SetByNone} {
+		sc := Scenario{Partitions: 2, Replicas: 2, SetBy: setBy}
+		cfg, view := loadScenario(t, sc, FakeReplicaAddrs(sc.ReplicaCount()))
+		if cfg.Headers.SetBy != setBy.OrDefault() {
+			t.Errorf("scenario with SetBy %v: configuration's setBy %v", setBy, cfg.Headers.SetBy)
+		}
+		var wantRemove, wantAdd []string
+		switch setBy.OrDefault() {
+		case config.SetByEnvoy:
+			wantAdd = []string{h.Partition, h.Role, h.Key}
+			fallthrough
+		case config.SetByNone:
+			wantRemove = []string{h.Partition, h.Role, h.Key}
+		}
+		for _, noExtProc := range []bool{false, true} {
+			b, err := EnvoyBootstrap(cfg, view, envoyconfig.Options{ListenAddress: "127.0.0.1:10000", AdminAddress: "127.0.0.1:9902", ExtProcAddress: "127.0.0.1:50051", NoExtProc: noExtProc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var hcm hcmv3.HttpConnectionManager
+			if err := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+				t.Fatal(err)
+			}
+			route := hcm.GetRouteConfig().GetVirtualHosts()[0].GetRoutes()[0]
+			if route.GetName() != ScenarioService {
+				t.Fatalf("first route %s, want the service's", route.GetName())
+			}
+			var added []string
+			for _, a := range route.GetRequestHeadersToAdd() {
+				added = append(added, a.GetHeader().GetKey())
+			}
+			if !slices.Equal(route.GetRequestHeadersToRemove(), wantRemove) || !slices.Equal(added, wantAdd) {
+				t.Errorf("SetBy %v, NoExtProc %v: the route removes %v and adds %v, want %v and %v", setBy, noExtProc, route.GetRequestHeadersToRemove(), added, wantRemove, wantAdd)
+			}
+		}
+	}
+	if err := (Scenario{Partitions: 1, Replicas: 1, SetBy: 9}).Check(); err == nil {
+		t.Error("a scenario with an unknown setBy passes Check")
 	}
 }
 

@@ -70,11 +70,15 @@ type loadFlags struct {
 	readYourWrites time.Duration
 	// uds serves ext_proc on unix sockets; googleGRPC has Envoy use its Google gRPC client.
 	uds, googleGRPC bool
-	servers         string
-	out             string
-	quiet           bool
-	cpuProfile      string
-	memProfile      string
+	// setBy is the scenario's headers.setBy as given, and shape what it names, which options
+	// reads.
+	setBy      string
+	shape      config.SetBy
+	servers    string
+	out        string
+	quiet      bool
+	cpuProfile string
+	memProfile string
 	// run only
 	addr   string
 	server string
@@ -108,6 +112,7 @@ func (f *loadFlags) register(fs *flag.FlagSet, compare bool) {
 	fs.BoolVar(&f.uds, "uds", false, "serve ext_proc (partroute and the baselines) on unix domain sockets, which Envoy reaches through pipe addresses")
 	fs.BoolVar(&f.googleGRPC, "google-grpc", false, "http target: Envoy calls ext_proc with its Google gRPC client instead of its own")
 	fs.DurationVar(&f.readYourWrites, "read-your-writes", 0, "turn read-your-writes on for the scenario's service with this window (writes mint tokens), to measure its cost")
+	fs.StringVar(&f.setBy, "set-by", config.DefaultSetBy.String(), "headers.setBy of the scenario's configuration, the shape of partroute's answer and of the decoding floor's: extproc, envoy or none; the Envoy configuration follows it")
 	fs.StringVar(&f.replicaSettings, "replica-settings", "", `more fields of the service's replicas block, in YAML flow style ("selection: ordered"), to measure a feature`)
 	fs.StringVar(&f.servers, "servers", "process", "how servers partroute starts are run: process (each its own process, so its CPU is measured alone) or inprocess")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress lines")
@@ -148,6 +153,11 @@ func (f *loadFlags) options(stderr io.Writer) (loadtest.Options, error) {
 	if f.target != "extproc" && f.target != "http" {
 		return o, fmt.Errorf("-target %q is not extproc or http", f.target)
 	}
+	shape, err := config.ParseSetBy(f.setBy)
+	if err != nil {
+		return o, fmt.Errorf("-set-by: %w", err)
+	}
+	f.shape = shape
 	if o.Mode == loadtest.Open && f.rateFrac > 0 {
 		// The rate is set once the saturation run has measured it; Check needs one meanwhile.
 		o.Rate = 1
@@ -162,7 +172,7 @@ func (f *loadFlags) options(stderr io.Writer) (loadtest.Options, error) {
 }
 
 func (f *loadFlags) scenario() loadtest.Scenario {
-	return loadtest.Scenario{Partitions: f.partitions, Replicas: f.replicas, ReplicaSettings: f.replicaSettings, ReadYourWrites: f.readYourWrites}
+	return loadtest.Scenario{Partitions: f.partitions, Replicas: f.replicas, ReplicaSettings: f.replicaSettings, ReadYourWrites: f.readYourWrites, SetBy: f.shape}
 }
 
 // runLoadtest is `partroute loadtest [run|compare|noop] [flags]`.
@@ -311,6 +321,9 @@ func externalArm(f *loadFlags) (loadtest.Arm, error) {
 		return loadtest.Arm{Name: name, Target: t}, err
 	}
 	t, err := loadtest.DialExtProc(f.addr, f.conns)
+	if err == nil {
+		t.SetBy = f.shape
+	}
 	return loadtest.Arm{Name: name, Target: t}, err
 }
 
@@ -542,7 +555,7 @@ func describeLoad(f *loadFlags, o loadtest.Options) string {
 	if f.target == "http" {
 		load += " " + f.proto
 	}
-	return fmt.Sprintf("%s, %s keys over %d, %.0f%% writes, %v + %v warm-up", load, f.keys, f.keySpace, 100*f.writes, f.duration, f.warmup)
+	return fmt.Sprintf("%s, %s keys over %d, %.0f%% writes, headers set by %s, %v + %v warm-up", load, f.keys, f.keySpace, 100*f.writes, f.shape.OrDefault(), f.duration, f.warmup)
 }
 
 func newReport(title string, runs []*loadtest.Result, cs []loadtest.Comparison) *loadtest.Report {
@@ -654,15 +667,20 @@ func loadtestNoop(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	listen := fs.String("listen", "127.0.0.1:50061", "address to serve ext_proc on (loopback)")
 	workers := fs.Int("stream-workers", server.DefaultStreamWorkers, "goroutines that serve streams, as partroute serve's")
 	floor := fs.String("floor-partition", "", "answer request headers as the decoding floor does: partroute's answer for a write to this partition, encoded once (empty: the empty answer of the no-op server)")
+	setBy := fs.String("set-by", config.DefaultSetBy.String(), "with -floor-partition, the headers.setBy whose shape the floor answers in: extproc, envoy or none")
 	var tune gcFlags
 	tune.register(fs.FlagSet)
 	if code, ok := fs.parse(args, stdout, stderr); !ok {
 		return parseStopped(code)
 	}
+	shape, err := config.ParseSetBy(*setBy)
+	if err != nil {
+		return fmt.Errorf("-set-by: %w", err)
+	}
 	if err := tune.tuning().Apply(ctx); err != nil {
 		return err
 	}
-	srv, err := startBaseline(*listen, *floor, *workers)
+	srv, err := startBaseline(*listen, *floor, shape, *workers)
 	if err != nil {
 		return err
 	}
@@ -754,6 +772,7 @@ func startLoadStack(ctx context.Context, f *loadFlags, servers []string, status 
 				return nil, err
 			}
 			t.ExpectRouted = name == serverPartroute || name == serverFloor
+			t.SetBy = f.shape
 			st.onClose(func() { t.Close() })
 			st.arms = append(st.arms, loadtest.Arm{Name: labels[i], Target: t, ServerCPU: cpu[i]})
 		}
@@ -858,7 +877,7 @@ func (s *loadStack) startExtProc(ctx context.Context, name, label string, replic
 			}
 		}
 		if s.f.servers == "process" {
-			pid, exited, err := s.startChild(label, "loadtest", "noop", "-listen", addr, "-floor-partition", partition)
+			pid, exited, err := s.startChild(label, "loadtest", "noop", "-listen", addr, "-floor-partition", partition, "-set-by", s.f.shape.String())
 			if err != nil {
 				return "", nil, err
 			}
@@ -867,7 +886,7 @@ func (s *loadStack) startExtProc(ctx context.Context, name, label string, replic
 			}
 			return addr, func() (time.Duration, error) { return loadtest.ProcessCPU(pid) }, nil
 		}
-		srv, err := startBaseline(addr, partition, 0)
+		srv, err := startBaseline(addr, partition, s.f.shape, 0)
 		if err != nil {
 			return "", nil, err
 		}
@@ -878,13 +897,14 @@ func (s *loadStack) startExtProc(ctx context.Context, name, label string, replic
 }
 
 // startBaseline serves a baseline ext_proc server on addr with partroute serve's server
-// options: the no-op server, or the decoding floor answering for partition when it is set.
-func startBaseline(addr, partition string, workers int) (*loadtest.GRPCServer, error) {
+// options: the no-op server, or the decoding floor answering for partition, in the shape of
+// setBy, when partition is set.
+func startBaseline(addr, partition string, setBy config.SetBy, workers int) (*loadtest.GRPCServer, error) {
 	opts := server.ExtProcServerOptions(time.Hour, workers)
 	if partition == "" {
 		return loadtest.StartExtProcServer(addr, loadtest.NoopProcessor{}, opts...)
 	}
-	floor, err := loadtest.NewFloorProcessor(partition, "0")
+	floor, err := loadtest.NewFloorProcessor(partition, "0", setBy)
 	if err != nil {
 		return nil, err
 	}

@@ -87,6 +87,35 @@ func TestLoadtestCompareInProcess(t *testing.T) {
 	}
 }
 
+// -set-by gives the scenario's configuration its headers.setBy and the decoding floor the
+// same shape: with envoy and none, partroute's and the floor's answers carry metadata and no
+// header mutation, and the generator takes them as routed, so no run fails. The report says
+// the shape.
+func TestLoadtestCompareSetBy(t *testing.T) {
+	for _, setBy := range []string{"envoy", "none"} {
+		t.Run(setBy, func(t *testing.T) {
+			out := t.TempDir()
+			var stdout, stderr bytes.Buffer
+			code := run([]string{"loadtest", "compare", "-set-by", setBy, "-servers", "inprocess", "-c", "4", "-d", "300ms", "-warmup", "100ms", "-pairs", "1", "-quiet", "-out", out}, &stdout, &stderr)
+			if code != 0 {
+				t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+			}
+			rep := readReport(t, filepath.Join(out, "compare-extproc-closed.json"))
+			if !strings.Contains(rep.Title, "headers set by "+setBy) {
+				t.Errorf("title %q does not name the shape", rep.Title)
+			}
+			if len(rep.Runs) != 3 {
+				t.Fatalf("%d runs, want partroute, noop and floor", len(rep.Runs))
+			}
+			for _, r := range rep.Runs {
+				if r.Errors != 0 || r.Requests == 0 {
+					t.Errorf("run %s: %d requests, errors %v", r.Name, r.Requests, r.ErrorCodes)
+				}
+			}
+		})
+	}
+}
+
 // An A/A comparison runs two instances of one server, labelled apart, and reports their ratios
 // without limits.
 func TestLoadtestCompareAA(t *testing.T) {
@@ -134,6 +163,8 @@ func TestLoadtestUsage(t *testing.T) {
 		{"loadtest", "run", "-target", "smtp"},
 		{"loadtest", "compare", "-keys", "pareto"},
 		{"loadtest", "compare", "-aa", "nofilter"},
+		{"loadtest", "compare", "-set-by", "route"},
+		{"loadtest", "noop", "-set-by", "route"},
 		{"loadtest", "run", "-no-such-flag"},
 		{"loadtest", "run", "extra"},
 		{"loadtest", "report"},
