@@ -66,7 +66,7 @@ func newAnswerParts(d resolver.Decision) answerParts {
 	var p answerParts
 	names := &d.Config.Headers
 	role := d.Role.String()
-	switch names.SetBy {
+	switch names.SetBy.OrDefault() {
 	case config.SetByEnvoy:
 		p.request = appendStringField(nil, contract.RequestKeyPartition, []byte(d.Partition.ID))
 		p.request = appendStringField(p.request, contract.RequestKeyRole, []byte(role))
