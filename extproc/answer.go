@@ -74,10 +74,7 @@ func newAnswerParts(d resolver.Decision) answerParts {
 	default:
 		p.mutation = appendHeaderOption(nil, names.Partition, []byte(d.Partition.ID))
 		p.mutation = appendHeaderOption(p.mutation, names.Role, []byte(role))
-		for _, name := range [3]string{names.Partition, names.Role, names.Key} {
-			p.mutation = protowire.AppendTag(p.mutation, fieldRemoveHeaders, protowire.BytesType)
-			p.mutation = protowire.AppendString(p.mutation, name)
-		}
+		p.mutation = appendRemovals(p.mutation, names)
 	}
 	lbRole := ""
 	if d.Role != resolver.RoleAny {
@@ -106,10 +103,15 @@ type answer struct {
 // headerOptionSize is the size of the HeaderValueOption message that sets header name to a
 // value of n bytes.
 func headerOptionSize(name string, n int) int {
-	hv := protowire.SizeTag(fieldHeaderKey) + protowire.SizeBytes(len(name)) +
-		protowire.SizeTag(fieldHeaderRawValue) + protowire.SizeBytes(n)
-	return protowire.SizeTag(fieldOptionHeader) + protowire.SizeBytes(hv) +
+	return protowire.SizeTag(fieldOptionHeader) + protowire.SizeBytes(headerValueSize(name, n)) +
 		protowire.SizeTag(fieldAppendAction) + protowire.SizeVarint(uint64(corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD))
+}
+
+// headerValueSize is the size of the HeaderValue message of header name with a raw value of n
+// bytes.
+func headerValueSize(name string, n int) int {
+	return protowire.SizeTag(fieldHeaderKey) + protowire.SizeBytes(len(name)) +
+		protowire.SizeTag(fieldHeaderRawValue) + protowire.SizeBytes(n)
 }
 
 // mutationSize is the size of the header mutation's body, 0 when the answer has none.
@@ -145,25 +147,8 @@ func (a *answer) metadataSize() int {
 // appendTo appends the encoded answer to b.
 func (a *answer) appendTo(b []byte) []byte {
 	mutation := a.mutationSize()
-	common := 0
+	b = appendMutationHead(b, a.body, mutation)
 	if mutation > 0 {
-		common = protowire.SizeTag(fieldHeaderMutation) + protowire.SizeBytes(mutation)
-	}
-	headers := 0
-	if mutation > 0 {
-		headers = protowire.SizeTag(fieldCommonResponse) + protowire.SizeBytes(common)
-	}
-	kind := fieldRequestHeaders
-	if a.body {
-		kind = fieldRequestBody
-	}
-	b = protowire.AppendTag(b, kind, protowire.BytesType)
-	b = appendLen(b, headers)
-	if mutation > 0 {
-		b = protowire.AppendTag(b, fieldCommonResponse, protowire.BytesType)
-		b = appendLen(b, common)
-		b = protowire.AppendTag(b, fieldHeaderMutation, protowire.BytesType)
-		b = appendLen(b, mutation)
 		b = append(b, a.parts.mutation...)
 		if a.key != nil {
 			b = appendHeaderOption(b, a.keyHeader, a.key)
@@ -173,9 +158,10 @@ func (a *answer) appendTo(b []byte) []byte {
 	b = appendLen(b, a.metadataSize())
 	b = append(b, a.parts.lb...)
 	if a.parts.request != nil {
-		b = appendStructFieldHead(b, contract.RequestNamespace, structValueSize(a.requestSize()))
+		request := a.requestSize()
+		b = appendStructFieldHead(b, contract.RequestNamespace, structValueSize(request))
 		b = protowire.AppendTag(b, fieldStructValue, protowire.BytesType)
-		b = appendLen(b, a.requestSize())
+		b = appendLen(b, request)
 		b = append(b, a.parts.request...)
 		if a.key != nil {
 			b = appendStringField(b, contract.RequestKeyKey, a.key)
@@ -185,16 +171,34 @@ func (a *answer) appendTo(b []byte) []byte {
 	return append(b, a.ryw...)
 }
 
+// appendMutationHead appends an answer's kind (request headers, or the request body) up to
+// the body of its header mutation, which is mutation bytes long and which the caller appends
+// next; with mutation 0 the answer has no CommonResponse at all.
+func appendMutationHead(b []byte, body bool, mutation int) []byte {
+	kind := fieldRequestHeaders
+	if body {
+		kind = fieldRequestBody
+	}
+	b = protowire.AppendTag(b, kind, protowire.BytesType)
+	if mutation == 0 {
+		return appendLen(b, 0)
+	}
+	common := protowire.SizeTag(fieldHeaderMutation) + protowire.SizeBytes(mutation)
+	b = appendLen(b, protowire.SizeTag(fieldCommonResponse)+protowire.SizeBytes(common))
+	b = protowire.AppendTag(b, fieldCommonResponse, protowire.BytesType)
+	b = appendLen(b, common)
+	b = protowire.AppendTag(b, fieldHeaderMutation, protowire.BytesType)
+	return appendLen(b, mutation)
+}
+
 // appendHeaderOption appends the set_headers entry of a HeaderMutation that sets header name
 // to value, replacing any the request has. The value goes in raw_value only: Envoy rejects a
 // header that sets both it and value.
 func appendHeaderOption(b []byte, name string, value []byte) []byte {
-	hv := protowire.SizeTag(fieldHeaderKey) + protowire.SizeBytes(len(name)) +
-		protowire.SizeTag(fieldHeaderRawValue) + protowire.SizeBytes(len(value))
 	b = protowire.AppendTag(b, fieldSetHeaders, protowire.BytesType)
 	b = appendLen(b, headerOptionSize(name, len(value)))
 	b = protowire.AppendTag(b, fieldOptionHeader, protowire.BytesType)
-	b = appendLen(b, hv)
+	b = appendLen(b, headerValueSize(name, len(value)))
 	b = protowire.AppendTag(b, fieldHeaderKey, protowire.BytesType)
 	b = protowire.AppendString(b, name)
 	b = protowire.AppendTag(b, fieldHeaderRawValue, protowire.BytesType)
@@ -206,27 +210,26 @@ func appendHeaderOption(b []byte, name string, value []byte) []byte {
 // appendRemoval appends the answer that only removes the client's copies of partroute's
 // headers, to the request headers or to the request body.
 func appendRemoval(b []byte, names *config.Headers, body bool) []byte {
-	removed := [3]string{names.Partition, names.Role, names.Key}
-	mutation := 0
-	for _, name := range removed {
-		mutation += protowire.SizeTag(fieldRemoveHeaders) + protowire.SizeBytes(len(name))
-	}
-	common := protowire.SizeTag(fieldHeaderMutation) + protowire.SizeBytes(mutation)
-	kind := fieldRequestHeaders
-	if body {
-		kind = fieldRequestBody
-	}
-	b = protowire.AppendTag(b, kind, protowire.BytesType)
-	b = appendLen(b, protowire.SizeTag(fieldCommonResponse)+protowire.SizeBytes(common))
-	b = protowire.AppendTag(b, fieldCommonResponse, protowire.BytesType)
-	b = appendLen(b, common)
-	b = protowire.AppendTag(b, fieldHeaderMutation, protowire.BytesType)
-	b = appendLen(b, mutation)
-	for _, name := range removed {
+	return appendRemovals(appendMutationHead(b, body, removalsSize(names)), names)
+}
+
+// appendRemovals appends the remove_headers entries of a HeaderMutation that remove the
+// client's copies of partroute's three headers.
+func appendRemovals(b []byte, names *config.Headers) []byte {
+	for _, name := range [3]string{names.Partition, names.Role, names.Key} {
 		b = protowire.AppendTag(b, fieldRemoveHeaders, protowire.BytesType)
 		b = protowire.AppendString(b, name)
 	}
 	return b
+}
+
+// removalsSize is the size of appendRemovals' entries.
+func removalsSize(names *config.Headers) int {
+	n := 0
+	for _, name := range [3]string{names.Partition, names.Role, names.Key} {
+		n += protowire.SizeTag(fieldRemoveHeaders) + protowire.SizeBytes(len(name))
+	}
+	return n
 }
 
 // appendLen appends the length of a field, a size computed from lengths of slices and strings
@@ -244,18 +247,21 @@ func structValueSize(n int) int { return protowire.SizeTag(fieldStructValue) + p
 // structFieldSize is the size of one field of a Struct, named name, of a Value of valueSize
 // bytes.
 func structFieldSize(name string, valueSize int) int {
-	entry := protowire.SizeTag(fieldEntryKey) + protowire.SizeBytes(len(name)) +
+	return protowire.SizeTag(fieldStructFields) + protowire.SizeBytes(entrySize(name, valueSize))
+}
+
+// entrySize is the size of the map entry of a Struct's field named name, of a Value of
+// valueSize bytes.
+func entrySize(name string, valueSize int) int {
+	return protowire.SizeTag(fieldEntryKey) + protowire.SizeBytes(len(name)) +
 		protowire.SizeTag(fieldEntryValue) + protowire.SizeBytes(valueSize)
-	return protowire.SizeTag(fieldStructFields) + protowire.SizeBytes(entry)
 }
 
 // appendStructFieldHead appends one field of a Struct up to its Value's bytes, which the
 // caller appends next: valueSize of them.
 func appendStructFieldHead(b []byte, name string, valueSize int) []byte {
-	entry := protowire.SizeTag(fieldEntryKey) + protowire.SizeBytes(len(name)) +
-		protowire.SizeTag(fieldEntryValue) + protowire.SizeBytes(valueSize)
 	b = protowire.AppendTag(b, fieldStructFields, protowire.BytesType)
-	b = appendLen(b, entry)
+	b = appendLen(b, entrySize(name, valueSize))
 	b = protowire.AppendTag(b, fieldEntryKey, protowire.BytesType)
 	b = protowire.AppendString(b, name)
 	b = protowire.AppendTag(b, fieldEntryValue, protowire.BytesType)
@@ -283,9 +289,7 @@ func appendNamespace(b []byte, name string, keys [2]string, values [2][]byte) []
 	b = appendLen(b, inner)
 	for i, v := range values {
 		if len(v) > 0 {
-			b = appendStructFieldHead(b, keys[i], stringValueSize(len(v)))
-			b = protowire.AppendTag(b, fieldStringValue, protowire.BytesType)
-			b = protowire.AppendBytes(b, v)
+			b = appendStringField(b, keys[i], v)
 		}
 	}
 	return b

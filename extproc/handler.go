@@ -163,7 +163,7 @@ func (h *Handler) requestHeaders(ctx context.Context, m *extprocv3.HttpHeaders, 
 		// The client's partroute headers go now already: if Envoy were set up not to send
 		// the body, the request would otherwise reach the upstream with the headers the
 		// client chose.
-		return sc.response(d, false)
+		return sc.removal(d, false)
 	}
 	st.remember(d)
 	return h.respond(d, start, false, sc)
@@ -247,7 +247,7 @@ func (h *Handler) respond(d resolver.Decision, start time.Time, body bool, sc *s
 	case d.Service == nil:
 		// An unmatched request passes through, but never with partition headers a client
 		// chose: an upstream that trusts them must be able to.
-		resp = sc.response(d, body)
+		resp = sc.removal(d, body)
 	default:
 		resp = h.routed(d, body, sc)
 	}
@@ -286,10 +286,10 @@ type scratch struct {
 	answerBuf [256]byte
 }
 
-// response returns the scratch's response to request headers (or to the request body) with a
+// removal returns the scratch's response to request headers (or to the request body) with a
 // header mutation that removes partroute's headers, so that a client can never choose its own
 // partition or role.
-func (sc *scratch) response(d resolver.Decision, body bool) *extprocv3.ProcessingResponse {
+func (sc *scratch) removal(d resolver.Decision, body bool) *extprocv3.ProcessingResponse {
 	return encodedResponse(&sc.resp, appendRemoval(sc.answerBuf[:0], &d.Config.Headers, body))
 }
 
