@@ -25,7 +25,7 @@ import (
 func TestHeadersSetByThroughEnvoy(t *testing.T) {
 	spoofed := []string{
 		"x-partition-id", "orders-2", "X-Partition-Id", "carts-2",
-		"x-partition-role", "primary",
+		"x-partition-role", "primary", "x-partition-role", "any",
 		"x-partition-key", "250", "x-partition-key", "7",
 	}
 	for _, setBy := range []config.SetBy{config.SetByExtProc, config.SetByEnvoy, config.SetByNone} {

@@ -47,9 +47,9 @@ const (
 // answerParts are the encoded parts of a routed answer that depend only on the partition, the
 // role and the configuration's headers block.
 type answerParts struct {
-	// mutation is the body of the header mutation, without the key header: the partition and
-	// role headers set, the client's three removed. It is empty when Envoy's routes set the
-	// headers or none are set (headers.setBy).
+	// mutation is the body of the header mutation without the key header: the partition and
+	// role headers set. It is empty when Envoy's routes set the headers or none are set
+	// (headers.setBy).
 	mutation []byte
 	// lb is the envoy.lb namespace, encoded as a Struct of that one field: Structs encoded one
 	// after the other read as one Struct with all their fields.
@@ -74,7 +74,6 @@ func newAnswerParts(d resolver.Decision) answerParts {
 	default:
 		p.mutation = appendHeaderOption(nil, names.Partition, []byte(d.Partition.ID))
 		p.mutation = appendHeaderOption(p.mutation, names.Role, []byte(role))
-		p.mutation = appendRemovals(p.mutation, names)
 	}
 	lbRole := ""
 	if d.Role != resolver.RoleAny {
@@ -92,7 +91,7 @@ type answer struct {
 	// request headers.
 	body bool
 	// key is the key's text, nil for a singleton service, whose requests carry none; keyHeader
-	// names its header.
+	// names its header, which the answer sets to key or, without one, removes.
 	key       []byte
 	keyHeader string
 	// hosts is the encoded partroute.hosts namespace of ordered selection, and ryw the
@@ -122,6 +121,8 @@ func (a *answer) mutationSize() int {
 	n := len(a.parts.mutation)
 	if a.key != nil {
 		n += protowire.SizeTag(fieldSetHeaders) + protowire.SizeBytes(headerOptionSize(a.keyHeader, len(a.key)))
+	} else {
+		n += removalSize(a.keyHeader)
 	}
 	return n
 }
@@ -152,6 +153,9 @@ func (a *answer) appendTo(b []byte) []byte {
 		b = append(b, a.parts.mutation...)
 		if a.key != nil {
 			b = appendHeaderOption(b, a.keyHeader, a.key)
+		} else {
+			// A singleton's request has no key: the client's copy of the header goes.
+			b = appendRemoveHeader(b, a.keyHeader)
 		}
 	}
 	b = protowire.AppendTag(b, fieldDynamicMetadata, protowire.BytesType)
@@ -192,8 +196,10 @@ func appendMutationHead(b []byte, body bool, mutation int) []byte {
 }
 
 // appendHeaderOption appends the set_headers entry of a HeaderMutation that sets header name
-// to value, replacing any the request has. The value goes in raw_value only: Envoy rejects a
-// header that sets both it and value.
+// to value, replacing every copy the request has: Envoy applies OVERWRITE_IF_EXISTS_OR_ADD by
+// removing them all before it adds the one, so a routed answer removes only the header it does
+// not set (TestHeadersSetByThroughEnvoy sends each header twice). The value goes in raw_value
+// only: Envoy rejects a header that sets both it and value.
 func appendHeaderOption(b []byte, name string, value []byte) []byte {
 	b = protowire.AppendTag(b, fieldSetHeaders, protowire.BytesType)
 	b = appendLen(b, headerOptionSize(name, len(value)))
@@ -217,19 +223,26 @@ func appendRemoval(b []byte, names *config.Headers, body bool) []byte {
 // client's copies of partroute's three headers.
 func appendRemovals(b []byte, names *config.Headers) []byte {
 	for _, name := range [3]string{names.Partition, names.Role, names.Key} {
-		b = protowire.AppendTag(b, fieldRemoveHeaders, protowire.BytesType)
-		b = protowire.AppendString(b, name)
+		b = appendRemoveHeader(b, name)
 	}
 	return b
 }
 
+// appendRemoveHeader appends the remove_headers entry of a HeaderMutation that removes every
+// copy of header name.
+func appendRemoveHeader(b []byte, name string) []byte {
+	b = protowire.AppendTag(b, fieldRemoveHeaders, protowire.BytesType)
+	return protowire.AppendString(b, name)
+}
+
 // removalsSize is the size of appendRemovals' entries.
 func removalsSize(names *config.Headers) int {
-	n := 0
-	for _, name := range [3]string{names.Partition, names.Role, names.Key} {
-		n += protowire.SizeTag(fieldRemoveHeaders) + protowire.SizeBytes(len(name))
-	}
-	return n
+	return removalSize(names.Partition) + removalSize(names.Role) + removalSize(names.Key)
+}
+
+// removalSize is the size of appendRemoveHeader's entry for header name.
+func removalSize(name string) int {
+	return protowire.SizeTag(fieldRemoveHeaders) + protowire.SizeBytes(len(name))
 }
 
 // appendLen appends the length of a field, a size computed from lengths of slices and strings

@@ -38,13 +38,15 @@ func wantAnswer(d resolver.Decision, a *answer, hosts string, ryw map[string]str
 		md.Fields[contract.RequestNamespace] = structpb.NewStructValue(&structpb.Struct{Fields: req})
 	case config.SetByNone:
 	default:
-		set := []*corev3.HeaderValueOption{setHeader(names.Partition, []byte(d.Partition.ID)), setHeader(names.Role, []byte(d.Role.String()))}
+		// The headers set replace the client's copies; the key header, when there is no key,
+		// is removed.
+		m := &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{setHeader(names.Partition, []byte(d.Partition.ID)), setHeader(names.Role, []byte(d.Role.String()))}}
 		if a.key != nil {
-			set = append(set, setHeader(names.Key, a.key))
+			m.SetHeaders = append(m.SetHeaders, setHeader(names.Key, a.key))
+		} else {
+			m.RemoveHeaders = []string{names.Key}
 		}
-		hr.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
-			SetHeaders: set, RemoveHeaders: []string{names.Partition, names.Role, names.Key},
-		}}
+		hr.Response = &extprocv3.CommonResponse{HeaderMutation: m}
 	}
 	if hosts != "" {
 		md.Fields[contract.HostsNamespace] = structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{

@@ -297,10 +297,9 @@ func (sc *scratch) removal(d resolver.Decision, body bool) *extprocv3.Processing
 // and partroute's headers as headers.setBy has them sent, encoded from the parts cached for
 // the partition and role with the key, the host list and the read-your-writes token added.
 func (h *Handler) routed(d resolver.Decision, body bool, sc *scratch) *extprocv3.ProcessingResponse {
-	a := answer{parts: &h.parts.get(d).answer, body: body}
+	a := answer{parts: &h.parts.get(d).answer, body: body, keyHeader: d.Config.Headers.Key}
 	if kind := d.Service.Scheme().Kind(); kind != keying.Singleton {
 		a.key = d.Key.AppendText(sc.keyBuf[:0], kind)
-		a.keyHeader = d.Config.Headers.Key
 	}
 	if d.Service.Selection == config.SelectOrdered {
 		a.hosts = h.hostList(sc, d)

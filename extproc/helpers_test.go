@@ -315,10 +315,21 @@ func checkRouted(tb testing.TB, resp *extprocv3.ProcessingResponse, body bool, w
 	if hm == nil {
 		tb.Fatal("routable request got no header mutation")
 	}
+	// Every header set replaces the client's copies (OVERWRITE_IF_EXISTS_OR_ADD); the key
+	// header of a request without a key must be removed.
 	removed := append([]string(nil), hm.GetRemoveHeaders()...)
 	sort.Strings(removed)
-	if wantRemoved := []string{"x-partition-id", "x-partition-key", "x-partition-role"}; !equalStrings(removed, wantRemoved) {
+	var wantRemoved []string
+	if want.key == "" {
+		wantRemoved = []string{"x-partition-key"}
+	}
+	if !equalStrings(removed, wantRemoved) {
 		tb.Errorf("remove_headers %q, want %q", removed, wantRemoved)
+	}
+	for _, h := range hm.GetSetHeaders() {
+		if h.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
+			tb.Errorf("header %s set with %v, want OVERWRITE_IF_EXISTS_OR_ADD, which replaces the client's copies", h.GetHeader().GetKey(), h.GetAppendAction())
+		}
 	}
 	wantSet := map[string]string{"x-partition-id": want.partition, "x-partition-role": want.roleHeader}
 	if wantSet["x-partition-role"] == "" {

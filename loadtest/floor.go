@@ -42,8 +42,8 @@ func NewFloorProcessor(partition, key string, setBy config.SetBy) (*FloorProcess
 
 // FloorAnswer is the answer the floor server sends, decoded: what partroute answers a write to
 // partition of key key when its configuration has headers.setBy setBy (the zero SetBy is the
-// default's). Every shape carries the envoy.lb metadata. With extproc the answer also removes
-// the client's three headers and sets them, by header mutation; with envoy it has no mutation
+// default's). Every shape carries the envoy.lb metadata. With extproc the answer also sets the
+// three headers, replacing the client's copies, by header mutation; with envoy it has no mutation
 // and gives the headers' values in the partroute.request metadata for Envoy's routes to set;
 // with none it has the envoy.lb metadata alone.
 func FloorAnswer(partition, key string, setBy config.SetBy) *extprocv3.ProcessingResponse {
@@ -60,9 +60,9 @@ func FloorAnswer(partition, key string, setBy config.SetBy) *extprocv3.Processin
 				AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 			}
 		}
+		// The headers set replace the client's copies, as partroute's do.
 		headers.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
-			RemoveHeaders: []string{h.Partition, h.Role, h.Key},
-			SetHeaders:    []*corev3.HeaderValueOption{set(h.Partition, partition), set(h.Role, "primary"), set(h.Key, key)},
+			SetHeaders: []*corev3.HeaderValueOption{set(h.Partition, partition), set(h.Role, "primary"), set(h.Key, key)},
 		}}
 	case config.SetByEnvoy:
 		metadata[contract.RequestNamespace] = structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
