@@ -59,7 +59,8 @@ FUZZ_TARGETS := \
 	./keying:FuzzPathTemplateMatch \
 	./resolver/servicefabric:FuzzParseAddress \
 	./resolver/servicefabric:FuzzDecodeResolution \
-	./readyourwrites:FuzzVerify
+	./readyourwrites:FuzzVerify \
+	./extproc:FuzzDecodeMessage
 
 .PHONY: all build image test e2e bench loadtest loadtest-fortio fuzz lint demo ci deps envoy etcd podman helm egctl fortio clean
 

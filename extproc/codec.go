@@ -21,9 +21,9 @@ type vtMarshaler interface {
 // partroute's responses: the envoy.lb Struct is a map of maps, and marshalling it by reflection
 // takes several times the time and the allocations of the generated code (docs/benchmarks.md
 // has the measurements: BenchmarkCodecMarshal without and with the tag). Without the build
-// tag, and for every message without the generated code (health checks, requests), it is
-// gRPC's own codec. Unmarshalling is always gRPC's: no unmarshalling code is generated for the
-// ext_proc messages.
+// tag, and for every message without the generated code (health checks), it is gRPC's own
+// codec. No unmarshalling code is generated for the ext_proc messages: the handler's requests
+// are decoded by partroute's own decoder, everything else by gRPC's codec.
 type Codec struct {
 	proto encoding.CodecV2
 }
@@ -72,5 +72,11 @@ func unknownFields(v any) []byte {
 	return nil
 }
 
-// Unmarshal is gRPC's own.
-func (c Codec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }
+// Unmarshal decodes an ext_proc request into the handler's message itself (message.go), from a
+// copy of data, which gRPC reuses once Unmarshal returns; every other message is gRPC's codec's.
+func (c Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if m, ok := v.(*message); ok {
+		return m.unmarshal(data.Materialize())
+	}
+	return c.proto.Unmarshal(data, v)
+}

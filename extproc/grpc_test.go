@@ -43,7 +43,7 @@ func startGRPC(tb testing.TB, srv extprocv3.ExternalProcessorServer) *grpcServer
 		tb.Fatal(err)
 	}
 	g := &grpcServer{}
-	gs := grpc.NewServer(grpc.ChainStreamInterceptor(func(s any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	gs := grpc.NewServer(grpc.ForceServerCodecV2(NewCodec()), grpc.ChainStreamInterceptor(func(s any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		err := handler(s, ss)
 		if err != nil {
 			g.mu.Lock()

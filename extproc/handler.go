@@ -55,16 +55,20 @@ type Handler struct {
 }
 
 // NewHandler returns a handler deciding with d. metrics and log must not be nil; pass
-// NewMetrics(nil) and a discarding logger where they are not wanted.
+// NewMetrics(nil) and a discarding logger where they are not wanted. The gRPC server must use
+// Codec (grpc.ForceServerCodecV2(NewCodec())), which decodes the handler's requests.
 func NewHandler(d Decider, metrics *Metrics, log *slog.Logger) *Handler {
 	return &Handler{decider: d, metrics: metrics, log: log, parts: new(partsCache), hosts: &hostsCache{seed: maphash.MakeSeed()}, now: time.Now}
 }
 
 // stream is the state of one HTTP request across its messages.
 type stream struct {
+	// own is the stream's message, which each message of the stream is received into unless
+	// it is pending.
+	own message
 	// pending holds the request headers of a service that keys on the body, until the body
 	// arrives.
-	pending *extprocv3.HttpHeaders
+	pending *message
 	// upstream reports a routed request's upstream answer to the naming source that resolved
 	// it, in the response phase.
 	upstream resolver.Feedback
@@ -74,6 +78,17 @@ type stream struct {
 	// spare is the scratch the stream was allocated in, for its first decision: a stream of
 	// one request then costs one allocation.
 	spare *scratch
+}
+
+// message returns the message to receive the stream's next message into: the stream's own,
+// once the decision that read the one before is done, or a new one while the own holds a
+// body-keyed request's headers.
+func (st *stream) message() *message {
+	if st.pending == &st.own {
+		return new(message)
+	}
+	st.own.reset()
+	return &st.own
 }
 
 // scratch returns a scratch for one decision's request and response, which it must not share.
@@ -96,14 +111,16 @@ func (h *Handler) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 	st := &first.st
 	st.srv, st.spare = srv, first
 	for {
-		req, err := srv.Recv()
-		if err != nil {
+		// Messages are decoded by the codec into a message (message.go), not into a
+		// ProcessingRequest: the server must use Codec.
+		m := st.message()
+		if err := srv.RecvMsg(m); err != nil {
 			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		resp := h.handle(ctx, req, st)
+		resp := h.handle(ctx, m, st)
 		if resp == nil {
 			continue
 		}
@@ -117,20 +134,20 @@ func (h *Handler) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 }
 
 // handle answers one message with the response of its kind.
-func (h *Handler) handle(ctx context.Context, req *extprocv3.ProcessingRequest, st *stream) *extprocv3.ProcessingResponse {
-	switch m := req.Request.(type) {
-	case *extprocv3.ProcessingRequest_RequestHeaders:
-		return h.requestHeaders(ctx, m.RequestHeaders, st)
-	case *extprocv3.ProcessingRequest_RequestBody:
-		return h.requestBody(ctx, m.RequestBody, st)
-	case *extprocv3.ProcessingRequest_ResponseHeaders:
-		h.responseHeaders(m.ResponseHeaders, st)
+func (h *Handler) handle(ctx context.Context, m *message, st *stream) *extprocv3.ProcessingResponse {
+	switch m.kind {
+	case kindRequestHeaders:
+		return h.requestHeaders(ctx, m, st)
+	case kindRequestBody:
+		return h.requestBody(ctx, m, st)
+	case kindResponseHeaders:
+		h.responseHeaders(m, st)
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}}
-	case *extprocv3.ProcessingRequest_ResponseBody:
+	case kindResponseBody:
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}
-	case *extprocv3.ProcessingRequest_RequestTrailers:
+	case kindRequestTrailers:
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}}
-	case *extprocv3.ProcessingRequest_ResponseTrailers:
+	case kindResponseTrailers:
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}
 	}
 	// A message kind this version does not know has no matching response to give (a response
@@ -143,12 +160,12 @@ func (h *Handler) handle(ctx context.Context, req *extprocv3.ProcessingRequest, 
 	return nil
 }
 
-func (h *Handler) requestHeaders(ctx context.Context, m *extprocv3.HttpHeaders, st *stream) *extprocv3.ProcessingResponse {
+func (h *Handler) requestHeaders(ctx context.Context, m *message, st *stream) *extprocv3.ProcessingResponse {
 	start := time.Now()
 	sc := st.scratch()
 	req := &sc.req
-	buildRequest(req, m.GetHeaders())
-	if m.GetEndOfStream() {
+	buildRequest(req, &m.headers)
+	if m.endOfStream {
 		// A request without a body: a body-keyed service reads an empty one rather than
 		// waiting for a message that never comes.
 		req.Body = []byte{}
@@ -198,11 +215,11 @@ func (st *stream) remember(d resolver.Decision) {
 // resolved it, when that source wants it. Envoy sends response headers only when the filter is
 // configured to (envoy-bootstrap -response-headers), since every phase sent costs a round
 // trip. The response itself is never changed.
-func (h *Handler) responseHeaders(m *extprocv3.HttpHeaders, st *stream) {
-	if !st.upstream.Wanted() || m.GetHeaders() == nil {
+func (h *Handler) responseHeaders(m *message, st *stream) {
+	if !st.upstream.Wanted() {
 		return
 	}
-	headers := (*protoHeaders)(&m.GetHeaders().Headers)
+	headers := &m.headers
 	v, ok := keying.Get(headers, ":status")
 	if !ok {
 		return
@@ -214,16 +231,16 @@ func (h *Handler) responseHeaders(m *extprocv3.HttpHeaders, st *stream) {
 	st.upstream.Report(httpStatus, headers)
 }
 
-func (h *Handler) requestBody(ctx context.Context, m *extprocv3.HttpBody, st *stream) *extprocv3.ProcessingResponse {
+func (h *Handler) requestBody(ctx context.Context, m *message, st *stream) *extprocv3.ProcessingResponse {
 	start := time.Now()
 	if st.pending == nil {
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}
 	}
 	sc := st.scratch()
 	req := &sc.req
-	buildRequest(req, st.pending.GetHeaders())
+	buildRequest(req, &st.pending.headers)
 	st.pending = nil
-	req.Body = m.GetBody()
+	req.Body = m.body
 	if req.Body == nil {
 		req.Body = []byte{}
 	}

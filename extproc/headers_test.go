@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
 	"github.com/partroute/partroute/keying"
 )
@@ -32,8 +33,9 @@ func TestBuildRequestReadsTheFirstOccurrence(t *testing.T) {
 			for i := 0; i < len(c.headers); i += 2 {
 				hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: c.headers[i], RawValue: []byte(c.headers[i+1])})
 			}
+			m := decodeRequest(t, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: hm}}})
 			var req keying.Request
-			buildRequest(&req, hm)
+			buildRequest(&req, &m.headers)
 			key, _ := keying.Get(req.Headers, "x-key")
 			if got := (want{req.Method, req.Path, req.Authority, key}); got != c.want {
 				t.Errorf("got %+v, want %+v", got, c.want)

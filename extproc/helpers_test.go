@@ -1,6 +1,7 @@
 package extproc
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -134,6 +135,8 @@ type fakeStream struct {
 	// into the message Envoy reads, and a failure to decode it is kept in badAnswer.
 	raw       bool
 	badAnswer error
+	// encoded holds each message handed out, encoded.
+	encoded map[*extprocv3.ProcessingRequest][]byte
 }
 
 var _ extprocv3.ExternalProcessor_ProcessServer = (*fakeStream)(nil)
@@ -210,13 +213,46 @@ func (s *fakeStream) SendHeader(metadata.MD) error { return nil }
 func (s *fakeStream) SetTrailer(metadata.MD)       {}
 func (s *fakeStream) Context() context.Context     { return s.ctx }
 func (s *fakeStream) SendMsg(m any) error          { return s.Send(m.(*extprocv3.ProcessingResponse)) }
+
+// RecvMsg hands out the next message as gRPC with Codec would: encoded, and decoded into the
+// handler's message by the decoder. Each message is encoded once, so that replaying a stream
+// (reset) measures the decoder and not the encoding.
 func (s *fakeStream) RecvMsg(m any) error {
 	r, err := s.Recv()
 	if err != nil {
 		return err
 	}
-	proto.Merge(m.(*extprocv3.ProcessingRequest), r)
-	return nil
+	if s.encoded == nil {
+		s.encoded = map[*extprocv3.ProcessingRequest][]byte{}
+	}
+	b, ok := s.encoded[r]
+	if !ok {
+		if b, err = proto.Marshal(r); err != nil {
+			return err
+		}
+		s.encoded[r] = b
+	}
+	switch m := m.(type) {
+	case *message:
+		return m.unmarshal(bytes.Clone(b))
+	case *extprocv3.ProcessingRequest:
+		return proto.Unmarshal(b, m)
+	}
+	return fmt.Errorf("fakeStream: cannot receive a %T", m)
+}
+
+// decodeRequest returns r as the handler receives it.
+func decodeRequest(tb testing.TB, r *extprocv3.ProcessingRequest) *message {
+	tb.Helper()
+	b, err := proto.Marshal(r)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m := new(message)
+	if err := m.unmarshal(b); err != nil {
+		tb.Fatalf("decoding %v: %v", r, err)
+	}
+	return m
 }
 
 // process runs one stream of msgs through the handler and returns its responses.

@@ -18,13 +18,15 @@ import (
 	"github.com/partroute/partroute/contract"
 )
 
-// FloorProcessor is the decoding floor: the least any server that routes as partroute does
-// must pay. gRPC decodes each request message into a ProcessingRequest, as it does for
-// partroute, and the server answers request headers with bytes encoded once, at start, in the
-// shape of partroute's answer under the scenario's headers.setBy (FloorAnswer), so that it
-// decides nothing and encodes nothing per request. partroute's server cost is measured against
-// it as well as against the no-op server. Its answer names one partition and the primary
-// whatever the request: through Envoy every request lands on that partition.
+// FloorProcessor is the decoding floor: the least a server on go-control-plane's generated
+// code pays to route as partroute does. gRPC decodes each request message into a
+// ProcessingRequest, whole, and the server answers request headers with bytes encoded once, at
+// start, in the shape of partroute's answer under the scenario's headers.setBy (FloorAnswer),
+// so that it decides nothing and encodes nothing per request. partroute's server cost is
+// measured against it as well as against the no-op server; partroute's own decoder reads only
+// what its decision needs (extproc/message.go), which is cheaper than the floor's decoding.
+// Its answer names one partition and the primary whatever the request: through Envoy every
+// request lands on that partition.
 type FloorProcessor struct {
 	extprocv3.UnimplementedExternalProcessorServer
 	answer preEncoded

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/grpc"
 
 	"github.com/partroute/partroute/config"
 	"github.com/partroute/partroute/extproc"
@@ -45,7 +46,8 @@ func startPartrouteFor(t *testing.T, reg prometheus.Registerer, sc Scenario) *GR
 	t.Helper()
 	cfg, view := loadScenario(t, sc, FakeReplicaAddrs(sc.ReplicaCount()))
 	h := extproc.NewHandler(resolver.New(&resolver.State{Config: cfg, Naming: view}), extproc.NewMetrics(reg), slog.New(slog.DiscardHandler))
-	srv, err := StartExtProcServer("127.0.0.1:0", h)
+	// The handler's requests are decoded by its codec.
+	srv, err := StartExtProcServer("127.0.0.1:0", h, grpc.ForceServerCodecV2(extproc.NewCodec()))
 	if err != nil {
 		t.Fatal(err)
 	}
