@@ -75,7 +75,7 @@ type stream struct {
 	// srv is the stream itself, for the message that extends Envoy's timeout before a held
 	// request's answer.
 	srv extprocv3.ExternalProcessor_ProcessServer
-	// spare is the scratch the stream was allocated in, for its first decision: a stream of
+	// spare is the scratch the stream was allocated with, for its first decision: a stream of
 	// one request then costs one allocation.
 	spare *scratch
 }
@@ -107,9 +107,9 @@ func (h *Handler) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 	h.metrics.activeStreams.Inc()
 	defer h.metrics.activeStreams.Dec()
 	ctx := srv.Context()
-	first := new(scratch)
+	first := new(streamScratch)
 	st := &first.st
-	st.srv, st.spare = srv, first
+	st.srv, st.spare = srv, &first.sc
 	for {
 		// Messages are decoded by the codec into a message (message.go), not into a
 		// ProcessingRequest: the server must use Codec.
@@ -289,11 +289,10 @@ func (h *Handler) respond(d resolver.Decision, start time.Time, body bool, sc *s
 
 // scratch is everything one request needs on the heap, in one allocation: the keying request,
 // which escapes into the Decider interface, the response, and the buffers its encoded answer is
-// written in; the first scratch of a stream holds the stream's state too. A scratch is never
-// reused: gRPC may read a message after Send returns (stats handlers do), so each response owns
-// its memory.
+// written in; the first scratch of a stream is allocated with the stream's state
+// (streamScratch). A scratch is never reused: gRPC may read a message after Send returns (stats
+// handlers do), so each response owns its memory.
 type scratch struct {
-	st   stream
 	req  keying.Request
 	resp extprocv3.ProcessingResponse
 	// keyBuf holds the key's text: 20 bytes fit every int64 in decimal.
@@ -301,6 +300,14 @@ type scratch struct {
 	// answerBuf holds the encoded answer: partroute's shape with the default header names and
 	// a partition id of a couple of dozen bytes fits; a longer one grows out of it.
 	answerBuf [256]byte
+}
+
+// streamScratch is a stream's state and its first scratch, in one allocation: a stream of one
+// request then allocates once, and a later scratch (the body of a body-keyed request) does not
+// carry a stream's room for a message.
+type streamScratch struct {
+	st stream
+	sc scratch
 }
 
 // removal returns the scratch's response to request headers (or to the request body) with a
