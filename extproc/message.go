@@ -13,8 +13,8 @@ import (
 // ProcessingRequest (by reflection: no decoding code is generated for the ext_proc messages)
 // allocated a HeaderValue, its key, its value and its raw value for every header, and was the
 // largest single part of partroute's server work per request (docs/benchmarks.md, "Decoding
-// only what the decision reads"). A message keeps one copy of the bytes gRPC hands the codec,
-// which it must not keep, and its headers and body are views into that copy.
+// only what the decision reads"). A message keeps its own copy of the bytes gRPC hands the
+// codec (gRPC reuses them once the codec returns), and its headers and body are views into it.
 //
 // The fields the decision reads are decoded as the generated code decodes them: of a scalar
 // field sent more than once the last wins, an embedded message sent more than once is merged
@@ -80,15 +80,16 @@ func kindOf(n protowire.Number) messageKind {
 }
 
 // message is one ext_proc request message, decoded for the decision. The codec decodes into it
-// (Codec.Unmarshal); a message is filled once and read by the one goroutine that serves its
-// stream.
+// (Codec.Unmarshal); a message is filled once, and read by the one goroutine that serves its
+// stream until the stream reuses it for its next message (stream.message).
 type message struct {
 	kind messageKind
 	// endOfStream is the end_of_stream of the headers or the body.
 	endOfStream bool
-	// headers are the headers of a headers message, a view into data.
+	// headers are the headers of a headers message, views into the message's bytes.
 	headers messageHeaders
-	// body is the body of a body message, a view into data; nil when the message has none.
+	// body is the body of a body message, a view into the message's bytes; nil when the
+	// message has none.
 	body []byte
 }
 
@@ -106,7 +107,7 @@ type messageHeaders struct {
 const inlineHeaders = 24
 
 // messageHeader is one HeaderValue as the handler reads it: its key, and its raw_value, or its
-// value when raw_value is empty (older peers send value). Both alias the message's data.
+// value when raw_value is empty (older peers send value). Both alias the message's bytes.
 type messageHeader struct{ key, value string }
 
 func (h *messageHeaders) Len() int { return len(h.list) }
