@@ -39,8 +39,8 @@ func TestAnswerReadsWhatItChecks(t *testing.T) {
 		err, errMetadataOnly string
 	}{
 		{"routed", routed, answer{kind: fieldRequestHeaders, mutation: true, metadata: true}, "", ""},
-		{"routed, metadata and Envoy's headers", FloorAnswer("users-0", "0", config.SetByEnvoy), answer{kind: fieldRequestHeaders, metadata: true}, "unrouted", ""},
-		{"routed, metadata alone", FloorAnswer("users-0", "0", config.SetByNone), answer{kind: fieldRequestHeaders, metadata: true}, "unrouted", ""},
+		{"routed, metadata and Envoy's headers", FloorAnswer("users-0", "primary", "0", config.SetByEnvoy), answer{kind: fieldRequestHeaders, metadata: true}, "unrouted", ""},
+		{"routed, metadata alone", FloorAnswer("users-0", "primary", "0", config.SetByNone), answer{kind: fieldRequestHeaders, metadata: true}, "unrouted", ""},
 		{"passthrough", passthrough, answer{kind: fieldRequestHeaders, mutation: true}, "unrouted", "unrouted"},
 		{"empty headers response", NoopResponse(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{}}), answer{kind: fieldRequestHeaders}, "unrouted", "unrouted"},
 		{"immediate", &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{

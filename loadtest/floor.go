@@ -3,6 +3,7 @@ package loadtest
 import (
 	"errors"
 	"io"
+	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -25,33 +26,66 @@ import (
 // so that it decides nothing and encodes nothing per request. partroute's server cost is
 // measured against it as well as against the no-op server; partroute's own decoder reads only
 // what its decision needs (extproc/message.go), which is cheaper than the floor's decoding.
-// Its answer names one partition and the primary whatever the request: through Envoy every
-// request lands on that partition.
+//
+// With one partition, every answer names that partition's primary, so through Envoy every
+// request lands on one replica. With several (loadtest -floor-spread), the floor answers for
+// each partition in turn, the primary for a write and the secondaries for a read (a GET or a
+// HEAD), so that Envoy spreads requests over the subsets as it does partroute's: the
+// difference between the two measures what Envoy's routing itself costs.
 type FloorProcessor struct {
 	extprocv3.UnimplementedExternalProcessorServer
-	answer preEncoded
+	// answers holds, for each partition, the answer to a write and then the answer to a read.
+	answers []preEncoded
+	// next counts the answers of a spreading floor, to take the partitions in turn.
+	next atomic.Uint64
 }
 
-// NewFloorProcessor returns the floor server, answering in partroute's shape of setBy for a
-// write to partition of key key, under the default header names.
-func NewFloorProcessor(partition, key string, setBy config.SetBy) (*FloorProcessor, error) {
-	b, err := proto.Marshal(FloorAnswer(partition, key, setBy))
-	if err != nil {
-		return nil, err
+// NewFloorProcessor returns the floor server, answering in partroute's shape of setBy for the
+// partitions, with key as every request's key, under the default header names.
+func NewFloorProcessor(partitions []string, key string, setBy config.SetBy) (*FloorProcessor, error) {
+	if len(partitions) == 0 {
+		return nil, errors.New("the decoding floor needs a partition to answer for")
 	}
-	return &FloorProcessor{answer: b}, nil
+	f := &FloorProcessor{}
+	for _, partition := range partitions {
+		for _, role := range [2]string{"primary", "secondary"} {
+			b, err := proto.Marshal(FloorAnswer(partition, role, key, setBy))
+			if err != nil {
+				return nil, err
+			}
+			f.answers = append(f.answers, b)
+		}
+	}
+	return f, nil
 }
 
-// FloorAnswer is the answer the floor server sends, decoded: what partroute answers a write to
-// partition of key key when its configuration has headers.setBy setBy (the zero SetBy is the
-// default's). Every shape carries the envoy.lb metadata. With extproc the answer also sets the
+// answer returns the answer to the request headers h.
+func (f *FloorProcessor) answer(h *extprocv3.HttpHeaders) preEncoded {
+	if len(f.answers) == 2 {
+		return f.answers[0]
+	}
+	i := 2 * int(f.next.Add(1)%uint64(len(f.answers)/2))
+	for _, hv := range h.GetHeaders().GetHeaders() {
+		if hv.GetKey() == ":method" {
+			if m := string(hv.GetRawValue()); m == "GET" || m == "HEAD" {
+				i++
+			}
+			break
+		}
+	}
+	return f.answers[i]
+}
+
+// FloorAnswer is the answer the floor server sends, decoded: what partroute answers a request
+// to partition of key key for role (primary or secondary) when its configuration has
+// headers.setBy setBy (the zero SetBy is the default's). Every shape carries the envoy.lb metadata. With extproc the answer also sets the
 // three headers, replacing the client's copies, by header mutation; with envoy it has no mutation
 // and gives the headers' values in the partroute.request metadata for Envoy's routes to set;
 // with none it has the envoy.lb metadata alone.
-func FloorAnswer(partition, key string, setBy config.SetBy) *extprocv3.ProcessingResponse {
+func FloorAnswer(partition, role, key string, setBy config.SetBy) *extprocv3.ProcessingResponse {
 	h := config.DefaultHeaders()
 	metadata := map[string]*structpb.Value{
-		contract.LBNamespace: structpb.NewStructValue(contract.LBFields(partition, "primary")),
+		contract.LBNamespace: structpb.NewStructValue(contract.LBFields(partition, role)),
 	}
 	headers := &extprocv3.HeadersResponse{}
 	switch setBy.OrDefault() {
@@ -64,12 +98,12 @@ func FloorAnswer(partition, key string, setBy config.SetBy) *extprocv3.Processin
 		}
 		// The headers set replace the client's copies, as partroute's do.
 		headers.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
-			SetHeaders: []*corev3.HeaderValueOption{set(h.Partition, partition), set(h.Role, "primary"), set(h.Key, key)},
+			SetHeaders: []*corev3.HeaderValueOption{set(h.Partition, partition), set(h.Role, role), set(h.Key, key)},
 		}}
 	case config.SetByEnvoy:
 		metadata[contract.RequestNamespace] = structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
 			contract.RequestKeyPartition: structpb.NewStringValue(partition),
-			contract.RequestKeyRole:      structpb.NewStringValue("primary"),
+			contract.RequestKeyRole:      structpb.NewStringValue(role),
 			contract.RequestKeyKey:       structpb.NewStringValue(key),
 		}})
 	}
@@ -90,8 +124,10 @@ func (f *FloorProcessor) Process(srv extprocv3.ExternalProcessor_ProcessServer) 
 			}
 			return err
 		}
-		var out any = f.answer
-		if req.GetRequestHeaders() == nil {
+		var out any
+		if h := req.GetRequestHeaders(); h != nil {
+			out = f.answer(h)
+		} else {
 			resp := NoopResponse(req)
 			if resp == nil {
 				continue

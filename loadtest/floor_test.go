@@ -29,7 +29,7 @@ import (
 func TestFloorAnswersWithItsPreEncodedShape(t *testing.T) {
 	for _, setBy := range []config.SetBy{config.SetByExtProc, config.SetByEnvoy, config.SetByNone} {
 		t.Run(setBy.String(), func(t *testing.T) {
-			floor, err := NewFloorProcessor("users-0", "0", setBy)
+			floor, err := NewFloorProcessor([]string{"users-0"}, "0", setBy)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -38,7 +38,7 @@ func TestFloorAnswersWithItsPreEncodedShape(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(srv.Close)
-			want := FloorAnswer("users-0", "0", setBy)
+			want := FloorAnswer("users-0", "primary", "0", setBy)
 			headers := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
 				Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":path", RawValue: []byte("/api/users/1")}}},
 			}}}
@@ -67,6 +67,52 @@ func TestFloorAnswersWithItsPreEncodedShape(t *testing.T) {
 				t.Errorf("partroute's answer has the shape\n  %s\nthe floor's\n  %s", shapeOf(got), shapeOf(want))
 			}
 		})
+	}
+}
+
+// A floor given several partitions answers for each in turn, with the primary for a write and
+// the secondaries for a read, as partroute routes: through Envoy it spreads the requests over
+// the subsets as partroute does. Given one, it answers every request for its primary.
+func TestFloorSpreadsOverItsPartitions(t *testing.T) {
+	request := func(method string) *extprocv3.ProcessingRequest {
+		msg, m, path, _ := envoyHeaders(ScenarioAuthority)
+		m.RawValue, path.RawValue = []byte(method), []byte(ScenarioPathPrefix+"12")
+		return msg
+	}
+	answered := func(t *testing.T, partitions []string, methods ...string) map[string]int {
+		t.Helper()
+		floor, err := NewFloorProcessor(partitions, "0", config.SetByExtProc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := StartExtProcServer("127.0.0.1:0", floor, FloorServerOptions(encoding.GetCodecV2("proto"))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(srv.Close)
+		got := map[string]int{}
+		for _, method := range methods {
+			resp := exchange(t, srv.Addr, request(method))[0]
+			lb := resp.GetDynamicMetadata().GetFields()[contract.LBNamespace].GetStructValue().GetFields()
+			got[method+" "+lb[contract.KeyPartition].GetStringValue()+" "+lb[contract.KeyRole].GetStringValue()]++
+		}
+		return got
+	}
+	t.Run("several", func(t *testing.T) {
+		got := answered(t, []string{"p0", "p1"}, "PUT", "PUT", "GET", "GET", "HEAD", "HEAD")
+		want := map[string]int{"PUT p0 primary": 1, "PUT p1 primary": 1, "GET p0 secondary": 1, "GET p1 secondary": 1, "HEAD p0 secondary": 1, "HEAD p1 secondary": 1}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("answers %v, want %v", got, want)
+		}
+	})
+	t.Run("one", func(t *testing.T) {
+		got := answered(t, []string{"p0"}, "PUT", "GET")
+		if want := map[string]int{"PUT p0 primary": 1, "GET p0 primary": 1}; fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("answers %v, want %v", got, want)
+		}
+	})
+	if _, err := NewFloorProcessor(nil, "0", config.SetByExtProc); err == nil {
+		t.Error("a floor without a partition was made")
 	}
 }
 

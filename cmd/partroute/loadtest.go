@@ -70,6 +70,8 @@ type loadFlags struct {
 	readYourWrites time.Duration
 	// uds serves ext_proc on unix sockets; googleGRPC has Envoy use its Google gRPC client.
 	uds, googleGRPC bool
+	// floorSpread has the decoding floor answer for every partition in turn.
+	floorSpread bool
 	// setBy is the scenario's headers.setBy as given, and shape what it names, which options
 	// reads.
 	setBy      string
@@ -112,6 +114,7 @@ func (f *loadFlags) register(fs *flag.FlagSet, compare bool) {
 	fs.BoolVar(&f.uds, "uds", false, "serve ext_proc (partroute and the baselines) on unix domain sockets, which Envoy reaches through pipe addresses")
 	fs.BoolVar(&f.googleGRPC, "google-grpc", false, "http target: Envoy calls ext_proc with its Google gRPC client instead of its own")
 	fs.DurationVar(&f.readYourWrites, "read-your-writes", 0, "turn read-your-writes on for the scenario's service with this window (writes mint tokens), to measure its cost")
+	fs.BoolVar(&f.floorSpread, "floor-spread", false, "the decoding floor answers for each partition of the scenario in turn, a write for the primary and a read for the secondaries, as partroute routes them, instead of every request for the first partition's primary: through Envoy, the difference measures what Envoy's routing over the subsets costs")
 	fs.StringVar(&f.setBy, "set-by", config.DefaultSetBy.String(), "headers.setBy of the scenario's configuration, the shape of partroute's answer and of the decoding floor's: extproc, envoy or none; the Envoy configuration follows it")
 	fs.StringVar(&f.replicaSettings, "replica-settings", "", `more fields of the service's replicas block, in YAML flow style ("selection: ordered"), to measure a feature`)
 	fs.StringVar(&f.servers, "servers", "process", "how servers partroute starts are run: process (each its own process, so its CPU is measured alone) or inprocess")
@@ -555,7 +558,11 @@ func describeLoad(f *loadFlags, o loadtest.Options) string {
 	if f.target == "http" {
 		load += " " + f.proto
 	}
-	return fmt.Sprintf("%s, %s keys over %d, %.0f%% writes, headers set by %s, %v + %v warm-up", load, f.keys, f.keySpace, 100*f.writes, f.shape.OrDefault(), f.duration, f.warmup)
+	floor := ""
+	if f.floorSpread {
+		floor = ", floor spread over the partitions"
+	}
+	return fmt.Sprintf("%s, %s keys over %d, %.0f%% writes, headers set by %s%s, %v + %v warm-up", load, f.keys, f.keySpace, 100*f.writes, f.shape.OrDefault(), floor, f.duration, f.warmup)
 }
 
 func newReport(title string, runs []*loadtest.Result, cs []loadtest.Comparison) *loadtest.Report {
@@ -666,7 +673,14 @@ func loadtestNoop(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := newCmdFlags("loadtest noop", "partroute loadtest noop [-listen ADDR] [-stream-workers N] [-gogc N] [-gc-headroom SIZE] [-memory-limit SIZE]")
 	listen := fs.String("listen", "127.0.0.1:50061", "address to serve ext_proc on (loopback)")
 	workers := fs.Int("stream-workers", server.DefaultStreamWorkers, "goroutines that serve streams, as partroute serve's")
-	floor := fs.String("floor-partition", "", "answer request headers as the decoding floor does: partroute's answer for a write to this partition, encoded once (empty: the empty answer of the no-op server)")
+	var floor []string
+	fs.Func("floor-partition", "answer request headers as the decoding floor does: partroute's answer for a write to this partition, encoded once (none: the empty answer of the no-op server); given more than once, the floor answers for each in turn, a read for the secondaries", func(v string) error {
+		if v == "" {
+			return errors.New("a partition id is not empty")
+		}
+		floor = append(floor, v)
+		return nil
+	})
 	setBy := fs.String("set-by", config.DefaultSetBy.String(), "with -floor-partition, the headers.setBy whose shape the floor answers in: extproc, envoy or none")
 	var tune gcFlags
 	tune.register(fs.FlagSet)
@@ -680,7 +694,7 @@ func loadtestNoop(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := tune.tuning().Apply(ctx); err != nil {
 		return err
 	}
-	srv, err := startBaseline(*listen, *floor, shape, *workers)
+	srv, err := startBaseline(*listen, floor, shape, *workers)
 	if err != nil {
 		return err
 	}
@@ -869,15 +883,19 @@ func (s *loadStack) startExtProc(ctx context.Context, name, label string, replic
 		}
 		return addr, nil, nil
 	case serverNoop, serverFloor:
-		partition := ""
+		var partitions []string
 		if name == serverFloor {
 			var err error
-			if partition, err = s.floorPartition(replicas); err != nil {
+			if partitions, err = s.floorPartitions(replicas); err != nil {
 				return "", nil, err
 			}
 		}
 		if s.f.servers == "process" {
-			pid, exited, err := s.startChild(label, "loadtest", "noop", "-listen", addr, "-floor-partition", partition, "-set-by", s.f.shape.String())
+			args := []string{"loadtest", "noop", "-listen", addr, "-set-by", s.f.shape.String()}
+			for _, id := range partitions {
+				args = append(args, "-floor-partition", id)
+			}
+			pid, exited, err := s.startChild(label, args...)
 			if err != nil {
 				return "", nil, err
 			}
@@ -886,7 +904,7 @@ func (s *loadStack) startExtProc(ctx context.Context, name, label string, replic
 			}
 			return addr, func() (time.Duration, error) { return loadtest.ProcessCPU(pid) }, nil
 		}
-		srv, err := startBaseline(addr, partition, s.f.shape, 0)
+		srv, err := startBaseline(addr, partitions, s.f.shape, 0)
 		if err != nil {
 			return "", nil, err
 		}
@@ -897,40 +915,48 @@ func (s *loadStack) startExtProc(ctx context.Context, name, label string, replic
 }
 
 // startBaseline serves a baseline ext_proc server on addr with partroute serve's server
-// options: the no-op server, or the decoding floor answering for partition, in the shape of
-// setBy, when partition is set.
-func startBaseline(addr, partition string, setBy config.SetBy, workers int) (*loadtest.GRPCServer, error) {
+// options: the no-op server, or the decoding floor answering for partitions, in the shape of
+// setBy, when there are any.
+func startBaseline(addr string, partitions []string, setBy config.SetBy, workers int) (*loadtest.GRPCServer, error) {
 	opts := server.ExtProcServerOptions(time.Hour, workers)
-	if partition == "" {
+	if len(partitions) == 0 {
 		return loadtest.StartExtProcServer(addr, loadtest.NoopProcessor{}, opts...)
 	}
-	floor, err := loadtest.NewFloorProcessor(partition, "0", setBy)
+	floor, err := loadtest.NewFloorProcessor(partitions, "0", setBy)
 	if err != nil {
 		return nil, err
 	}
 	return loadtest.StartExtProcServer(addr, floor, loadtest.FloorServerOptions(extproc.NewCodec(), opts...)...)
 }
 
-// floorPartition is the id of the scenario's first partition, which the decoding floor names
-// in every answer.
-func (s *loadStack) floorPartition(replicas []string) (string, error) {
+// floorPartitions are the ids of the partitions the decoding floor answers for: the scenario's
+// first, or with -floor-spread all of them.
+func (s *loadStack) floorPartitions(replicas []string) ([]string, error) {
 	dir := filepath.Join(s.work, "floor-scenario")
 	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return "", err
+		return nil, err
 	}
 	ports, err := loadtest.ReservePorts(2)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	cfgPath, err := s.f.scenario().WriteFiles(dir, ports[0], ports[1], replicas)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	_, view, err := resolver.LoadConfigAndView(cfgPath, "")
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	return view.Services[loadtest.ScenarioService].Partitions[0].ID, nil
+	partitions := view.Services[loadtest.ScenarioService].Partitions
+	if !s.f.floorSpread {
+		partitions = partitions[:1]
+	}
+	ids := make([]string, len(partitions))
+	for i, p := range partitions {
+		ids[i] = p.ID
+	}
+	return ids, nil
 }
 
 // startChild runs this binary with args as a child process that dies with this one, logging to

@@ -116,6 +116,26 @@ func TestLoadtestCompareSetBy(t *testing.T) {
 	}
 }
 
+// -floor-spread has the decoding floor answer for every partition in turn; every run still
+// routes without error, and the report says so.
+func TestLoadtestCompareFloorSpread(t *testing.T) {
+	out := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"loadtest", "compare", "-floor-spread", "-servers", "inprocess", "-c", "4", "-d", "300ms", "-warmup", "100ms", "-pairs", "1", "-quiet", "-out", out}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	rep := readReport(t, filepath.Join(out, "compare-extproc-closed.json"))
+	if !strings.Contains(rep.Title, "floor spread over the partitions") {
+		t.Errorf("title %q does not say the floor spreads", rep.Title)
+	}
+	for _, r := range rep.Runs {
+		if r.Errors != 0 || r.Requests == 0 {
+			t.Errorf("run %s: %d requests, errors %v", r.Name, r.Requests, r.ErrorCodes)
+		}
+	}
+}
+
 // An A/A comparison runs two instances of one server, labelled apart, and reports their ratios
 // without limits.
 func TestLoadtestCompareAA(t *testing.T) {
@@ -165,6 +185,7 @@ func TestLoadtestUsage(t *testing.T) {
 		{"loadtest", "compare", "-aa", "nofilter"},
 		{"loadtest", "compare", "-set-by", "route"},
 		{"loadtest", "noop", "-set-by", "route"},
+		{"loadtest", "noop", "-floor-partition", ""},
 		{"loadtest", "run", "-no-such-flag"},
 		{"loadtest", "run", "extra"},
 		{"loadtest", "report"},
