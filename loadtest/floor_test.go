@@ -29,15 +29,7 @@ import (
 func TestFloorAnswersWithItsPreEncodedShape(t *testing.T) {
 	for _, setBy := range []config.SetBy{config.SetByExtProc, config.SetByEnvoy, config.SetByNone} {
 		t.Run(setBy.String(), func(t *testing.T) {
-			floor, err := NewFloorProcessor([]string{"users-0"}, "0", setBy)
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv, err := StartExtProcServer("127.0.0.1:0", floor, FloorServerOptions(encoding.GetCodecV2("proto"))...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(srv.Close)
+			srv := startFloor(t, []string{"users-0"}, setBy)
 			want := FloorAnswer("users-0", "primary", "0", setBy)
 			headers := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
 				Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":path", RawValue: []byte("/api/users/1")}}},
@@ -81,15 +73,7 @@ func TestFloorSpreadsOverItsPartitions(t *testing.T) {
 	}
 	answered := func(t *testing.T, partitions []string, methods ...string) map[string]int {
 		t.Helper()
-		floor, err := NewFloorProcessor(partitions, "0", config.SetByExtProc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv, err := StartExtProcServer("127.0.0.1:0", floor, FloorServerOptions(encoding.GetCodecV2("proto"))...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(srv.Close)
+		srv := startFloor(t, partitions, config.SetByExtProc)
 		got := map[string]int{}
 		for _, method := range methods {
 			resp := exchange(t, srv.Addr, request(method))[0]
@@ -114,6 +98,22 @@ func TestFloorSpreadsOverItsPartitions(t *testing.T) {
 	if _, err := NewFloorProcessor(nil, "0", config.SetByExtProc); err == nil {
 		t.Error("a floor without a partition was made")
 	}
+}
+
+// startFloor serves the decoding floor for partitions in the shape of setBy on a loopback port,
+// with the codec it wraps.
+func startFloor(t *testing.T, partitions []string, setBy config.SetBy) *GRPCServer {
+	t.Helper()
+	floor, err := NewFloorProcessor(partitions, "0", setBy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := StartExtProcServer("127.0.0.1:0", floor, FloorServerOptions(encoding.GetCodecV2("proto"))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv
 }
 
 // exchange sends msgs on one ext_proc stream to the server at addr, one at a time, and returns

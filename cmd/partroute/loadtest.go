@@ -670,13 +670,13 @@ func loadtestReport(args []string, stdout, stderr io.Writer) error {
 // its own, with partroute's gRPC server options and runtime settings, so that the comparison
 // differs in the handler alone.
 func loadtestNoop(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newCmdFlags("loadtest noop", "partroute loadtest noop [-listen ADDR] [-stream-workers N] [-gogc N] [-gc-headroom SIZE] [-memory-limit SIZE]")
+	fs := newCmdFlags("loadtest noop", "partroute loadtest noop [-listen ADDR] [-floor-partition ID]... [-set-by SHAPE] [-stream-workers N] [-gogc N] [-gc-headroom SIZE] [-memory-limit SIZE]")
 	listen := fs.String("listen", "127.0.0.1:50061", "address to serve ext_proc on (loopback)")
 	workers := fs.Int("stream-workers", server.DefaultStreamWorkers, "goroutines that serve streams, as partroute serve's")
 	var floor []string
 	fs.Func("floor-partition", "answer request headers as the decoding floor does: partroute's answer for a write to this partition, encoded once (none: the empty answer of the no-op server); given more than once, the floor answers for each in turn, a read for the secondaries", func(v string) error {
 		if v == "" {
-			return errors.New("a partition id is not empty")
+			return errors.New("the partition id is empty")
 		}
 		floor = append(floor, v)
 		return nil
