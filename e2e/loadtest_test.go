@@ -2,11 +2,15 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/partroute/partroute/internal/testkit"
 	"github.com/partroute/partroute/loadtest"
 )
 
@@ -65,5 +69,31 @@ func TestLoadtestSetByThroughEnvoy(t *testing.T) {
 		if !strings.Contains(rep.Title, "headers set by "+setBy) {
 			t.Errorf("%s: title %q does not name the shape", setBy, rep.Title)
 		}
+	}
+}
+
+// TestEnvoyInstructionsScript runs loadtest/envoy-instructions.sh, which counts the
+// instructions Envoy executes per request under valgrind, on a short run of the no-op server:
+// it must print a count for the server, in the range one request through Envoy and its ext_proc
+// filter can take (about 440,000 instructions on Envoy 1.40; far below when the difference of
+// the two runs is wrong, far above when Envoy's start is not cancelled out).
+func TestEnvoyInstructionsScript(t *testing.T) {
+	cmd := exec.Command("bash", "loadtest/envoy-instructions.sh", "noop")
+	cmd.Dir = testkit.RepoRoot(t)
+	cmd.Env = append(os.Environ(), "PARTROUTE="+partrouteBin, "N1=20", "N2=60")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("envoy-instructions.sh: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`^noop: (\d+) instructions per request \(Envoy, 40 requests at 40/s; totals (\d+) and (\d+)\)\n$`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("output:\n%s", out)
+	}
+	per, err := strconv.Atoi(string(m[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if per < 100_000 || per > 5_000_000 {
+		t.Errorf("%d instructions per request, want between 100,000 and 5,000,000:\n%s", per, out)
 	}
 }
