@@ -3,8 +3,8 @@
 # test's stack, with one server behind its ext_proc filter, under valgrind's cachegrind.
 #
 # Envoy's CPU time per request moves by several percent from run to run on a shared machine;
-# the count of instructions it executes for the same requests moves by a few hundredths of a
-# percent, so differences of 1% between answers can be read from a single run. Instructions are
+# the count of instructions it executes for the same requests moves by a few tenths of a
+# percent at most, so differences of 1% between answers can be read from a single run. Instructions are
 # not time (cache misses, branch mispredictions and the kernel's work are not in them), so the
 # count ranks what Envoy does for each answer, and CPU time stays the figure of the published
 # comparisons (docs/benchmarks.md).
